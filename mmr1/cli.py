@@ -1,0 +1,178 @@
+"""The ``mmr1`` command: thin, it calls flows or, for inspection, the library.
+
+Inspection commands (``catalog ...``, ``home``) need only the library, so they
+work in a trainer environment without Prefect; flow commands import ``flows``
+lazily (``mmr1/`` itself never imports Prefect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mmr1.catalog import Catalog, CatalogError
+from mmr1.catalog import report as catalog_report
+from schemas.home import HomeConfig
+from schemas.presets import ConfigError, load_config
+
+# Defaults for an embedded (serverless) Prefect run; explicit settings win.
+_PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+}
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    home = HomeConfig()
+    if not home.catalog.exists():
+        raise CliError(
+            f"no catalog at {home.catalog} (MMR1_HOME={home.root}); run `mmr1 demo` first "
+            "or point MMR1_HOME / MMR1_CATALOG at an existing one"
+        )
+    return Catalog(home.catalog)
+
+
+def cmd_catalog_list(args: argparse.Namespace) -> None:
+    catalog = _catalog(args)
+    kinds = [args.type] if args.type else ["dataset", "checkpoint", "vps"]
+    entries: list[Any] = []
+    if "dataset" in kinds:
+        entries += catalog.list_datasets(name=args.name, kind=args.kind)
+    if "checkpoint" in kinds:
+        entries += catalog.list_checkpoints(name=args.name)
+    if "vps" in kinds:
+        entries += catalog.list_vps_tables(name=args.name)
+    if args.json:
+        _print_json(catalog_report.list_json(entries))
+    elif entries:
+        print(catalog_report.render_list(entries))
+    else:
+        print("(catalog is empty)")
+
+
+def cmd_catalog_show(args: argparse.Namespace) -> None:
+    catalog = _catalog(args)
+    kind, entry = catalog.resolve(args.ref)
+    summary = catalog.quarantine_summary(f"{entry.ref}") if kind == "dataset" else None
+    if args.json:
+        _print_json(catalog_report.show_json(entry, summary))
+    else:
+        print(catalog_report.render_show(entry, summary))
+
+
+def cmd_catalog_lineage(args: argparse.Namespace) -> None:
+    catalog = _catalog(args)
+    kind, entry = catalog.resolve(args.ref)
+    node = catalog.lineage(entry.ref, kind=kind)
+    if args.json:
+        _print_json(catalog_report.lineage_json(node))
+    else:
+        print(catalog_report.render_lineage(node))
+
+
+def cmd_home(args: argparse.Namespace) -> None:
+    home = HomeConfig()
+    data = {
+        "root": str(home.root),
+        "catalog": str(home.catalog),
+        "datasets": str(home.datasets),
+        "checkpoints": str(home.checkpoints),
+        "runs": str(home.runs),
+        "mlflow_tracking_uri": home.tracking_uri,
+        "mlflow_artifacts": str(home.artifacts),
+        "prefect_home": os.environ.get("PREFECT_HOME", str(Path("~/.prefect").expanduser())),
+    }
+    if args.json:
+        _print_json(data)
+    else:
+        width = max(len(k) for k in data)
+        print("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items()))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from schemas.demo import DemoConfig
+
+    config = load_config(DemoConfig, args.config, args.set)
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    from flows.demo import demo
+
+    home = HomeConfig()
+    print(f"mmr1 demo: home {home.root}")
+    refs = demo(config)
+    print("\nwrote:")
+    for key, value in refs.items():
+        print(f"  {key:12s} {value}")
+    print(
+        f"\ninspect: mmr1 catalog list | mmr1 catalog lineage {refs['sft']}\n"
+        f"         mlflow ui --backend-store-uri {home.tracking_uri}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmr1", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, help="pipeline home (sets MMR1_HOME; default ~/.mmr1)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the pipeline end to end on the tiny offline model")
+    demo.add_argument("--config", default="demo", help="YAML file or preset name (default: demo)")
+    demo.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    home = sub.add_parser("home", help="print where state is kept")
+    home.add_argument("--json", action="store_true")
+    home.set_defaults(func=cmd_home)
+
+    catalog = sub.add_parser("catalog", help="inspect the DuckDB catalog")
+    csub = catalog.add_subparsers(dest="catalog_command", required=True)
+    lst = csub.add_parser("list", help="list datasets, checkpoints and VPS tables")
+    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--type", choices=["dataset", "checkpoint", "vps"])
+    lst.add_argument("--kind", help="dataset kind (rl, sft, benchmark, ...)")
+    lst.add_argument("--name")
+    lst.set_defaults(func=cmd_catalog_list)
+    show = csub.add_parser("show", help="show one entry: NAME[@VERSION], kind: prefix optional")
+    show.add_argument("ref")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_catalog_show)
+    lineage = csub.add_parser("lineage", help="what an entry was derived from, recursively")
+    lineage.add_argument("ref")
+    lineage.add_argument("--json", action="store_true")
+    lineage.set_defaults(func=cmd_catalog_lineage)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.home is not None:
+        os.environ["MMR1_HOME"] = str(args.home.expanduser().resolve())
+    try:
+        args.func(args)
+    except (CliError, CatalogError, ConfigError) as exc:
+        print(f"mmr1: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        if args.command == "demo":
+            raise  # inside a flow: keep the traceback
+        print(f"mmr1: error: {exc}", file=sys.stderr)  # e.g. a malformed ref
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

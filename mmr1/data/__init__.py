@@ -1,0 +1,1 @@
+"""Datasets: the synthetic multimodal task generator and parquet files on disk."""

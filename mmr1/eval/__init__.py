@@ -1,0 +1,1 @@
+"""Evaluation: benchmark adapters, scorers, leaderboards, and the quick policy probe."""

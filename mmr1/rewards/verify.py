@@ -1,0 +1,251 @@
+"""Is an extracted answer correct? Binary, no partial credit (METHOD.md section 4).
+
+``check_answer(prediction, gold, choices)`` applies, in order:
+
+1. **Guards** (:mod:`mmr1.rewards.guards`): an empty prediction, or one that is too
+   long or would blow up SymPy, is wrong.
+2. **Multiple choice**, when the gold is an upper-case option letter (``A``,
+   ``(B)``, ``C.``) or ``choices`` are given and the gold is a letter or one
+   choice's text. The prediction is reduced to a letter (``(A)``, ``A) 12 cm``,
+   ``\\text{A}``, ``option A``), or, when choices are known, mapped to the one
+   choice whose normalised text equals it (else the one choice math-verify finds
+   equal to it). Correct iff the letters are equal.
+3. **Normalised text**: exact equality after :func:`normalize_text` (case,
+   whitespace, ``\\text{}``, ``$``, trailing period, a trailing unit word).
+4. **math-verify**, unless the gold reads as words (``Yes``, ``east``): SymPy would
+   turn ``dog``/``god`` into the same product of symbols. Gold and prediction
+   are each parsed as ``\\boxed{...}`` and compared with ``verify(gold, pred)``;
+   math-verify handles ``\\frac{1}{2}``/``0.5``, ``50\\%``/``0.5``, ``1,000``,
+   ``30^\\circ``, ``x = 3``/``3``, intervals and sets.
+   Two plain decimals (``1,000`` vs ``1000``) are compared exactly first,
+   skipping the ~10 ms LaTeX parse when the answer is already decided.
+
+There is deliberately no containment, substring or token-overlap rule: ``Yes``
+vs ``No`` and ``a cat`` vs ``a dog`` are wrong.
+
+Timeouts: math-verify bounds each parse/compare with ``signal.alarm``, which
+raises in any thread but the main one. We pass its timeout only in the main
+thread (``timeout_s // 2`` seconds per operation, at least 1; alarms take whole
+seconds) and ``None`` elsewhere; a thread caller must bound time itself, which
+is what :func:`mmr1.rewards.score.score_batch` does with worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import NamedTuple
+
+from math_verify import parse, verify
+from math_verify.errors import TimeoutException
+
+from mmr1.rewards.guards import guard_reason
+from mmr1.rewards.normalize import (
+    choice_letter,
+    clean_math,
+    normalize_text,
+    parse_choice_letter,
+    strip_choice_label,
+    strip_math_delimiters,
+    unwrap_text_commands,
+)
+
+# Words that may appear in a mathematical gold without making it a text answer.
+MATH_WORDS: frozenset[str] = frozenset(
+    {
+        "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan",
+        "sinh", "cosh", "tanh", "log", "ln", "lg", "exp", "sqrt", "pi", "inf", "infty",
+        "mod", "gcd", "lcm", "max", "min", "det", "deg",
+    }
+)  # fmt: skip
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]{2,}")
+_UPPER_LETTER_GOLD = re.compile(r"^[(\[]?[A-Z][)\]]?[.:]?$")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$")
+
+
+class Verdict(NamedTuple):
+    """Outcome of one check. ``rule`` names what decided it (for debugging and tests)."""
+
+    correct: bool
+    timed_out: bool = False
+    rule: str = ""
+
+
+def signal_timeout(timeout_s: float | None) -> int | None:
+    """math-verify's per-operation timeout: whole seconds in the main thread, else None."""
+    if timeout_s is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return max(1, int(timeout_s // 2))
+
+
+def looks_like_text(answer: str) -> bool:
+    """True when ``answer`` contains a word of 2+ letters that is not a math word or command.
+
+    ``Yes``, ``a cat``, ``\\text{east}`` are text; ``\\frac{\\sqrt{3}}{2}``, ``2x+1``,
+    ``\\sin x``, ``5 cm`` (unit dropped) are not.
+    """
+    stripped = _LATEX_COMMAND.sub(" ", normalize_text(answer))
+    return any(word.lower() not in MATH_WORDS for word in _WORD.findall(stripped))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_boxed(answer: str, timeout: int | None) -> tuple:
+    """math-verify parse of ``\\boxed{answer}``; () when unparseable. Timeouts propagate.
+
+    Cached because one gold is checked against every rollout of its prompt and
+    rollouts often repeat answers; exceptions (timeouts) are not cached.
+    """
+    try:
+        return tuple(parse(f"\\boxed{{{answer}}}", parsing_timeout=timeout, raise_on_error=True))
+    except TimeoutException:
+        raise
+    except Exception:  # any parser failure means "not a math answer"
+        return ()
+
+
+def plain_number(answer: str) -> Fraction | None:
+    """Exact value of a plain decimal (``-12``, ``1,000``, ``0.50``), else None."""
+    text = clean_math(answer)
+    if len(text) > 40 or not _PLAIN_NUMBER.match(text):
+        return None
+    return Fraction(text.replace(",", ""))
+
+
+def math_equal(gold: str, prediction: str, timeout: int | None) -> bool:
+    """math-verify equivalence of two answers (gold first: ``verify`` is not symmetric).
+
+    Fast path: two plain decimals with equal exact values are equal, and two
+    plain integers with different values are not (math-verify agrees on both,
+    after spending ~10 ms in its LaTeX parser). Everything else goes to
+    math-verify, which rounds decimals, so ``3.1415927`` vs ``3.141593`` is its call.
+    Raises math-verify's ``TimeoutException`` when an operation hits ``timeout``.
+    """
+    gold_number, pred_number = plain_number(gold), plain_number(prediction)
+    if gold_number is not None and pred_number is not None:
+        if gold_number == pred_number:
+            return True
+        if (
+            gold_number.denominator == 1
+            and pred_number.denominator == 1
+            and "." not in (gold + prediction)
+        ):
+            return False
+    gold_parsed = _parse_boxed(clean_math(gold), timeout)
+    if not gold_parsed:
+        return False
+    pred_parsed = _parse_boxed(clean_math(prediction), timeout)
+    if not pred_parsed:
+        return False
+    for gold_item in gold_parsed:
+        for pred_item in pred_parsed:
+            try:
+                if verify(gold_item, pred_item, timeout_seconds=timeout, raise_on_error=True):
+                    return True
+            except TimeoutException:
+                raise
+            except Exception:  # a failed comparison is "not equal"
+                continue
+    return False
+
+
+def _choice_texts(choices: Sequence[str]) -> list[str]:
+    return [strip_choice_label(str(choice), i) for i, choice in enumerate(choices)]
+
+
+def _match_choice(answer: str, choices: Sequence[str], timeout: int | None) -> str | None:
+    """The letter of the single choice equal to ``answer`` (text, else math), or None."""
+    texts = _choice_texts(choices)
+    target = normalize_text(answer)
+    if not target:
+        return None
+    hits = [i for i, text in enumerate(texts) if normalize_text(text) == target]
+    if not hits and not looks_like_text(answer) and guard_reason(answer) is None:
+        hits = [
+            i
+            for i, text in enumerate(texts)
+            if not looks_like_text(text) and math_equal(text, answer, timeout)
+        ]
+    return choice_letter(hits[0]) if len(hits) == 1 else None
+
+
+def gold_choice_letter(gold: str, choices: Sequence[str] | None, timeout: int | None) -> str | None:
+    """The option letter the gold names, or None when the gold is not multiple choice.
+
+    Without choices only an upper-case letter form counts (``A``, ``(B)``, ``C.``),
+    so a lower-case variable ``x`` stays a math answer. With choices, a letter in
+    range counts, and so does a gold equal to one choice's text.
+    """
+    cleaned = unwrap_text_commands(strip_math_delimiters(gold)).strip()
+    if not choices:
+        return parse_choice_letter(gold) if _UPPER_LETTER_GOLD.match(cleaned) else None
+    letter = parse_choice_letter(gold)
+    if letter is not None and ord(letter) - ord("A") < len(choices):
+        return letter
+    return _match_choice(gold, choices, timeout)
+
+
+def prediction_choice_letter(
+    prediction: str, choices: Sequence[str] | None, timeout: int | None
+) -> str | None:
+    """The option letter the prediction names: a letter form, else a choice's text."""
+    letter = parse_choice_letter(prediction)
+    if letter is not None or not choices:
+        return letter
+    return _match_choice(prediction, choices, timeout)
+
+
+def check_answer(
+    prediction: str,
+    gold: str,
+    choices: Sequence[str] | None = None,
+    *,
+    timeout_s: float | None = 5.0,
+) -> Verdict:
+    """Compare an extracted answer with the gold (rules in the module docstring)."""
+    gold = str(gold)  # datasets sometimes hold numeric golds
+    if not prediction or not prediction.strip():
+        return Verdict(False, rule="empty")
+    reason = guard_reason(prediction)
+    if reason is not None:
+        return Verdict(False, rule=f"guard:{reason}")
+    timeout = signal_timeout(timeout_s)
+    try:
+        letter = gold_choice_letter(gold, choices, timeout)
+        if letter is not None:
+            predicted = prediction_choice_letter(prediction, choices, timeout)
+            return Verdict(predicted == letter, rule="choice")
+        normalized = normalize_text(prediction)
+        if normalized and normalized == normalize_text(gold):
+            return Verdict(True, rule="text")
+        if looks_like_text(gold):
+            return Verdict(False, rule="text")
+        if guard_reason(gold) is not None:
+            return Verdict(False, rule="guard:gold")
+        return Verdict(math_equal(gold, prediction, timeout), rule="math")
+    except TimeoutException:
+        return Verdict(False, timed_out=True, rule="timeout")
+
+
+def is_correct(
+    prediction: str,
+    gold: str,
+    choices: list[str] | None = None,
+    *,
+    timeout_s: float | None = 5.0,
+) -> bool:
+    """True iff ``prediction`` (an extracted final answer) matches ``gold``.
+
+    ``choices`` are the option texts in letter order (``["3", "5", "7"]`` or
+    ``["A. 3", ...]``) when the question is multiple choice. ``timeout_s`` bounds
+    each math-verify operation in the main thread only (see the module docstring).
+
+    >>> is_correct("\\\\frac{1}{2}", "0.5")
+    True
+    >>> is_correct("Yes", "No")
+    False
+    """
+    return check_answer(prediction, gold, choices, timeout_s=timeout_s).correct

@@ -1,0 +1,72 @@
+"""The home layout and config loading (presets, files, overrides, errors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from schemas.home import HomeConfig
+from schemas.presets import ConfigError, available_presets, load_config
+
+
+def test_home_derives_every_path_from_root(tmp_path: Path, monkeypatch) -> None:
+    for var in ("MMR1_CATALOG", "MMR1_DATASETS_DIR", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MMR1_HOME", str(tmp_path))
+    home = HomeConfig().ensure()
+    assert home.root == tmp_path.resolve()
+    assert home.catalog == tmp_path / "catalog.duckdb"
+    assert home.datasets == tmp_path / "datasets" and home.datasets.is_dir()
+    assert home.checkpoints == tmp_path / "checkpoints"
+    assert home.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_each_path_can_move_on_its_own(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MMR1_HOME", str(tmp_path / "root"))
+    monkeypatch.setenv("MMR1_CATALOG", str(tmp_path / "shared" / "cat.duckdb"))
+    home = HomeConfig(datasets_dir=tmp_path / "data")
+    assert home.catalog == tmp_path / "shared" / "cat.duckdb"
+    assert home.datasets == tmp_path / "data"
+    assert home.runs == tmp_path / "root" / "runs"
+
+
+class _Stage(BaseModel):
+    n: int = Field(default=1, ge=1)
+    inner: dict[str, int] = {}
+
+
+def test_load_config_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("n: 3\ninner:\n  a: 1\n")
+    config = load_config(_Stage, path, ["inner.b=2", "n=5"])
+    assert config == _Stage(n=5, inner={"a": 1, "b": 2})
+
+
+@pytest.mark.parametrize(
+    ("source", "overrides", "message"),
+    [
+        ("no-such-preset", [], "no config file or preset named 'no-such-preset'"),
+        (None, ["n=0"], "n: Input should be greater than or equal to 1"),
+        (None, ["novalue"], "expected KEY=VALUE"),
+    ],
+)
+def test_load_config_errors_name_the_problem(source, overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_Stage, source, overrides)
+
+
+def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("n: [1,\n")
+    with pytest.raises(ConfigError, match=str(path)):
+        load_config(_Stage, path)
+
+
+def test_demo_preset_validates() -> None:
+    from schemas.demo import DemoConfig
+
+    assert "demo" in available_presets()
+    config = load_config(DemoConfig, "demo", ["rl_pool.n_items=8"])
+    assert config.rl_pool.n_items == 8

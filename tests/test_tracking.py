@@ -1,0 +1,68 @@
+"""MLflow tracking against a real SQLite store under a temporary home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from mmr1.tracking import find_runs, flatten_params, start_run
+from mmr1.tracking.runs import TAG_PREFECT_FLOW_RUN, TAG_READS, TAG_WRITES
+
+
+class _Inner(BaseModel):
+    lr: float = 1e-5
+    betas: list[float] = [0.9, 0.95]
+
+
+class _Config(BaseModel):
+    name: str = "x"
+    inner: _Inner = _Inner()
+
+
+def test_flatten_params_nested_and_truncated() -> None:
+    params = flatten_params(_Config())
+    assert params == {"name": "x", "inner.lr": "1e-05", "inner.betas": "[0.9, 0.95]"}
+    long = flatten_params({"blob": "y" * 10_000})
+    assert len(long["blob"]) == 6000 and long["blob"].endswith("[truncated]")
+
+
+def test_run_is_tagged_logged_and_stored_under_home(home, tmp_path: Path) -> None:
+    with start_run(home, "unit", prefect_flow_run_id="flow-123", config=_Config()) as run:
+        run.log_metrics({"loss": 0.5, "nan": float("nan")}, step=2)
+        run.record_reads(["dataset:a@1"])
+        run.record_writes(["checkpoint:b@1", "dataset:c@2"])
+        run.log_dataset_input(
+            name="a@1", digest="f" * 64, uri=str(tmp_path), context="training", columns={"x": "int"}
+        )
+    assert home.tracking_uri == f"sqlite:///{home.root / 'mlflow.db'}"
+    [stored] = find_runs(home, "unit")
+    assert stored.info.status == "FINISHED"
+    assert stored.data.tags[TAG_PREFECT_FLOW_RUN] == "flow-123"
+    assert stored.data.tags[TAG_READS] == "dataset:a@1"
+    assert stored.data.tags[TAG_WRITES] == "checkpoint:b@1,dataset:c@2"
+    assert stored.data.params == {"name": "x", "inner.lr": "1e-05", "inner.betas": "[0.9, 0.95]"}
+    assert stored.data.metrics == {"loss": 0.5}
+    [dataset_input] = stored.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "a@1"
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
+    artifact_dir = Path(stored.info.artifact_uri.removeprefix("file://"))
+    assert artifact_dir.is_relative_to(home.artifacts)
+    assert "inner:" in (artifact_dir / "config.yaml").read_text()
+
+
+def test_failed_block_marks_run_failed(home) -> None:
+    with pytest.raises(RuntimeError), start_run(home, "unit-fail"):
+        raise RuntimeError("boom")
+    [stored] = find_runs(home, "unit-fail")
+    assert stored.info.status == "FAILED"
+
+
+def test_env_tracking_uri_overrides_default(tmp_path: Path, monkeypatch) -> None:
+    from schemas.home import HomeConfig
+
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MMR1_HOME", str(tmp_path / "h"))
+    assert HomeConfig().tracking_uri == uri
