@@ -91,6 +91,11 @@ class OpenAIBackendConfig(BaseModel):
         default="OPENAI_API_KEY",
         description="Environment variable holding the API key (never logged). None: no key.",
     )
+    api_key_secret_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the key; resolved by the "
+        "orchestration layer (tasks/) and wins over api_key_env.",
+    )
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=5, ge=0, description="Retries on 429/5xx/connection errors.")
     backoff_s: float = Field(default=1.0, ge=0, description="Initial backoff, doubled per retry.")

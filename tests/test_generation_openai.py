@@ -473,3 +473,28 @@ def test_malformed_choices_raise_a_clear_error(server: ChatServer) -> None:
     with OpenAIBackend(_config(server.base_url)) as backend:
         with pytest.raises(ChatCompletionError, match="unexpected shape.*KeyError"):
             backend.generate([_request()], SamplingParams())
+
+
+def test_key_from_prefect_secret_block(server: ChatServer, prefect_harness) -> None:
+    from prefect.blocks.system import Secret
+
+    from tasks.generation import build_backend
+
+    Secret(value="sk-from-block").save("mmr1-test-openai-key", overwrite=True)
+    server.state.expected_key = "sk-from-block"
+    config = _config(server.base_url, api_key_secret_block="mmr1-test-openai-key")
+    backend = build_backend(config)
+    try:
+        backend.generate([_request()], SamplingParams())
+    finally:
+        backend.close()
+    assert server.state.seen[0]["headers"]["Authorization"] == "Bearer sk-from-block"
+    assert "sk-from-block" not in repr(backend)
+
+
+def test_missing_secret_block_is_named(prefect_harness) -> None:
+    from tasks.generation import build_backend
+
+    config = _config("http://127.0.0.1:9/v1", api_key_secret_block="no-such-block")
+    with pytest.raises(ValueError, match="no-such-block"):
+        build_backend(config)

@@ -66,3 +66,16 @@ def test_env_tracking_uri_overrides_default(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MMR1_HOME", str(tmp_path / "h"))
     assert HomeConfig().tracking_uri == uri
+
+
+def test_reads_and_writes_merge_across_handles(home) -> None:
+    from mmr1.tracking import TrackedRun, configure_tracking
+
+    with start_run(home, "unit-merge") as run:
+        run.record_writes(["dataset:a@1"])
+        other = TrackedRun(configure_tracking(home), run.run_id)
+        other.record_writes(["checkpoint:b@1", "dataset:a@1"])
+        other.record_reads(["dataset:z@2"])
+    [stored] = find_runs(home, "unit-merge")
+    assert stored.data.tags[TAG_WRITES] == "dataset:a@1,checkpoint:b@1"
+    assert stored.data.tags[TAG_READS] == "dataset:z@2"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ TAG_FLOW = "mmr1.flow"
 _MAX_PARAM_VALUE = 6000
 _PARAM_BATCH = 100
 _METRIC_BATCH = 1000
+_TAG_LOCK = threading.Lock()
 
 
 def configure_tracking(home: HomeConfig) -> MlflowClient:
@@ -96,8 +98,6 @@ class TrackedRun:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self._reads: list[str] = []
-        self._writes: list[str] = []
 
     @property
     def artifact_uri(self) -> str:
@@ -172,14 +172,22 @@ class TrackedRun:
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags)])
 
     def record_reads(self, refs: Sequence[str]) -> None:
-        """Tag the catalog refs this run read (accumulated, comma separated)."""
-        self._reads.extend(r for r in refs if r not in self._reads)
-        self.set_tags({TAG_READS: ",".join(self._reads)})
+        """Add catalog refs to the run's ``mmr1.reads`` tag (comma separated, merged)."""
+        self._merge_tag(TAG_READS, refs)
 
     def record_writes(self, refs: Sequence[str]) -> None:
-        """Tag the catalog refs this run wrote (accumulated, comma separated)."""
-        self._writes.extend(r for r in refs if r not in self._writes)
-        self.set_tags({TAG_WRITES: ",".join(self._writes)})
+        """Add catalog refs to the run's ``mmr1.writes`` tag (comma separated, merged)."""
+        self._merge_tag(TAG_WRITES, refs)
+
+    def _merge_tag(self, key: str, refs: Sequence[str]) -> None:
+        # Several handles (one per task) may log to the same run: merge with what
+        # the store holds instead of keeping a local list. The lock covers tasks
+        # running in threads of this process.
+        with _TAG_LOCK:
+            current = self.client.get_run(self.run_id).data.tags.get(key, "")
+            merged = [r for r in current.split(",") if r]
+            merged += [r for r in refs if r not in merged]
+            self.set_tags({key: ",".join(merged)})
 
     def log_yaml(self, data: Mapping[str, Any], artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
