@@ -1,0 +1,232 @@
+"""Configs of the curation flows (``curate_rl``, ``curate_sft``) and their steps.
+
+Defaults follow METHOD.md sections 1-2 (pixel bounds, pass-rate buckets);
+every value is a field so presets and the Prefect UI can change it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from schemas.generation import BackendConfig, SamplingParams
+from schemas.synthetic import SyntheticConfig
+
+RECORD_FIELDS = ("id", "problem", "answer", "images", "choices", "type", "source")
+
+
+class _Source(BaseModel):
+    name: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="Short label of this source; quarantined rows and row ids carry it.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Record field -> source column, for sources whose columns differ "
+        "(e.g. {'problem': 'question', 'images': 'decoded_image'}). Fields: "
+        + ", ".join(RECORD_FIELDS),
+    )
+    limit: int | None = Field(default=None, ge=1, description="Read at most this many rows.")
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(RECORD_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"column mapping names unknown record fields {unknown}; known: {RECORD_FIELDS}"
+            )
+        return value
+
+
+class HubSource(_Source):
+    """A Hugging Face dataset (``datasets.load_dataset``), e.g. ``MMR1/MMR1-RL``."""
+
+    kind: Literal["hub"] = "hub"
+    dataset_id: str = Field(description="Hub id, e.g. MMR1/MMR1-RL.")
+    split: str = "train"
+    subset: str | None = Field(default=None, description="Config name, if the dataset has several.")
+    revision: str | None = None
+
+
+class LocalSource(_Source):
+    """A local parquet / jsonl / arrow file, a directory of them, or a ``save_to_disk`` dir."""
+
+    kind: Literal["local"] = "local"
+    path: str = Field(description="File or directory.")
+    format: Literal["auto", "parquet", "jsonl", "arrow", "disk"] = Field(
+        default="auto", description="auto: from the suffix ('disk' for save_to_disk directories)."
+    )
+    image_root: str | None = Field(
+        default=None,
+        description="Directory that relative image paths are resolved against "
+        "(default: the source file's directory).",
+    )
+
+
+class SyntheticSource(_Source):
+    """The built-in synthetic generator (``mmr1.data.synthetic``)."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    synthetic: SyntheticConfig = Field(default_factory=lambda: SyntheticConfig(n_items=256))
+
+
+SourceConfig = Annotated[HubSource | LocalSource | SyntheticSource, Field(discriminator="kind")]
+
+
+class ValidationConfig(BaseModel):
+    """Row checks and normalisation (images resized into the pixel bounds, RGB)."""
+
+    min_pixels: int = Field(default=7_056, ge=1, description="METHOD.md: 84 x 84.")
+    max_pixels: int = Field(default=1_048_576, ge=1, description="METHOD.md: 1024 x 1024.")
+    max_decoded_pixels: int = Field(
+        default=64_000_000,
+        ge=1,
+        description="Refuse to decode images larger than this (decompression-bomb guard).",
+    )
+    max_image_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_images_per_row: int = Field(default=16, ge=1)
+    max_problem_chars: int = Field(default=20_000, ge=1)
+    max_answer_chars: int = Field(default=1_000, ge=1, description="RL answers must be short.")
+    workers: int = Field(default=2, ge=1, description="Threads decoding images.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValidationConfig:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
+        return self
+
+
+class DedupConfig(BaseModel):
+    """Exact and near-duplicate removal; duplicates are quarantined pointing at the kept row."""
+
+    exact: bool = True
+    near_text: bool = Field(default=True, description="MinHash/LSH over word shingles.")
+    shingle_words: int = Field(default=3, ge=1, description="Words per shingle.")
+    num_perm: int = Field(default=64, ge=8, description="MinHash permutations.")
+    bands: int = Field(default=16, ge=1, description="LSH bands (num_perm must divide evenly).")
+    text_threshold: float = Field(
+        default=0.85, gt=0, le=1, description="Estimated Jaccard at or above which texts match."
+    )
+    near_image: bool = Field(default=True, description="Perceptual hash over images.")
+    image_hamming: int = Field(
+        default=4, ge=0, le=64, description="Max Hamming distance of 64-bit image hashes."
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> DedupConfig:
+        if self.num_perm % self.bands:
+            raise ValueError(f"bands ({self.bands}) must divide num_perm ({self.num_perm})")
+        return self
+
+
+class DecontaminationConfig(BaseModel):
+    """Drop rows that overlap an evaluation benchmark registered in the catalog."""
+
+    enabled: bool = True
+    benchmarks: list[str] | None = Field(
+        default=None,
+        description="Catalog refs of benchmark datasets; None: every dataset of kind 'benchmark'.",
+    )
+    ngram: int = Field(default=8, ge=3, description="Word n-gram length for text overlap.")
+    min_overlap: int = Field(
+        default=1, ge=1, description="Shared n-grams needed to call a question contaminated."
+    )
+    image_hamming: int = Field(default=0, ge=0, le=64, description="0: identical image hash.")
+
+
+class DifficultyConfig(BaseModel):
+    """Pass rate from K rollouts of a model, then easy/medium/hard buckets (METHOD.md 2)."""
+
+    enabled: bool = True
+    model: str | None = Field(
+        default=None,
+        description="Catalog checkpoint ref or path for an `hf` backend; ignored if backend set.",
+    )
+    backend: BackendConfig | None = Field(
+        default=None, description="Explicit generation backend (vllm/openai/hf)."
+    )
+    rollouts: int = Field(default=8, ge=1, description="K rollouts per prompt.")
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=512)
+    )
+    easy_at: float = Field(default=0.8, ge=0, le=1, description="pass rate >= this: easy.")
+    hard_at: float = Field(default=0.2, ge=0, le=1, description="pass rate <= this: hard.")
+    keep: list[Literal["easy", "medium", "hard"]] = Field(
+        default_factory=lambda: ["medium", "hard"]
+    )
+    balance_by_type: bool = Field(default=True, description="Uniform across `type` labels.")
+    target_size: int | None = Field(
+        default=None, ge=1, description="Rows to keep after balancing (None: all)."
+    )
+    shard_size: int = Field(default=64, ge=1, description="Prompts per resumable shard.")
+
+    @model_validator(mode="after")
+    def _order(self) -> DifficultyConfig:
+        if self.hard_at >= self.easy_at:
+            raise ValueError(f"hard_at ({self.hard_at}) must be below easy_at ({self.easy_at})")
+        return self
+
+
+class SyntheticTeacher(BaseModel):
+    """The programmatic solver of synthetic items (the demo's teacher)."""
+
+    kind: Literal["synthetic"] = "synthetic"
+
+
+class ModelTeacher(BaseModel):
+    """A model writing long CoTs through a generation backend (openai, vllm, hf)."""
+
+    kind: Literal["model"] = "model"
+    backend: BackendConfig
+    system: str | None = Field(default=None, description="Optional system message.")
+
+
+TeacherConfig = Annotated[SyntheticTeacher | ModelTeacher, Field(discriminator="kind")]
+
+
+class CoTConfig(BaseModel):
+    """Long-CoT generation with rejection sampling (METHOD.md 2-3)."""
+
+    teacher: TeacherConfig = Field(default_factory=SyntheticTeacher)
+    max_attempts: int = Field(
+        default=4, ge=1, description="R: samples tried per question until one verifies."
+    )
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(temperature=0.7, max_new_tokens=4096)
+    )
+    min_chars: int = Field(default=0, ge=0, description="Reject shorter CoTs.")
+    max_chars: int | None = Field(default=None, ge=1, description="Reject longer CoTs.")
+    max_repetition: float | None = Field(
+        default=None,
+        le=0,
+        description="Reject CoTs whose repetition penalty is below this (e.g. -0.1).",
+    )
+    shard_size: int = Field(default=64, ge=1, description="Questions per resumable shard.")
+
+
+class CurateRLConfig(BaseModel):
+    """Parameters of ``curate_rl`` (rendered as a form in the Prefect UI)."""
+
+    output_name: str = Field(default="rl-pool", description="Catalog name of the RL pool.")
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: [SyntheticSource(name="synthetic")], min_length=1
+    )
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
+    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
+    seed: int = 0
+
+
+class CurateSFTConfig(CurateRLConfig):
+    """Parameters of ``curate_sft``: the RL steps, then long-CoT generation."""
+
+    output_name: str = Field(default="sft-cot", description="Catalog name of the SFT dataset.")
+    difficulty: DifficultyConfig = Field(
+        default_factory=lambda: DifficultyConfig(keep=["medium", "hard"])
+    )
+    cot: CoTConfig = Field(default_factory=CoTConfig)
