@@ -1,17 +1,30 @@
 """The ``demo`` flow: every existing stage on the tiny offline model and synthetic data.
 
-Stages so far: base model -> synthetic RL pool, SFT CoT data (teacher traces
-kept only when they verify) and benchmark -> a probe of the base model. Every
-output is a catalog ref; the flow's MLflow run is tagged with all of them.
+Stages so far: base model and synthetic benchmark -> ``curate_rl`` and
+``curate_sft`` (decontaminated against the benchmark, rated by the base model)
+-> a probe of the base model. Every output is a catalog ref; the flow's
+MLflow run is tagged with all of them and parents the subflows' runs.
 """
 
 from prefect import flow
 
+from flows.curate import curate_rl, curate_sft
+from schemas.curation import CurateRLConfig
 from schemas.demo import DemoConfig
 from tasks.context import flow_tracking
-from tasks.datasets import synthesize_benchmark, synthesize_rl_pool, synthesize_sft_cot
+from tasks.datasets import synthesize_benchmark
 from tasks.models import build_base_model
 from tasks.probe import probe_checkpoint
+
+
+def _rated_by(config: CurateRLConfig, model_ref: str) -> CurateRLConfig:
+    """Fill in the difficulty model when the preset leaves it to the demo's base model."""
+    difficulty = config.difficulty
+    if not difficulty.enabled or difficulty.model or difficulty.backend:
+        return config
+    return config.model_copy(
+        update={"difficulty": difficulty.model_copy(update={"model": model_ref})}
+    )
 
 
 @flow(name="demo", log_prints=True)
@@ -20,16 +33,17 @@ def demo(config: DemoConfig | None = None) -> dict[str, str]:
     config = config or DemoConfig()
     with flow_tracking("demo", config) as run:
         base = build_base_model(config.base_model_name, config.base_model, run.run_id)
-        rl_pool = synthesize_rl_pool("synthetic-rl", config.rl_pool, run.run_id)
-        sft = synthesize_sft_cot("synthetic-sft", config.sft_pool, config.rewards, run.run_id)
         bench = synthesize_benchmark(
-            "synthetic-bench", config.benchmark_seed, config.benchmark_items, run.run_id
+            config.benchmark_name, config.benchmark_seed, config.benchmark_items, run.run_id
         )
+        rl_pool = curate_rl(_rated_by(config.curate_rl, base), parent_mlflow_run_id=run.run_id)
+        sft = curate_sft(_rated_by(config.curate_sft, base), parent_mlflow_run_id=run.run_id)
         probe = probe_checkpoint(base, bench, config.probe, config.rewards, run.run_id)
         print(
             f"base model probe: accuracy={probe['accuracy']:.3f} format={probe['format']:.3f} "
             f"zero-variance groups={probe['zero_variance_groups']:.2f}"
         )
-        refs = {"base_model": base, "rl_pool": rl_pool, "sft": sft, "benchmark": bench}
+        refs = {"base_model": base, "benchmark": bench, "rl_pool": rl_pool, "sft": sft}
+        run.record_writes([rl_pool, sft])
         run.set_tags({f"mmr1.output.{key}": value for key, value in refs.items()})
         return refs | {"mlflow_run_id": run.run_id}

@@ -122,6 +122,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_curate(args: argparse.Namespace) -> None:
+    from schemas.curation import CurateRLConfig, CurateSFTConfig
+
+    model = CurateRLConfig if args.target == "rl" else CurateSFTConfig
+    config = load_config(model, args.config, args.set)
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    from flows.curate import curate_rl, curate_sft
+
+    ref = (curate_rl if args.target == "rl" else curate_sft)(config)
+    print(f"\nwrote {ref}\ninspect: mmr1 catalog show {ref} | mmr1 catalog lineage {ref}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmr1", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="pipeline home (sets MMR1_HOME; default ~/.mmr1)")
@@ -133,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
     )
     demo.set_defaults(func=cmd_demo)
+
+    curate = sub.add_parser("curate", help="curate an RL pool or long-CoT SFT data")
+    curate.add_argument("target", choices=["rl", "sft"])
+    curate.add_argument("--config", help="YAML file or preset name (default: built-in defaults)")
+    curate.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    curate.set_defaults(func=cmd_curate)
 
     home = sub.add_parser("home", help="print where state is kept")
     home.add_argument("--json", action="store_true")
@@ -167,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mmr1: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        if args.command == "demo":
+        if args.command in {"demo", "curate"}:
             raise  # inside a flow: keep the traceback
         print(f"mmr1: error: {exc}", file=sys.stderr)  # e.g. a malformed ref
         return 2

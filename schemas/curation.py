@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from schemas.base import ConfigModel
 from schemas.generation import BackendConfig, SamplingParams
 from schemas.synthetic import SyntheticConfig
 
 RECORD_FIELDS = ("id", "problem", "answer", "images", "choices", "type", "source")
 
 
-class _Source(BaseModel):
+class _Source(ConfigModel):
     name: str = Field(
         min_length=1,
         pattern=r"^[A-Za-z0-9_.\-]+$",
@@ -76,7 +77,7 @@ class SyntheticSource(_Source):
 SourceConfig = Annotated[HubSource | LocalSource | SyntheticSource, Field(discriminator="kind")]
 
 
-class ValidationConfig(BaseModel):
+class ValidationConfig(ConfigModel):
     """Row checks and normalisation (images resized into the pixel bounds, RGB)."""
 
     min_pixels: int = Field(default=7_056, ge=1, description="METHOD.md: 84 x 84.")
@@ -99,7 +100,7 @@ class ValidationConfig(BaseModel):
         return self
 
 
-class DedupConfig(BaseModel):
+class DedupConfig(ConfigModel):
     """Exact and near-duplicate removal; duplicates are quarantined pointing at the kept row."""
 
     exact: bool = True
@@ -123,7 +124,7 @@ class DedupConfig(BaseModel):
         return self
 
 
-class DecontaminationConfig(BaseModel):
+class DecontaminationConfig(ConfigModel):
     """Drop rows that overlap an evaluation benchmark registered in the catalog."""
 
     enabled: bool = True
@@ -138,7 +139,7 @@ class DecontaminationConfig(BaseModel):
     image_hamming: int = Field(default=0, ge=0, le=64, description="0: identical image hash.")
 
 
-class DifficultyConfig(BaseModel):
+class DifficultyConfig(ConfigModel):
     """Pass rate from K rollouts of a model, then easy/medium/hard buckets (METHOD.md 2)."""
 
     enabled: bool = True
@@ -171,13 +172,13 @@ class DifficultyConfig(BaseModel):
         return self
 
 
-class SyntheticTeacher(BaseModel):
+class SyntheticTeacher(ConfigModel):
     """The programmatic solver of synthetic items (the demo's teacher)."""
 
     kind: Literal["synthetic"] = "synthetic"
 
 
-class ModelTeacher(BaseModel):
+class ModelTeacher(ConfigModel):
     """A model writing long CoTs through a generation backend (openai, vllm, hf)."""
 
     kind: Literal["model"] = "model"
@@ -188,7 +189,7 @@ class ModelTeacher(BaseModel):
 TeacherConfig = Annotated[SyntheticTeacher | ModelTeacher, Field(discriminator="kind")]
 
 
-class CoTConfig(BaseModel):
+class CoTConfig(ConfigModel):
     """Long-CoT generation with rejection sampling (METHOD.md 2-3)."""
 
     teacher: TeacherConfig = Field(default_factory=SyntheticTeacher)
@@ -208,7 +209,7 @@ class CoTConfig(BaseModel):
     shard_size: int = Field(default=64, ge=1, description="Questions per resumable shard.")
 
 
-class CurateRLConfig(BaseModel):
+class CurateRLConfig(ConfigModel):
     """Parameters of ``curate_rl`` (rendered as a form in the Prefect UI)."""
 
     output_name: str = Field(default="rl-pool", description="Catalog name of the RL pool.")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from schemas.base import ConfigModel
+from schemas.curation import CurateRLConfig, CurateSFTConfig
 from schemas.generation import SamplingParams
 from schemas.models import TinyVLMConfig
 from schemas.rewards import RewardConfig
-from schemas.synthetic import SyntheticConfig
 
 
-class ProbeConfig(BaseModel):
+class ProbeConfig(ConfigModel):
     """A quick check of a policy: sample answers on benchmark items and score them."""
 
     n_prompts: int = Field(default=16, ge=1, description="Benchmark items to probe.")
@@ -21,8 +22,12 @@ class ProbeConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1, description="Requests per generation batch.")
 
 
-class DemoConfig(BaseModel):
-    """Parameters of the ``demo`` flow (rendered as a form in the Prefect UI)."""
+class DemoConfig(ConfigModel):
+    """Parameters of the ``demo`` flow (rendered as a form in the Prefect UI).
+
+    Curation steps whose ``difficulty.model`` is unset rate prompts with the
+    demo's base model.
+    """
 
     base_model_name: str = Field(
         default="tiny-qwen2.5-vl", description="Catalog name of the base model checkpoint."
@@ -30,17 +35,18 @@ class DemoConfig(BaseModel):
     base_model: TinyVLMConfig = Field(
         default_factory=TinyVLMConfig, description="Architecture of the offline tiny Qwen2.5-VL."
     )
-    rl_pool: SyntheticConfig = Field(
-        default_factory=lambda: SyntheticConfig(n_items=256, seed=0),
-        description="Synthetic RL prompt pool (MMR1-RL schema).",
-    )
-    sft_pool: SyntheticConfig = Field(
-        default_factory=lambda: SyntheticConfig(n_items=256, seed=1),
-        description="Synthetic questions answered by the programmatic teacher for SFT.",
-    )
+    benchmark_name: str = Field(default="synthetic-bench")
     benchmark_items: int = Field(
         default=100, ge=1, description="Size of the built-in synthetic benchmark."
     )
     benchmark_seed: int = Field(default=0, description="Seed of the synthetic benchmark.")
+    curate_rl: CurateRLConfig = Field(
+        default_factory=lambda: CurateRLConfig(output_name="synthetic-rl"),
+        description="RL pool curation (synthetic source by default).",
+    )
+    curate_sft: CurateSFTConfig = Field(
+        default_factory=lambda: CurateSFTConfig(output_name="synthetic-sft"),
+        description="SFT CoT curation (synthetic source + programmatic teacher by default).",
+    )
     rewards: RewardConfig = Field(default_factory=RewardConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)

@@ -6,11 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.base import ConfigModel
+
 
 class SamplingParams(BaseModel):
     """How to sample completions. Shared by every backend."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     n: int = Field(default=1, ge=1, description="Samples per request.")
     temperature: float = Field(default=1.0, ge=0.0, description="0 means greedy decoding.")
@@ -58,7 +60,7 @@ class Completion(BaseModel):
     prompt_tokens: int | None = None
 
 
-class HFBackendConfig(BaseModel):
+class HFBackendConfig(ConfigModel):
     """Local transformers generation (CPU or one GPU)."""
 
     kind: Literal["hf"] = "hf"
@@ -68,7 +70,7 @@ class HFBackendConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1, description="Requests per forward batch.")
 
 
-class VLLMBackendConfig(BaseModel):
+class VLLMBackendConfig(ConfigModel):
     """In-process vLLM engine (GPU trainer environment only; imported lazily)."""
 
     kind: Literal["vllm"] = "vllm"
@@ -81,7 +83,7 @@ class VLLMBackendConfig(BaseModel):
     enforce_eager: bool = False
 
 
-class OpenAIBackendConfig(BaseModel):
+class OpenAIBackendConfig(ConfigModel):
     """Any OpenAI-compatible chat-completions endpoint (``vllm serve``, hosted APIs)."""
 
     kind: Literal["openai"] = "openai"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+
+from schemas.base import ConfigModel
 
 #: Task families the generator knows, in registry order. ``mmr1.data.synthetic``
 #: registers one drawer per name; a test keeps the two lists in step (schemas
@@ -24,7 +26,7 @@ MAX_CHOICES = 6
 IMAGE_TOKEN_PIXELS = 28
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(ConfigModel):
     """What to generate: how many items, from which families, at which difficulties.
 
     Item ``i`` depends only on ``seed``, ``i`` and the distribution fields

@@ -34,13 +34,19 @@ def tracked_run(run_id: str) -> TrackedRun:
 
 
 @contextmanager
-def flow_tracking(flow_name: str, config: BaseModel) -> Iterator[TrackedRun]:
-    """The MLflow run of a flow run: tagged with its Prefect id, config logged."""
+def flow_tracking(
+    flow_name: str, config: BaseModel, parent_run_id: str | None = None
+) -> Iterator[TrackedRun]:
+    """The MLflow run of a flow run: tagged with its Prefect id, config logged.
+
+    ``parent_run_id`` nests it under the run of a calling flow (subflows).
+    """
     with start_run(
         home(),
         flow_name,
         run_name=flow_run.name or None,
         prefect_flow_run_id=flow_run_id(),
         config=config,
+        parent_run_id=parent_run_id,
     ) as run:
         yield run

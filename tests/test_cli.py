@@ -81,9 +81,12 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert bad_ref.returncode == 2 and "Traceback" not in bad_ref.stderr
     empty = _mmr1("catalog", "list", home=tmp_path / "fresh")
     assert empty.returncode == 2 and "no catalog" in empty.stderr
-    bad_config = _mmr1("demo", "--set", "rl_pool.n_items=0", home=tmp_path)
+    bad_config = _mmr1("demo", "--set", "benchmark_items=0", home=tmp_path)
     assert bad_config.returncode == 2
-    assert "rl_pool.n_items" in bad_config.stderr and "Traceback" not in bad_config.stderr
+    assert "benchmark_items" in bad_config.stderr and "Traceback" not in bad_config.stderr
+    typo = _mmr1("curate", "rl", "--set", "difficulty.rollout=3", home=tmp_path)
+    assert typo.returncode == 2
+    assert "difficulty.rollout" in typo.stderr and "Extra inputs" in typo.stderr
 
 
 def test_home_prints_every_location(tmp_path: Path) -> None:

@@ -17,8 +17,11 @@ from schemas.demo import DemoConfig
 from schemas.presets import load_config
 
 SMALL = [
-    "rl_pool.n_items=12",
-    "sft_pool.n_items=12",
+    "curate_rl.sources=[{kind: synthetic, name: rl, synthetic: {n_items: 12, seed: 0}}]",
+    "curate_sft.sources=[{kind: synthetic, name: sft, synthetic: {n_items: 12, seed: 1}}]",
+    "curate_rl.difficulty.rollouts=2",
+    "curate_rl.difficulty.sampling.max_new_tokens=8",
+    "curate_sft.difficulty.sampling.max_new_tokens=8",
     "benchmark_items=8",
     "probe.n_prompts=4",
     "probe.sampling.n=2",
@@ -51,8 +54,10 @@ def test_demo_registers_model_and_datasets(demo_run) -> None:
     assert (Path(base.uri) / "model.safetensors").is_file()
     assert Path(base.uri).is_relative_to(home.checkpoints)
     rl = catalog.get_dataset(refs["rl_pool"])
-    assert (rl.kind, rl.row_count) == ("rl", 12)
+    assert rl.kind == "rl"
     assert (Path(rl.uri) / "data.parquet").is_file()
+    # Every row read is either in the pool or quarantined with a reason.
+    assert rl.row_count + sum(catalog.quarantine_summary(rl.ref).values()) == 12
     bench = catalog.get_dataset(refs["benchmark"])
     assert (bench.kind, bench.row_count) == ("benchmark", 8)
     sft = catalog.get_dataset(refs["sft"])
@@ -60,7 +65,9 @@ def test_demo_registers_model_and_datasets(demo_run) -> None:
     # Every teacher CoT verifies, and kept + quarantined == generated always holds.
     assert sft.row_count + sum(catalog.quarantine_summary(sft.ref).values()) == 12
     lineage = catalog.lineage(refs["sft"])
-    assert [p.ref for p in lineage.parents] == ["synthetic-sft-questions@1"]
+    assert sorted(p.ref for p in lineage.parents) == ["source-sft@1", "tiny-qwen2.5-vl@1"]
+    rl_lineage = catalog.lineage(refs["rl_pool"])
+    assert sorted(p.ref for p in rl_lineage.parents) == ["source-rl@1", "tiny-qwen2.5-vl@1"]
 
 
 def test_demo_is_idempotent(demo_run) -> None:
@@ -82,10 +89,19 @@ def test_demo_leaves_tagged_mlflow_runs(demo_run) -> None:
     assert run.data.tags[TAG_PREFECT_FLOW_RUN]
     writes = run.data.tags[TAG_WRITES].split(",")
     assert first["base_model"] in writes and first["sft"] in writes
-    assert run.data.params["rl_pool.n_items"] == "12"
+    assert run.data.params["benchmark_items"] == "8"
     assert 0.0 <= run.data.metrics["probe/tiny-qwen2.5-vl/accuracy"] <= 1.0
-    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"synthetic-rl@1"}
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"synthetic-bench@1"}
     catalog = Catalog(home.catalog)
-    entry = catalog.get_dataset(first["rl_pool"])
-    assert entry.mlflow_run_id == first["mlflow_run_id"]
-    assert entry.prefect_flow_run_id == run.data.tags[TAG_PREFECT_FLOW_RUN]
+    bench = catalog.get_dataset(first["benchmark"])
+    assert bench.mlflow_run_id == first["mlflow_run_id"]
+    assert bench.prefect_flow_run_id == run.data.tags[TAG_PREFECT_FLOW_RUN]
+    # The curation subflows log their own runs, nested under the demo's.
+    [curate] = [
+        r
+        for r in find_runs(home, "curate_rl")
+        if r.data.tags.get("mlflow.parentRunId") == first["mlflow_run_id"]
+    ]
+    assert curate.data.metrics["funnel/validate/in"] == 12
+    pool = catalog.get_dataset(first["rl_pool"])
+    assert pool.mlflow_run_id == curate.info.run_id

@@ -68,5 +68,6 @@ def test_demo_preset_validates() -> None:
     from schemas.demo import DemoConfig
 
     assert "demo" in available_presets()
-    config = load_config(DemoConfig, "demo", ["rl_pool.n_items=8"])
-    assert config.rl_pool.n_items == 8
+    config = load_config(DemoConfig, "demo", ["curate_rl.difficulty.rollouts=3"])
+    assert config.curate_rl.difficulty.rollouts == 3
+    assert config.curate_rl.sources[0].synthetic.n_items == 256

@@ -18,6 +18,7 @@ from mmr1.data.synthetic import (
     generate_benchmark,
     generate_items,
     is_benchmark_content,
+    item_from_id,
     iter_records,
     register_family,
     solve,
@@ -310,3 +311,16 @@ def test_generating_items_is_fast():
     started = time.perf_counter()
     generate_items(SyntheticConfig(n_items=500))
     assert time.perf_counter() - started < 3.0
+
+
+def test_item_from_id_regenerates_training_and_benchmark_items():
+    for item in generate_items(SyntheticConfig(n_items=12, seed=3)):
+        assert item_from_id(item.record.id) == item
+    for item in generate_benchmark(seed=2, n_items=5):
+        assert item_from_id(item.record.id) == item
+    custom = SyntheticConfig(n_items=4, seed=9, image_size=84, difficulties=[3], n_choices=3)
+    for item in generate_items(custom):
+        assert item_from_id(item.record.id, custom) == item
+    for bad in ("local-7", "syn-no_such_family-0-1", "syn-shape_color-0", "other-shape_color-0-1"):
+        with pytest.raises(ValueError, match="not a synthetic item id"):
+            item_from_id(bad)

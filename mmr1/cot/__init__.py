@@ -1,5 +1,5 @@
 """Long chain-of-thought data: teacher prompting and rejection sampling."""
 
-from mmr1.cot.rejection import RejectionResult, keep_verified
+from mmr1.cot.generate import generate_cot, judge_cots, to_sft_records
 
-__all__ = ["RejectionResult", "keep_verified"]
+__all__ = ["generate_cot", "judge_cots", "to_sft_records"]

@@ -34,6 +34,7 @@ import hashlib
 import io
 import math
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "generate_benchmark",
     "generate_items",
     "is_benchmark_content",
+    "item_from_id",
     "iter_items",
     "iter_records",
     "register_family",
@@ -172,6 +174,41 @@ def iter_records(config: SyntheticConfig) -> Iterator[RLRecord]:
     """The training items as MMR1-RL records, lazily."""
     for item in iter_items(config):
         yield item.record
+
+
+_ITEM_ID = re.compile(r"^(?P<prefix>[a-z]+)-(?P<family>[a-z0-9_]+)-(?P<seed>\d+)-(?P<index>\d+)$")
+
+
+def item_from_id(record_id: str, template: SyntheticConfig | None = None) -> SyntheticItem:
+    """Regenerate the training or benchmark item whose id is ``record_id``.
+
+    The id (``syn-<family>-<seed>-<index>``, ``synbench-...`` for the benchmark)
+    fixes family, seed and index, and item ``i`` depends on nothing else but
+    the distribution fields (difficulties, multiple-choice ratio, image size,
+    options), taken from ``template`` (default: ``SyntheticConfig`` defaults).
+    A template other than the one the item was made with gives a different
+    item under the same id, so callers compare the result with what they hold.
+    Raises ``ValueError`` for an id this generator does not produce.
+    """
+    match = _ITEM_ID.match(record_id)
+    streams = {prefix: stream for stream, prefix in ID_PREFIX.items()}
+    if match is None or match["prefix"] not in streams or match["family"] not in FAMILIES:
+        raise ValueError(
+            f"{record_id!r} is not a synthetic item id "
+            f"(expected syn-<family>-<seed>-<index>, family one of {sorted(FAMILIES)})"
+        )
+    base = template or SyntheticConfig(n_items=1)
+    index = int(match["index"])
+    config = SyntheticConfig.model_validate(
+        {
+            **base.model_dump(),
+            "n_items": index + 1,
+            "seed": int(match["seed"]),
+            # With one family, index % 1 == 0 picks it; the item RNG ignores the family list.
+            "families": [match["family"]],
+        }
+    )
+    return _make_item(config, index, streams[match["prefix"]], encode=True)
 
 
 def generate_benchmark(
