@@ -143,7 +143,9 @@ class QuarantinedRow(BaseModel):
     )
     detail: str = Field(default="", description="Human-readable explanation.")
     duplicate_of: str | None = Field(
-        default=None, description="For duplicates: the source_row_id of the row that was kept."
+        default=None,
+        description="For duplicates: the row_id of the row that was kept (globally unique "
+        "'source/source_row_id'; the kept row may come from another source).",
     )
     payload: dict[str, Any] | None = Field(
         default=None, description="The offending content (JSON-serialisable), for inspection."

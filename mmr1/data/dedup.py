@@ -8,12 +8,17 @@ from another source than the quarantined row.
 
 The rules, in order (a row removed by one rule does not take part in the next):
 
-1. ``duplicate_exact``: same ``problem_norm``, same answer (stripped and
-   lower-cased) and same *set* of image SHA-256 digests.
-2. Near duplicates among the remaining rows. Two rows are *text-near* when
-   the estimated Jaccard similarity of their word-shingle sets (``shingle_words``
-   words; MinHash with ``num_perm`` functions) is at least ``text_threshold``;
-   identical texts always are. Then:
+1. ``duplicate_exact``: same ``problem_norm``, same normalised answer
+   (stripped and lower-cased) and same *set* of image SHA-256 digests.
+2. Near duplicates among the remaining rows. Both near rules require the
+   **same normalised answer** (the exact rule's normalisation): near texts
+   or images with different answers are different problems ("which bar is
+   tallest" vs "which bar is shortest" on one chart; a colour question on a
+   recoloured image, whose grayscale perceptual hash is unchanged). Two rows
+   are *text-near* when the estimated Jaccard similarity of their
+   word-shingle sets (``shingle_words`` words; MinHash with ``num_perm``
+   functions) is at least ``text_threshold``; identical texts always are.
+   Then, for rows with the same normalised answer:
 
    - ``duplicate_near_text``: text-near and the same image set (same SHA-256
      digests, or both rows without images). Text alone never suffices for rows
@@ -31,10 +36,12 @@ The rules, in order (a row removed by one rule does not take part in the next):
 
 Candidates come from LSH, never from all pairs: keys combine one MinHash band
 (``bands`` bands of ``num_perm / bands`` rows; pairs of Jaccard ``s`` collide in
-some band with probability ``1 - (1 - s^r)^bands``) with the image-set digest
-(text-near rule) or with one of ``image_hamming + 1`` bit ranges of the first
-image's perceptual hash (image-near rule; by pigeonhole, hashes within
-``image_hamming`` bits agree on one range). Within a bucket, a row is compared
+some band with probability ``1 - (1 - s^r)^bands``) and a digest of the
+normalised answer with the image-set digest (text-near rule) or with one of
+``image_hamming + 1`` bit ranges of the first image's perceptual hash
+(image-near rule; by pigeonhole, hashes within ``image_hamming`` bits agree on
+one range). Keying on the answer keeps rows with other answers out of each
+other's buckets and windows. Within a bucket, a row is compared
 with the ``BUCKET_WINDOW`` rows before it and with the bucket's first row, so
 the work stays linear in bucket size; every candidate is verified exactly as
 stated above.
@@ -45,7 +52,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from mmr1.data.frame import QUARANTINE_SCHEMA, StepResult, empty_quarantine
+from mmr1.data.frame import QUARANTINE_SCHEMA, StepResult, empty_quarantine, require_columns
 from mmr1.data.sketches import (
     WORD_HASH_SEED,
     band_keys,
@@ -75,31 +82,22 @@ _TEXT_FAMILY = np.uint64(0x54455854)  # "TEXT": salts keys of the two candidate 
 _IMAGE_FAMILY = np.uint64(0x494D4147)  # "IMAG"
 
 
-def require_columns(frame: pl.DataFrame, columns: tuple[str, ...], step: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{step} needs columns {missing} (validated rows: run validation first); "
-            f"the frame has {frame.columns}"
-        )
-
-
 def exact_first_positions(frame: pl.DataFrame) -> np.ndarray:
     """Position of the first row with the same exact key, for every row, ``shape: (rows,)``."""
     keys = frame.select(
         pl.col("problem_norm").cast(pl.String).fill_null("").alias("k_problem"),
-        pl.col("answer")
-        .cast(pl.String)
-        .fill_null("")
-        .str.strip_chars()
-        .str.to_lowercase()
-        .alias("k_answer"),
+        _answer_key().alias("k_answer"),
         _image_set_text().alias("k_images"),
     )
     first = keys.with_row_index("pos").select(
         pl.col("pos").first().over(["k_problem", "k_answer", "k_images"])
     )
     return first.to_series().to_numpy().astype(np.int64)
+
+
+def _answer_key() -> pl.Expr:
+    """The normalised answer both the exact and the near rules compare: stripped, lower-cased."""
+    return pl.col("answer").cast(pl.String).fill_null("").str.strip_chars().str.to_lowercase()
 
 
 def _image_set_text() -> pl.Expr:
@@ -122,6 +120,8 @@ class _NearInputs:
         )
         self.text_keys = band_keys(self.signatures, config.bands)
         info = frame.select(
+            # 64-bit digest of the normalised answer: near pairs must agree on it.
+            _answer_key().hash(seed=WORD_HASH_SEED).alias("answer"),
             pl.col("image_sha256").list.len().fill_null(0).cast(pl.Int64).alias("n_images"),
             # 64-bit digest of the image set: equal sets compare equal (collisions ~2^-64).
             _image_set_text().hash(seed=WORD_HASH_SEED).alias("image_set"),
@@ -136,6 +136,7 @@ class _NearInputs:
             .list.eval(pl.element().fill_null(0))
             .alias("phash"),
         )
+        self.answer = info["answer"].to_numpy().astype(np.uint64)
         self.n_images = info["n_images"].to_numpy()
         self.image_set = info["image_set"].to_numpy().astype(np.uint64)
         self.phash_ok = info["phash_ok"].to_numpy() & (self.n_images > 0)
@@ -191,11 +192,14 @@ def _candidate_pairs(near: _NearInputs, config: DedupConfig) -> np.ndarray:
             ranges = bit_bands(first_phash, config.image_hamming + 1)
         else:  # any two hashes are within 64 bits: the image does not narrow candidates
             ranges = np.zeros((len(image_rows), 1), dtype=np.uint64)
-        salt = combine64(_IMAGE_FAMILY, near.n_images[image_rows].astype(np.uint64))
+        salt = combine64(
+            combine64(_IMAGE_FAMILY, near.answer[image_rows]),
+            near.n_images[image_rows].astype(np.uint64),
+        )
         range_ids = np.arange(ranges.shape[1], dtype=np.uint64)
         image_keys = combine64(combine64(salt[:, None], range_ids[None, :]), ranges)
         image_positions = np.repeat(image_rows, ranges.shape[1])
-    set_keys = combine64(_TEXT_FAMILY, near.image_set)
+    set_keys = combine64(combine64(_TEXT_FAMILY, near.answer), near.image_set)
     found = []
     for band in range(near.text_keys.shape[1]):
         text_key = near.text_keys[:, band]
@@ -216,13 +220,18 @@ def _candidate_pairs(near: _NearInputs, config: DedupConfig) -> np.ndarray:
 def _verify(
     near: _NearInputs, u: np.ndarray, v: np.ndarray, config: DedupConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rule of each candidate pair (0: none) with its estimated Jaccard and max Hamming."""
+    """Rule of each candidate pair (0: none) with its estimated Jaccard and max Hamming.
+
+    Keys only make candidates (a bucket can hold chance collisions): the same
+    normalised answer is checked here again, like every other condition.
+    """
     jaccard = np.empty(len(u), dtype=np.float64)
     for s in range(0, len(u), _VERIFY_CHUNK):
         a = near.signatures[u[s : s + _VERIFY_CHUNK]]
         b = near.signatures[v[s : s + _VERIFY_CHUNK]]
         jaccard[s : s + _VERIFY_CHUNK] = (a == b).mean(axis=1)
-    text_near = jaccard >= config.text_threshold
+    same_answer = near.answer[u] == near.answer[v]
+    text_near = (jaccard >= config.text_threshold) & same_answer  # both near rules need both
     same_images = near.image_set[u] == near.image_set[v]
     distance = np.full(len(u), 255, dtype=np.int64)
     comparable = (
@@ -289,7 +298,8 @@ def _near_duplicates(
 def deduplicate(frame: pl.DataFrame, config: DedupConfig) -> StepResult:
     """Quarantine exact and near duplicates; keep the first row of each group.
 
-    Needs the validated columns (``problem_norm``, ``image_sha256``,
+    Every rule requires the same normalised answer (see the module doc). Needs
+    the validated columns (``problem_norm``, ``image_sha256``,
     ``image_phash``) besides ``row_id``/``source``/``source_row_id``/``answer``.
     The kept frame is ``frame`` minus the duplicates, in frame order; each
     quarantined row carries ``reason`` (one of :data:`REASONS`), ``detail``
@@ -312,7 +322,7 @@ def deduplicate(frame: pl.DataFrame, config: DedupConfig) -> StepResult:
     if config.near_text or config.near_image:
         survivors = positions[rules == 0]
         if len(survivors) > 1:
-            columns = frame.select("problem_norm", "image_sha256", "image_phash")
+            columns = frame.select("problem_norm", "answer", "image_sha256", "image_phash")
             near = _near_duplicates(columns[survivors], config)
             kept, hit, rule, jaccard, distance = near
             is_dup = kept != np.arange(len(survivors))

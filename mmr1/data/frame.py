@@ -130,3 +130,13 @@ def ensure_raw_schema(frame: pl.DataFrame) -> pl.DataFrame:
             columns.append(pl.lit(None, dtype=dtype).alias(name))
     extra = [c for c in frame.columns if c not in RAW_SCHEMA]
     return frame.select(columns + [pl.col(c) for c in extra])
+
+
+def require_columns(frame: pl.DataFrame, columns: tuple[str, ...], step: str) -> None:
+    """Raise ``ValueError`` naming ``step`` if ``frame`` lacks any of ``columns``."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{step} needs columns {missing} (validated rows: run validation first); "
+            f"the frame has {frame.columns}"
+        )
