@@ -2,13 +2,15 @@
 
 Stages so far: base model and synthetic benchmark -> ``curate_rl`` and
 ``curate_sft`` (decontaminated against the benchmark, rated by the base model)
--> a probe of the base model. Every output is a catalog ref; the flow's
+-> ``sft`` of the base model on the curated CoT data -> probes of the base and
+SFT models on the benchmark. Every output is a catalog ref; the flow's
 MLflow run is tagged with all of them and parents the subflows' runs.
 """
 
 from prefect import flow
 
 from flows.curate import curate_rl, curate_sft
+from flows.sft import sft as sft_flow
 from schemas.curation import CurateRLConfig
 from schemas.demo import DemoConfig
 from tasks.context import flow_tracking
@@ -38,12 +40,22 @@ def demo(config: DemoConfig | None = None) -> dict[str, str]:
         )
         rl_pool = curate_rl(_rated_by(config.curate_rl, base), parent_mlflow_run_id=run.run_id)
         sft = curate_sft(_rated_by(config.curate_sft, base), parent_mlflow_run_id=run.run_id)
-        probe = probe_checkpoint(base, bench, config.probe, config.rewards, run.run_id)
-        print(
-            f"base model probe: accuracy={probe['accuracy']:.3f} format={probe['format']:.3f} "
-            f"zero-variance groups={probe['zero_variance_groups']:.2f}"
-        )
-        refs = {"base_model": base, "benchmark": bench, "rl_pool": rl_pool, "sft": sft}
-        run.record_writes([rl_pool, sft])
+        sft_config = config.sft.model_copy(update={"dataset": sft, "base_model": base})
+        sft_model = sft_flow(sft_config, parent_mlflow_run_id=run.run_id)
+        for label, model in (("base", base), ("sft", sft_model)):
+            probe = probe_checkpoint(model, bench, config.probe, config.rewards, run.run_id)
+            print(
+                f"{label} model probe on {bench}: accuracy={probe['accuracy']:.3f} "
+                f"format={probe['format']:.3f} "
+                f"zero-variance groups={probe['zero_variance_groups']:.2f}"
+            )
+        refs = {
+            "base_model": base,
+            "benchmark": bench,
+            "rl_pool": rl_pool,
+            "sft": sft,
+            "sft_model": sft_model,
+        }
+        run.record_writes([rl_pool, sft, sft_model])
         run.set_tags({f"mmr1.output.{key}": value for key, value in refs.items()})
         return refs | {"mlflow_run_id": run.run_id}

@@ -135,6 +135,18 @@ def cmd_curate(args: argparse.Namespace) -> None:
     print(f"\nwrote {ref}\ninspect: mmr1 catalog show {ref} | mmr1 catalog lineage {ref}")
 
 
+def cmd_sft(args: argparse.Namespace) -> None:
+    from schemas.sft_flow import SFTStageConfig
+
+    config = load_config(SFTStageConfig, args.config, args.set)
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    from flows.sft import sft
+
+    ref = sft(config)
+    print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmr1", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="pipeline home (sets MMR1_HOME; default ~/.mmr1)")
@@ -154,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
     )
     curate.set_defaults(func=cmd_curate)
+
+    sft = sub.add_parser("sft", help="cold-start SFT on a curated long-CoT dataset")
+    sft.add_argument("--config", help="YAML file or preset name (sft-demo, sft-paper-3b, ...)")
+    sft.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    sft.set_defaults(func=cmd_sft)
 
     home = sub.add_parser("home", help="print where state is kept")
     home.add_argument("--json", action="store_true")
@@ -188,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mmr1: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        if args.command in {"demo", "curate"}:
+        if args.command in {"demo", "curate", "sft"}:
             raise  # inside a flow: keep the traceback
         print(f"mmr1: error: {exc}", file=sys.stderr)  # e.g. a malformed ref
         return 2

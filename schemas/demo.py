@@ -9,6 +9,7 @@ from schemas.curation import CurateRLConfig, CurateSFTConfig
 from schemas.generation import SamplingParams
 from schemas.models import TinyVLMConfig
 from schemas.rewards import RewardConfig
+from schemas.sft_flow import SFTStageConfig
 
 
 class ProbeConfig(ConfigModel):
@@ -26,7 +27,7 @@ class DemoConfig(ConfigModel):
     """Parameters of the ``demo`` flow (rendered as a form in the Prefect UI).
 
     Curation steps whose ``difficulty.model`` is unset rate prompts with the
-    demo's base model.
+    demo's base model; SFT trains that base model on the SFT data curated here.
     """
 
     base_model_name: str = Field(
@@ -47,6 +48,10 @@ class DemoConfig(ConfigModel):
     curate_sft: CurateSFTConfig = Field(
         default_factory=lambda: CurateSFTConfig(output_name="synthetic-sft"),
         description="SFT CoT curation (synthetic source + programmatic teacher by default).",
+    )
+    sft: SFTStageConfig = Field(
+        default_factory=lambda: SFTStageConfig(output_name="tiny-sft"),
+        description="Cold-start SFT; its dataset and base model are the ones this demo made.",
     )
     rewards: RewardConfig = Field(default_factory=RewardConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)

@@ -23,6 +23,11 @@ SMALL = [
     "curate_rl.difficulty.sampling.max_new_tokens=8",
     "curate_sft.difficulty.sampling.max_new_tokens=8",
     "benchmark_items=8",
+    "sft.train.max_steps=3",
+    "sft.train.micro_batch_size=4",
+    "sft.train.eval_every=3",
+    "sft.train.eval_max_items=2",
+    "sft.train.eval_max_new_tokens=8",
     "probe.n_prompts=4",
     "probe.sampling.n=2",
     "probe.sampling.max_new_tokens=8",
@@ -66,6 +71,8 @@ def test_demo_registers_model_and_datasets(demo_run) -> None:
     assert sft.row_count + sum(catalog.quarantine_summary(sft.ref).values()) == 12
     lineage = catalog.lineage(refs["sft"])
     assert sorted(p.ref for p in lineage.parents) == ["source-sft@1", "tiny-qwen2.5-vl@1"]
+    sft_model = catalog.lineage(refs["sft_model"], kind="checkpoint")
+    assert sorted(p.ref for p in sft_model.parents) == ["synthetic-sft@1", "tiny-qwen2.5-vl@1"]
     rl_lineage = catalog.lineage(refs["rl_pool"])
     assert sorted(p.ref for p in rl_lineage.parents) == ["source-rl@1", "tiny-qwen2.5-vl@1"]
 
@@ -76,7 +83,7 @@ def test_demo_is_idempotent(demo_run) -> None:
         k: v for k, v in second.items() if k != "mlflow_run_id"
     }
     catalog = Catalog(home.catalog)
-    assert [e.version for e in catalog.list_checkpoints()] == [1]
+    assert sorted(e.ref for e in catalog.list_checkpoints()) == ["tiny-qwen2.5-vl@1", "tiny-sft@1"]
     assert all(e.version == 1 for e in catalog.list_datasets())
 
 

@@ -1,0 +1,289 @@
+"""Resumable training checkpoints: layout, atomic writes, RNG capture, discovery, pruning.
+
+One checkpoint is ``<root>/step-XXXXXX/`` holding:
+
+- the model and processor as ``save_pretrained`` writes them (so any step
+  loads with ``mmr1.models.load_policy``, and resuming reloads fp32 weights bit
+  for bit);
+- ``optimizer.pt`` and ``scheduler.pt`` (state dicts);
+- ``rng_state_rank{R}.pt``: Python, NumPy, torch (and CUDA) RNG states of process R;
+- ``trainer_state.json``: :class:`TrainerState` (step, data position, best
+  metric, metric histories, world size).
+
+It is written into a hidden ``.tmp-step-XXXXXX`` sibling and renamed into
+place once every file is there, so a directory named ``step-*`` is always
+complete; :func:`latest_checkpoint` also requires ``trainer_state.json``.
+The data position needs no generator state of its own: the sample order of
+epoch ``e`` is a pure function of ``seed + e`` (``mmr1.train.sampling``), so
+``(step, global batch)`` pins it, and :class:`TrainerState` records both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+_STEP_DIR = re.compile(r"^step-(\d{6,})$")
+
+
+class TrainerState(BaseModel):
+    """Loop state that is not a tensor: where training is and what it has seen."""
+
+    step: int = Field(description="Optimiser steps completed.")
+    global_batch_size: int = Field(description="Samples per step across processes.")
+    world_size: int = Field(description="Processes of the run that wrote the checkpoint.")
+    samples_seen: int = Field(description="step * global_batch_size (stream position).")
+    epoch: int = Field(description="Epoch of the next sample to draw.")
+    epoch_offset: int = Field(description="Index of that sample in its epoch's permutation.")
+    data_seed: int = Field(description="Base seed of the per-epoch permutations (seed + epoch).")
+    train_samples: int = Field(description="Training samples the positions index into.")
+    total_steps: int = Field(description="Schedule horizon of the run that wrote it.")
+    accelerate: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Accelerate state at save time: distributed type, processes, precision.",
+    )
+    skipped_steps: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    last_eval_step: int | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    eval_history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def checkpoint_steps(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root`` as ``(step, path)``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _STEP_DIR.match(path.name)
+        if match and path.is_dir() and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint under ``root``, or None."""
+    steps = checkpoint_steps(root)
+    return steps[-1][1] if steps else None
+
+
+def prune_checkpoints(root: Path, keep_last: int) -> list[Path]:
+    """Delete all but the ``keep_last`` newest checkpoints; returns what was deleted."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    doomed = [path for _, path in checkpoint_steps(root)[:-keep_last]]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def temp_dir_for(final: Path) -> Path:
+    """The hidden sibling a directory is written to before being renamed to ``final``."""
+    return final.parent / f".tmp-{final.name}"
+
+
+def begin_atomic_dir(final: Path) -> Path:
+    """Create (emptied) the temp sibling of ``final`` and return it."""
+    tmp = temp_dir_for(final)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit_atomic_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written ``tmp`` to ``final``, replacing an existing one.
+
+    An existing ``final`` is first renamed aside, so at every instant either
+    the old or the new complete directory is in place under a ``step-*`` /
+    final name (a crash between the two renames leaves the old one under
+    ``.old-*``, never a half-written one under the real name).
+    """
+    old = final.parent / f".old-{final.name}"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_pretrained_atomic(model: Any, processor: Any, final: Path) -> Path:
+    """``save_pretrained`` model and processor into ``final`` atomically (temp dir + rename)."""
+    tmp = begin_atomic_dir(final)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    commit_atomic_dir(tmp, final)
+    return final
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The global RNG states of this process."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_file(directory: Path, rank: int) -> Path:
+    return Path(directory) / f"rng_state_rank{rank}.pt"
+
+
+def save_rng_state(directory: Path, rank: int) -> None:
+    torch.save(capture_rng_state(), rng_file(directory, rank))
+
+
+def load_rng_state(directory: Path, rank: int) -> bool:
+    """Restore this rank's RNG states (rank 0's if the run had fewer processes); found?"""
+    path = rng_file(directory, rank)
+    if not path.is_file():
+        path = rng_file(directory, 0)
+        if not path.is_file():
+            return False
+        logger.warning("%s has no RNG state for rank %d; using rank 0's", directory, rank)
+    restore_rng_state(torch.load(path, weights_only=False))
+    return True
+
+
+def save_training_state(
+    directory: Path, *, optimizer: Any, scheduler: Any, state: TrainerState
+) -> None:
+    """Write optimizer, scheduler and (last, as the completeness marker) the trainer state."""
+    directory = Path(directory)
+    torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), directory / SCHEDULER_FILE)
+    (directory / STATE_FILE).write_text(json.dumps(state.model_dump(), indent=2))
+
+
+def write_checkpoint(
+    accelerator: Any,
+    final: Path,
+    *,
+    model: Any,
+    processor: Any,
+    optimizer: Any,
+    scheduler: Any,
+    state: TrainerState,
+) -> Path:
+    """Write one checkpoint to ``final`` from every process (all must call this).
+
+    The main process empties the temp dir; every process writes its RNG state;
+    the main process writes weights, processor, optimizer, scheduler and
+    (last) the trainer state, then renames the directory into place.
+    Barriers separate the phases, so the rename never races a slow process.
+    Assumes one filesystem visible to all processes (one node, or shared storage).
+    """
+    tmp = temp_dir_for(final)
+    if accelerator.is_main_process:
+        begin_atomic_dir(final)
+    accelerator.wait_for_everyone()
+    save_rng_state(tmp, accelerator.process_index)
+    if accelerator.is_main_process:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        state.world_size = accelerator.num_processes
+        state.accelerate = {
+            "distributed_type": str(accelerator.distributed_type),
+            "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
+        }
+        save_training_state(tmp, optimizer=optimizer, scheduler=scheduler, state=state)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        commit_atomic_dir(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_trainer_state(directory: Path) -> TrainerState:
+    path = Path(directory) / STATE_FILE
+    try:
+        return TrainerState.model_validate_json(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable trainer state ({exc})") from exc
+
+
+def check_resumable(
+    state: TrainerState,
+    path: Path,
+    *,
+    global_batch_size: int,
+    train_samples: int,
+    seed: int,
+    total_steps: int,
+) -> None:
+    """Raise if the data plan changed since ``state`` was saved; adopt a new step horizon.
+
+    The stream position of step ``s`` is ``s * global_batch_size`` over a
+    ``train_samples``-long permutation seeded by ``seed``: if any of the three
+    differs, resuming would silently train on other samples. The world size
+    may change (the global batch is what counts). A different ``total_steps``
+    (training extended or shortened) is allowed with a warning: the schedule
+    then changes shape from here on.
+    """
+    mismatches = {
+        name: (saved, now)
+        for name, saved, now in (
+            ("global batch size", state.global_batch_size, global_batch_size),
+            ("training samples", state.train_samples, train_samples),
+            ("seed", state.data_seed, seed),
+        )
+        if saved != now
+    }
+    if mismatches:
+        detail = ", ".join(f"{k}: saved {a}, now {b}" for k, (a, b) in mismatches.items())
+        raise ValueError(
+            f"cannot resume from {path}: the data plan changed ({detail}); use a new "
+            "output_dir or resume=False"
+        )
+    if state.total_steps != total_steps:
+        logger.warning(
+            "resuming %s with %d total steps instead of %d: the LR schedule changes shape",
+            path,
+            total_steps,
+            state.total_steps,
+        )
+        state.total_steps = total_steps
+
+
+def load_training_state(directory: Path, *, optimizer: Any, scheduler: Any) -> TrainerState:
+    """Load optimizer and scheduler state dicts in place; return the trainer state."""
+    directory = Path(directory)
+    optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=False))
+    scheduler.load_state_dict(torch.load(directory / SCHEDULER_FILE, weights_only=False))
+    return read_trainer_state(directory)

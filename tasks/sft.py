@@ -1,0 +1,151 @@
+"""SFT as Prefect tasks: train (in process or as an ``accelerate launch`` job), then register.
+
+The training job itself is library code (``mmr1.train``); in subprocess mode it
+runs ``python -m mmr1.train.sft_main`` in the trainer environment and logs to
+the flow's MLflow run by id, so the trainer needs no Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from prefect import task
+from prefect.logging import get_run_logger
+
+from mmr1.hashing import hash_bytes
+from mmr1.storage import content_addressed
+from mmr1.train.launch import launch_command
+from mmr1.train.sft import SFTResult, run_sft
+from schemas.sft_flow import SFTStageConfig
+from tasks.context import catalog, flow_run_id, home, tracked_run
+
+
+def _work_dir(config: SFTStageConfig, dataset_ref: str, model_ref: str) -> Path:
+    # Keyed by what determines the result, so a restarted flow resumes the same job.
+    key = json.dumps(
+        {"train": config.train.model_dump(mode="json"), "data": dataset_ref, "model": model_ref},
+        sort_keys=True,
+    )
+    path = home().runs / "sft" / f"{config.output_name}-{hash_bytes(key.encode())[:16]}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _launch(
+    config: SFTStageConfig, model_uri: str, dataset_uri: str, work: Path, mlflow_run_id: str
+) -> SFTResult:
+    config_path = work / "sft_config.json"
+    config_path.write_text(config.train.model_dump_json(indent=2))
+    accelerate_config = (
+        Path(config.launch.accelerate_config) if config.launch.accelerate_config else None
+    )
+    command = launch_command(
+        config_path,
+        model_path=Path(model_uri),
+        dataset_path=Path(dataset_uri),
+        output_dir=work,
+        num_processes=config.launch.num_processes,
+        accelerate_config=accelerate_config,
+        python=config.launch.python,
+        mlflow_run_id=mlflow_run_id,
+        mlflow_tracking_uri=home().tracking_uri,
+    )
+    logger = get_run_logger()
+    logger.info("launching: %s", " ".join(command))
+    log_path = work / "train.log"
+    with log_path.open("ab") as log:
+        completed = subprocess.run(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            timeout=config.launch.timeout_s,
+            check=False,
+        )
+    if completed.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(
+            f"SFT job failed with exit code {completed.returncode}; log {log_path}:\n{tail}"
+        )
+    return SFTResult.model_validate_json((work / "result.json").read_text())
+
+
+def _loss_figure(result: SFTResult) -> Figure:
+    figure = Figure(figsize=(6, 3.5))
+    axis = figure.subplots()
+    steps = [h["step"] for h in result.history if "loss" in h]
+    axis.plot(steps, [h["loss"] for h in result.history if "loss" in h], label="train loss")
+    evals = [h for h in result.eval_history if "eval_loss" in h]
+    if evals:
+        axis.plot([h["step"] for h in evals], [h["eval_loss"] for h in evals], "o-", label="eval")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("loss (assistant tokens)")
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+@task(name="train-sft")
+def train_sft(config: SFTStageConfig, mlflow_run_id: str) -> str:
+    """Fine-tune the base checkpoint on the SFT dataset; register the best checkpoint."""
+    cat = catalog()
+    dataset = cat.get_dataset(config.dataset.removeprefix("dataset:"))
+    base = cat.get_checkpoint(config.base_model.removeprefix("checkpoint:"))
+    run = tracked_run(mlflow_run_id)
+    run.record_reads([f"dataset:{dataset.ref}", f"checkpoint:{base.ref}"])
+    run.log_dataset_input(
+        name=dataset.ref,
+        digest=dataset.content_hash,
+        uri=dataset.uri,
+        context="training",
+        columns=dataset.columns,
+    )
+    work = _work_dir(config, dataset.ref, base.ref)
+    if config.launch.kind == "inprocess":
+        result = run_sft(
+            config.train,
+            model_path=Path(base.uri),
+            dataset_path=Path(dataset.uri),
+            output_dir=work,
+            metrics_callback=lambda metrics, step: run.log_metrics(metrics, step=step),
+        )
+    else:
+        result = _launch(config, base.uri, dataset.uri, work, mlflow_run_id)
+
+    figure = _loss_figure(result)
+    run.log_figure(figure, "plots/loss_curve.png")
+    run.log_dict(result.model_dump(mode="json"), "sft_result.json")
+
+    def copy_best(out: Path) -> None:
+        shutil.copytree(result.best_checkpoint, out, dirs_exist_ok=True)
+
+    path, digest, _ = content_addressed(home().checkpoints, config.output_name, copy_best)
+    final_metrics = {k: v for k, v in (result.eval_history or [{}])[-1].items() if k != "step"}
+    entry = cat.register_checkpoint(
+        name=config.output_name,
+        stage="sft",
+        uri=str(path),
+        content_hash=digest,
+        step=result.steps,
+        metrics={k: float(v) for k, v in final_metrics.items()}
+        | {"best_metric": float(result.best_metric or 0.0)},
+        config=config.model_dump(mode="json"),
+        parents=[f"dataset:{dataset.ref}", f"checkpoint:{base.ref}"],
+        prefect_flow_run_id=flow_run_id(),
+        mlflow_run_id=mlflow_run_id,
+    )
+    run.record_writes([f"checkpoint:{entry.ref}"])
+    run.set_tags({"mmr1.sft_checkpoint": entry.ref, "mmr1.sft_checkpoint_uri": entry.uri})
+    get_run_logger().info(
+        "SFT: %d steps, %d samples (%d too long, dropped) -> %s",
+        result.steps,
+        result.train_samples,
+        result.dropped_too_long,
+        entry.ref,
+    )
+    return f"checkpoint:{entry.ref}"
