@@ -71,3 +71,14 @@ def test_demo_preset_validates() -> None:
     config = load_config(DemoConfig, "demo", ["curate_rl.difficulty.rollouts=3"])
     assert config.curate_rl.difficulty.rollouts == 3
     assert config.curate_rl.sources[0].synthetic.n_items == 256
+
+
+@pytest.mark.parametrize("preset", ["sft-demo", "sft-paper-3b", "sft-paper-7b"])
+def test_sft_presets_validate(preset: str) -> None:
+    from schemas.sft_flow import SFTStageConfig
+
+    config = load_config(SFTStageConfig, preset)
+    assert config.train.max_grad_norm == 1.0
+    if preset.startswith("sft-paper"):
+        assert config.train.lr == 1e-5 and config.train.global_batch_size(8) == 32
+        assert (Path(__file__).parents[1] / config.launch.accelerate_config).is_file()
