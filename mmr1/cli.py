@@ -8,12 +8,15 @@ lazily (``mmr1/`` itself never imports Prefect).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from mmr1.catalog import Catalog, CatalogError
 from mmr1.catalog import report as catalog_report
@@ -25,6 +28,10 @@ _PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
+
+
+#: Commands that run a flow: their ValueErrors keep the traceback.
+FLOW_COMMANDS = frozenset({"demo", "curate", "sft", "grpo", "eval", "pipeline"})
 
 
 class CliError(Exception):
@@ -122,29 +129,62 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def _run_flow(model: type[BaseModel], module: str, flow_name: str, args: argparse.Namespace) -> str:
+    """Validate ``--config``/``--set`` into ``model`` and run the flow ``module:flow_name``."""
+    config = load_config(model, args.config, args.set)
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    flow_fn = getattr(importlib.import_module(module), flow_name)
+    return flow_fn(config)
+
+
 def cmd_curate(args: argparse.Namespace) -> None:
     from schemas.curation import CurateRLConfig, CurateSFTConfig
 
     model = CurateRLConfig if args.target == "rl" else CurateSFTConfig
-    config = load_config(model, args.config, args.set)
-    for key, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    from flows.curate import curate_rl, curate_sft
-
-    ref = (curate_rl if args.target == "rl" else curate_sft)(config)
+    ref = _run_flow(model, "flows.curate", f"curate_{args.target}", args)
     print(f"\nwrote {ref}\ninspect: mmr1 catalog show {ref} | mmr1 catalog lineage {ref}")
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
     from schemas.sft_flow import SFTStageConfig
 
-    config = load_config(SFTStageConfig, args.config, args.set)
-    for key, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    from flows.sft import sft
-
-    ref = sft(config)
+    ref = _run_flow(SFTStageConfig, "flows.sft", "sft", args)
     print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
+
+
+def cmd_vps_estimate(args: argparse.Namespace) -> None:
+    from schemas.vas import VPSEstimateConfig
+
+    ref = _run_flow(VPSEstimateConfig, "flows.vps", "estimate_vps", args)
+    dataset = Catalog(HomeConfig().catalog).get_vps_table(ref.removeprefix("vps:")).dataset_ref
+    print(f"\nwrote {ref}\ninspect: mmr1 vps show {dataset}")
+
+
+def cmd_vps_show(args: argparse.Namespace) -> None:
+    from mmr1.vas.estimate import read_vps_table, summarise, text_histogram
+
+    catalog = _catalog(args)
+    if args.ref.startswith("vps:"):
+        entry = catalog.get_vps_table(args.ref.removeprefix("vps:"))
+    else:
+        found = catalog.latest_vps_table(args.ref.removeprefix("dataset:"))
+        if found is None:
+            raise CliError(f"no VPS table for dataset {args.ref!r}; run `mmr1 vps estimate` first")
+        entry = found
+    table = read_vps_table(Path(entry.uri))
+    stats = summarise(table)
+    if args.json:
+        _print_json({"table": entry.ref, **entry.model_dump(mode="json"), "summary": stats})
+        return
+    print(
+        f"VPS table {entry.ref}: checkpoint {entry.checkpoint_ref} on dataset "
+        f"{entry.dataset_ref}, {table.height} prompts, estimated {entry.created_at:%Y-%m-%d %H:%M}"
+    )
+    width = max(len(k) for k in stats)
+    print("\n".join(f"  {k.ljust(width)}  {v:.4g}" for k, v in stats.items()))
+    for column in ("pass_rate", "vps"):
+        print(f"\n{column}:\n{text_histogram(table[column].to_list(), bins=args.bins)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
     )
     sft.set_defaults(func=cmd_sft)
+
+    vps = sub.add_parser("vps", help="Variance Promotion Scores: estimate a table, show one")
+    vsub = vps.add_subparsers(dest="vps_command", required=True)
+    estimate = vsub.add_parser("estimate", help="roll out a checkpoint on an RL pool, score")
+    estimate.add_argument("--config", help="YAML file or preset name (vps-demo, vps-paper)")
+    estimate.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    estimate.set_defaults(func=cmd_vps_estimate)
+    vshow = vsub.add_parser("show", help="summary and histograms of a dataset's latest VPS table")
+    vshow.add_argument("ref", help="DATASET[@VERSION], or vps:TABLE[@VERSION]")
+    vshow.add_argument("--bins", type=int, default=10)
+    vshow.add_argument("--json", action="store_true")
+    vshow.set_defaults(func=cmd_vps_show)
 
     home = sub.add_parser("home", help="print where state is kept")
     home.add_argument("--json", action="store_true")
@@ -207,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mmr1: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        if args.command in {"demo", "curate", "sft"}:
+        if args.command in FLOW_COMMANDS or getattr(args, "vps_command", None) == "estimate":
             raise  # inside a flow: keep the traceback
         print(f"mmr1: error: {exc}", file=sys.stderr)  # e.g. a malformed ref
         return 2

@@ -7,9 +7,13 @@ VPS-weighted draws with B - B_w uniform draws per batch.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import ConfigModel
+from schemas.generation import BackendConfig, SamplingParams
+from schemas.rewards import RewardConfig
 
 
 class VPSRecord(BaseModel):
@@ -59,4 +63,69 @@ class SamplerConfig(ConfigModel):
     drop_last: bool = Field(
         default=False,
         description="Drop the last, short uniform part of a pass instead of yielding it.",
+    )
+
+
+class VPSScoreConfig(ConfigModel):
+    """How per-prompt rollouts become a Variance Promotion Score (METHOD.md section 5)."""
+
+    alpha: float = Field(default=0.8, ge=0.0, description="Weight of OVS (paper: 0.8).")
+    beta: float = Field(default=0.2, ge=0.0, description="Weight of TDS (paper: 0.2).")
+    ovs_scale: float = Field(
+        default=4.0,
+        gt=0.0,
+        description="OVS = ovs_scale * p(1 - p); 4 maps it to [0, 1] like TDS, 1 is the raw form.",
+    )
+    tds_method: Literal["self_bleu", "distinct", "edit"] = Field(
+        default="self_bleu",
+        description="Trajectory diversity: 1 - self-BLEU(1..3), distinct-n, or mean edit distance.",
+    )
+    tds_unit: Literal["tokens", "words"] = Field(
+        default="tokens",
+        description="Compare trajectories as unpadded token ids, or as whitespace words "
+        "(for backends that return no token ids).",
+    )
+
+
+class VPSEstimateConfig(ConfigModel):
+    """Parameters of the ``estimate_vps`` flow (a form in the Prefect UI).
+
+    ``dataset`` and ``checkpoint`` are catalog refs; a bare name means the latest
+    version at the time the flow runs, which is what scheduled re-estimation uses
+    to follow a training run.
+    """
+
+    dataset: str = Field(
+        default="synthetic-rl", description="Catalog ref of the RL pool (NAME[@VERSION])."
+    )
+    checkpoint: str = Field(
+        default="tiny-sft",
+        description="Catalog ref of the model to roll out (NAME[@VERSION]; bare = latest).",
+    )
+    output_name: str | None = Field(
+        default=None, description="Catalog name of the VPS table (default: '<dataset name>-vps')."
+    )
+    rollouts: int = Field(
+        default=8, ge=2, description="N rollouts per prompt (paper main text: 32)."
+    )
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(temperature=0.6, top_p=1.0, max_new_tokens=512),
+        description="Sampling as in training (METHOD.md section 7); n and seed are set per shard.",
+    )
+    backend: BackendConfig | None = Field(
+        default=None,
+        description="Generation backend; None: the local 'hf' backend on the checkpoint. Its "
+        "model field is replaced by the checkpoint's location.",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Prompts per hf forward batch.")
+    device: str = Field(default="auto", description="Device of the default hf backend.")
+    shard_size: int = Field(default=64, ge=1, description="Prompts per resumable shard.")
+    limit: int | None = Field(
+        default=None, ge=1, description="Score only the first N prompts (quick runs)."
+    )
+    seed: int = Field(default=0, description="Base seed; shard s samples with a derived seed.")
+    score: VPSScoreConfig = Field(default_factory=VPSScoreConfig)
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    restart: bool = Field(
+        default=False, description="Discard finished shards of an identical earlier run."
     )

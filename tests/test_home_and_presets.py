@@ -82,3 +82,14 @@ def test_sft_presets_validate(preset: str) -> None:
     if preset.startswith("sft-paper"):
         assert config.train.lr == 1e-5 and config.train.global_batch_size(8) == 32
         assert (Path(__file__).parents[1] / config.launch.accelerate_config).is_file()
+
+
+@pytest.mark.parametrize("preset", ["vps-demo", "vps-paper"])
+def test_vps_presets_validate(preset: str) -> None:
+    from schemas.vas import VPSEstimateConfig
+
+    config = load_config(VPSEstimateConfig, preset)
+    assert config.rollouts >= 8
+    if preset == "vps-paper":
+        assert config.rollouts == 32 and config.sampling.temperature == 0.6
+        assert config.backend is not None and config.backend.kind == "vllm"
