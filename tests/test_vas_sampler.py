@@ -132,3 +132,11 @@ def test_invalid_indices_and_state_rejected() -> None:
         sampler.update_scores([0], [0.1, 0.2])
     with pytest.raises(ValueError, match="6 prompts"):
         make(n=6).load_state_dict(sampler.state_dict())
+
+
+def test_next_batch_continues_across_passes_like_iteration() -> None:
+    config = SamplerConfig(batch_size=4, mix_ratio=0.5, seed=3)
+    stepped = MixedVarianceSampler(10, config)
+    iterated = MixedVarianceSampler(10, config)
+    expected = [b for _ in range(3) for b in iterated]
+    assert [stepped.next_batch() for _ in range(len(expected))] == expected

@@ -136,6 +136,16 @@ class MixedVarianceSampler(Sampler[list[int]]):
         self._batch = 0
         self._permutation = self._make_permutation()
 
+    def next_batch(self) -> list[int]:
+        """The next batch of the stream, starting a new pass when the current one is done.
+
+        Training loops that count steps rather than passes call this; it draws
+        exactly what iterating would.
+        """
+        if self._batch >= len(self):
+            self._start_next_pass()
+        return self._next_batch()
+
     def __iter__(self) -> Iterator[list[int]]:
         if self._batch >= len(self):
             self._start_next_pass()

@@ -15,8 +15,9 @@ computed on unpadded sequences, so padding cannot make short answers look alike.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
+
+import numpy as np
 
 from schemas.vas import VPSRecord
 
@@ -45,12 +46,49 @@ def outcome_variance(accuracies: Sequence[float], scale: float = 1.0) -> float:
     return scale * p * (1.0 - p)
 
 
-def _ngrams(seq: Sequence[Token], n: int) -> Counter[tuple[Token, ...]]:
-    return Counter(tuple(seq[i : i + n]) for i in range(len(seq) - n + 1))
+def _ngram_count_matrices(trajectories: Sequence[Sequence[Token]]) -> list[np.ndarray]:
+    """n-gram counts of every trajectory, for n = 1..MAX_ORDER, all counted in one pass.
+
+    Entry ``n - 1`` is an int array of shape (num_trajectories, U_n): column g holds
+    how often the g-th distinct n-gram (over all trajectories) occurs in each one.
+    Tokens are mapped to dense ids with a dict (so tokens compare exactly as they
+    would inside tuples), then an n-gram's id is built from its (n-1)-gram prefix id
+    and its last token: ``id_n = unique(id_{n-1} * V + token)``. n-grams never span
+    two trajectories. Memory is O(num_trajectories * total tokens) per order.
+    """
+    lengths = np.array([len(seq) for seq in trajectories], dtype=np.int64)
+    vocabulary: dict[Token, int] = {}
+    tokens = np.array(
+        [vocabulary.setdefault(token, len(vocabulary)) for seq in trajectories for token in seq],
+        dtype=np.int64,
+    )
+    num = len(trajectories)
+    owner = np.repeat(np.arange(num), lengths)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    # Tokens left in its trajectory from each position on (itself included).
+    remaining = lengths[owner] - (np.arange(tokens.size) - starts[owner])
+    matrices = []
+    gram_ids = tokens
+    for n in range(1, MAX_ORDER + 1):
+        positions = np.flatnonzero(remaining >= n)
+        if n == 1:
+            keys = tokens
+        else:
+            keys = gram_ids[positions] * max(len(vocabulary), 1) + tokens[positions + n - 1]
+        distinct, dense = np.unique(keys, return_inverse=True)
+        gram_ids = np.zeros(tokens.size, dtype=np.int64)
+        gram_ids[positions] = dense
+        flat = owner[positions] * distinct.size + dense
+        counts = np.bincount(flat, minlength=num * distinct.size)
+        matrices.append(counts.reshape(num, distinct.size))
+    return matrices
 
 
-def _bleu(hypothesis: Sequence[Token], references: Sequence[Sequence[Token]]) -> float:
-    """Sentence BLEU of ``hypothesis`` against ``references``, orders 1..3, uniform weights.
+def _self_bleu_diversity(trajectories: Sequence[Sequence[Token]]) -> float:
+    """``1 - mean_i BLEU(y_i; {y_j : j != i})``.
+
+    Sentence BLEU of a hypothesis y_i against references {y_j : j != i}, orders
+    1..3, uniform weights:
 
     p_n = max(clipped_n, BLEU_EPSILON) / total_n, where
     clipped_n = sum_g min(count_hyp(g), max_ref count_ref(g)) over the hypothesis n-grams g
@@ -59,31 +97,33 @@ def _bleu(hypothesis: Sequence[Token], references: Sequence[Sequence[Token]]) ->
     BLEU = BP * exp(mean_n log p_n), BP = 1 if c > r else exp(1 - r / c), with c the
     hypothesis length and r the closest reference length (ties: the shorter).
     An empty hypothesis scores 1 if some reference is empty, else 0.
+
+    The n-grams are counted once per trajectory (``_ngram_count_matrices``); the
+    maximum reference count excluding y_i is the largest count over all
+    trajectories, or the second largest where y_i holds the largest.
     """
-    c = len(hypothesis)
-    if c == 0:
-        return 1.0 if any(len(r) == 0 for r in references) else 0.0
-    log_precisions = []
-    for n in range(1, min(MAX_ORDER, c) + 1):
-        hyp_counts = _ngrams(hypothesis, n)
-        max_ref: Counter[tuple[Token, ...]] = Counter()
-        for ref in references:
-            for gram, count in _ngrams(ref, n).items():
-                max_ref[gram] = max(max_ref[gram], count)
-        clipped = sum(min(count, max_ref[gram]) for gram, count in hyp_counts.items())
-        total = c - n + 1
-        log_precisions.append(math.log(max(clipped, BLEU_EPSILON) / total))
-    r = min((len(ref) for ref in references), key=lambda length: (abs(length - c), length))
-    brevity = 1.0 if c > r else math.exp(1.0 - r / c)
-    return brevity * math.exp(sum(log_precisions) / len(log_precisions))
-
-
-def _self_bleu_diversity(trajectories: Sequence[Sequence[Token]]) -> float:
-    """``1 - mean_i BLEU(y_i; {y_j : j != i})``."""
-    bleus = [
-        _bleu(hyp, [ref for j, ref in enumerate(trajectories) if j != i])
-        for i, hyp in enumerate(trajectories)
-    ]
+    num = len(trajectories)
+    clipped_by_order = []
+    for counts in _ngram_count_matrices(trajectories):
+        ranked = np.sort(counts, axis=0)
+        holds_top = counts.argmax(axis=0)[None, :] == np.arange(num)[:, None]
+        best_other = np.where(holds_top, ranked[-2], ranked[-1])
+        clipped_by_order.append(np.minimum(counts, best_other).sum(axis=1).tolist())
+    lengths = [len(seq) for seq in trajectories]
+    bleus = []
+    for i, c in enumerate(lengths):
+        reference_lengths = lengths[:i] + lengths[i + 1 :]
+        if c == 0:
+            bleus.append(1.0 if 0 in reference_lengths else 0.0)
+            continue
+        log_precisions = []
+        for n in range(1, min(MAX_ORDER, c) + 1):
+            clipped = clipped_by_order[n - 1][i]
+            total = c - n + 1
+            log_precisions.append(math.log(max(clipped, BLEU_EPSILON) / total))
+        r = min(reference_lengths, key=lambda length: (abs(length - c), length))
+        brevity = 1.0 if c > r else math.exp(1.0 - r / c)
+        bleus.append(brevity * math.exp(sum(log_precisions) / len(log_precisions)))
     return 1.0 - sum(bleus) / len(bleus)
 
 
@@ -93,24 +133,47 @@ def _distinct_n(trajectories: Sequence[Sequence[Token]]) -> float:
     Orders with no n-gram at all are left out; 0 if no trajectory has a token.
     """
     ratios = []
-    for n in range(1, MAX_ORDER + 1):
-        pooled: Counter[tuple[Token, ...]] = Counter()
-        for seq in trajectories:
-            pooled.update(_ngrams(seq, n))
-        total = sum(pooled.values())
+    for counts in _ngram_count_matrices(trajectories):
+        total = int(counts.sum())
         if total:
-            ratios.append(len(pooled) / total)
+            ratios.append(counts.shape[1] / total)
     return sum(ratios) / len(ratios) if ratios else 0.0
 
 
 def _levenshtein(a: Sequence[Token], b: Sequence[Token]) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        current = [i]
-        for j, y in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
+    """Levenshtein distance (unit insert, delete, substitute) of ``a`` and ``b``.
+
+    Bit-parallel form of the dynamic programme (Myers 1999, Hyyroe 2001): one
+    column of vertical differences D[i][j] - D[i-1][j] in {-1, 0, +1} is held as two
+    bit vectors (Python ints of len(a) bits), and each token of ``b`` updates the
+    whole column with a dozen integer operations. Same value as the textbook
+    O(|a| |b|) table, ~100x faster on 1k-token sequences.
+    """
+    m = len(a)
+    if m == 0 or len(b) == 0:
+        return max(m, len(b))
+    matches: dict[Token, int] = {}
+    for i, token in enumerate(a):
+        matches[token] = matches.get(token, 0) | (1 << i)
+    full = (1 << m) - 1
+    last = 1 << (m - 1)
+    plus, minus, distance = full, 0, m  # column 0: D[i][0] = i, all deltas +1
+    for token in b:
+        equal = matches.get(token, 0)
+        vertical = equal | minus
+        horizontal = (((equal & plus) + plus) ^ plus) | equal
+        plus_h = minus | (~(horizontal | plus) & full)
+        minus_h = plus & horizontal
+        if plus_h & last:
+            distance += 1
+        elif minus_h & last:
+            distance -= 1
+        # Row 0 is D[0][j] = j, so a +1 horizontal delta enters at the bottom bit.
+        plus_h = ((plus_h << 1) | 1) & full
+        minus_h = (minus_h << 1) & full
+        plus = minus_h | (~(vertical | plus_h) & full)
+        minus = plus_h & vertical
+    return distance
 
 
 def _edit_diversity(trajectories: Sequence[Sequence[Token]]) -> float:

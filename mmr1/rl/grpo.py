@@ -1,0 +1,756 @@
+"""GRPO with Variance-Aware Sampling: the training loop (METHOD.md sections 6-7).
+
+One step, for a global batch of B prompts drawn by ``MixedVarianceSampler``
+(identical on every rank; rank r takes the contiguous slice r of B / W):
+
+1. **Rollouts**: G samples per prompt from the current policy (the ``hf``
+   backend generating with the very module being trained). Prompts are
+   generated in chunks of ``rollout_batch_size``; chunk c of the global
+   batch samples with ``derive_seed(seed, "grpo", step, c)``, so the samples do
+   not depend on the number of processes when (B / W) is a multiple of it.
+2. **Rewards** from the shared verifier (parallel, time-bounded), then group
+   advantages ``(r - mean_g) / (std_g + eps)``.
+3. **Log-probs** of the responses under the policy (and the frozen reference
+   when ``kl_coef > 0``); with several updates per rollout batch the "old"
+   log-probs are recomputed before the first update.
+4. **Updates**: ``ppo_epochs`` passes over mini-batches of prompts; each
+   mini-batch accumulates micro-batches whose losses are weighted so the sum
+   equals the configured aggregation over the whole global mini-batch
+   (token-mean: divided by the global count of response tokens), then one
+   clipped AdamW step (skipped on a non-finite gradient norm).
+5. **VPS**: the sampled prompts' scores are updated from their G rollouts
+   (``online_vps``); every ``vps_update_every`` steps the pool is re-scored,
+   by rolling out the current policy or by reading the newest catalog table.
+
+Checkpoints (``checkpoints/step-XXXXXX``) hold the weights (``save_pretrained``),
+optimizer, sampler state (scores, position, generator), trainer state (step,
+history, VPS tables used) and per-rank RNG; a killed run restarted with the
+same arguments continues from the newest one and, on CPU, ends with the same
+weights as an uninterrupted run (every random choice is a function of the seed
+and the step).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from pydantic import BaseModel, Field
+from transformers import AutoConfig
+
+from mmr1.data.requests import build_requests
+from mmr1.data.shards import derive_seed
+from mmr1.generation.hf import HFBackend
+from mmr1.models.loader import Policy, load_policy, vision_special_token_ids
+from mmr1.rewards import score_batch
+from mmr1.rl.advantages import group_advantages
+from mmr1.rl.batch import EncodedPrompt, Rollout, collate, encode_prompt, response_logprobs
+from mmr1.rl.losses import policy_loss
+from mmr1.train.checkpoint import (
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    begin_atomic_dir,
+    commit_atomic_dir,
+    latest_checkpoint,
+    load_rng_state,
+    prune_checkpoints,
+    save_pretrained_atomic,
+    save_rng_state,
+    step_dir_name,
+    temp_dir_for,
+)
+from mmr1.train.sft import vision_tower
+from mmr1.vas.estimate import estimate_vps, read_pool_frame, read_vps_table, score_groups
+from mmr1.vas.sampler import MixedVarianceSampler
+from schemas.generation import CompletionSample, HFBackendConfig
+from schemas.grpo import GRPOConfig, GRPOResult
+from schemas.rewards import RewardScore
+from schemas.vas import SamplerConfig, VPSEstimateConfig
+
+logger = logging.getLogger(__name__)
+
+MetricsCallback = Callable[[dict[str, float], int], None]
+CheckpointCallback = Callable[[Path, int], None]
+#: Returns ``(ref, path)`` of the newest VPS table for the pool, or None.
+VPSTableLookup = Callable[[], tuple[str, Path] | None]
+#: ``(responses, golds, choices) -> scores``; default: ``score_batch`` with the config's rewards.
+RewardFn = Callable[[list[str], list[str], list[list[str] | None]], list[RewardScore]]
+
+SAMPLER_FILE = "sampler.pt"
+
+
+class GRPOState(BaseModel):
+    """Loop state that is not a tensor."""
+
+    step: int = 0
+    prompts: int = Field(description="Pool size (a resumed run must see the same pool).")
+    seed: int
+    prompts_per_step: int
+    history: list[dict[str, float]] = Field(default_factory=list)
+    vps_tables: list[str] = Field(default_factory=list)
+    refreshes: int = 0
+    skipped_updates: int = 0
+
+
+class GRPOTrainer:
+    """GRPO-with-VAS on one RL pool (module docstring). Use :func:`run_grpo`."""
+
+    def __init__(
+        self,
+        config: GRPOConfig,
+        model_path: Path,
+        dataset_path: Path,
+        output_dir: Path,
+        *,
+        vps_table: tuple[str, Path] | None = None,
+        vps_lookup: VPSTableLookup | None = None,
+        metrics_callback: MetricsCallback | None = None,
+        checkpoint_callback: CheckpointCallback | None = None,
+        reward_fn: RewardFn | None = None,
+    ) -> None:
+        self.config = config
+        self.reward_fn = reward_fn or (
+            load_reward_function(config.reward_function) if config.reward_function else None
+        )
+        self.model_path = Path(model_path)
+        self.dataset_path = Path(dataset_path)
+        self.output_dir = Path(output_dir)
+        self.checkpoint_root = self.output_dir / "checkpoints"
+        self.initial_vps = vps_table
+        self.vps_lookup = vps_lookup
+        self.metrics_callback = metrics_callback
+        self.checkpoint_callback = checkpoint_callback
+
+    # ----------------------------------------------------------------------- setup
+
+    def setup(self, *, resume: bool = True) -> None:
+        cfg = self.config
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        has_vision = getattr(AutoConfig.from_pretrained(self.model_path), "vision_config", None)
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            AcceleratorState._reset_state()
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=self._mixed_precision(),
+            kwargs_handlers=[
+                DistributedDataParallelKwargs(
+                    find_unused_parameters=has_vision is not None and not cfg.freeze_vision
+                )
+            ],
+        )
+        acc = self.accelerator
+        if cfg.prompts_per_step % acc.num_processes:
+            raise ValueError(
+                f"prompts_per_step ({cfg.prompts_per_step}) must be divisible by the number "
+                f"of processes ({acc.num_processes})"
+            )
+        mini = cfg.mini_batch_prompts or cfg.prompts_per_step
+        if mini % acc.num_processes or cfg.prompts_per_step % mini:
+            raise ValueError(
+                f"mini_batch_prompts ({mini}) must divide prompts_per_step "
+                f"({cfg.prompts_per_step}) and be divisible by the processes ({acc.num_processes})"
+            )
+        set_seed(cfg.seed)
+        resume_from = latest_checkpoint(self.checkpoint_root) if resume else None
+        if not resume and acc.is_main_process and self.checkpoint_root.exists():
+            logger.warning("resume=False: removing old checkpoints in %s", self.checkpoint_root)
+            shutil.rmtree(self.checkpoint_root)
+        acc.wait_for_everyone()
+
+        self.policy = load_policy(
+            resume_from or self.model_path,
+            device=acc.device,
+            dtype=torch.float32,
+            for_training=True,
+        )
+        model = self.policy.model
+        if cfg.freeze_vision:
+            tower = vision_tower(model)
+            if tower is None:
+                raise ValueError(f"freeze_vision=True but {self.model_path} has no vision tower")
+            tower.requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.reference: torch.nn.Module | None = None
+        if cfg.kl_coef > 0:
+            ref = load_policy(self.model_path, device=acc.device, dtype=torch.float32)
+            ref.model.requires_grad_(False).eval()
+            self.reference = ref.model
+        self.suppress_ids = vision_special_token_ids(self.policy.tokenizer)
+        pad = self.policy.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.policy.tokenizer.eos_token_id)
+
+        self.pool = read_pool_frame(self.dataset_path)
+        if self.pool.is_empty():
+            raise ValueError(f"RL pool {self.dataset_path} is empty")
+        self.prompt_index = {pid: i for i, pid in enumerate(self.pool["row_id"].to_list())}
+        self.sampler = MixedVarianceSampler(
+            self.pool.height,
+            SamplerConfig(
+                batch_size=cfg.prompts_per_step,
+                mix_ratio=cfg.mix_ratio if cfg.sampling_mode == "vas" else 0.0,
+                floor=cfg.vps_floor,
+                prior=cfg.vps_prior,
+                seed=cfg.seed,
+                drop_last=True,
+            ),
+        )
+
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [
+            {"params": params, "weight_decay": wd}
+            for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
+            if params
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.backend = HFBackend(
+            HFBackendConfig(model=str(self.model_path), batch_size=cfg.rollout_batch_size),
+            policy=Policy(
+                model=acc.unwrap_model(self.model),
+                processor=self.policy.processor,
+                device=acc.device,
+                is_vlm=self.policy.is_vlm,
+            ),
+        )
+        self.state = GRPOState(
+            prompts=self.pool.height, seed=cfg.seed, prompts_per_step=cfg.prompts_per_step
+        )
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        elif self.initial_vps is not None:
+            self._apply_vps_table(*self.initial_vps)
+
+    def _mixed_precision(self) -> str:
+        precision = self.config.precision
+        if precision == "bf16" or (
+            precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        ):
+            return "bf16"
+        return "no"
+
+    # ------------------------------------------------------------------ VPS tables
+
+    def _apply_vps_table(self, ref: str, path: Path) -> None:
+        table = read_vps_table(path)
+        indices, scores, unknown = [], [], []
+        for prompt_id, vps in zip(table["prompt_id"], table["vps"], strict=True):
+            index = self.prompt_index.get(prompt_id)
+            if index is None:
+                unknown.append(prompt_id)
+            else:
+                indices.append(index)
+                scores.append(float(vps))
+        if unknown:
+            raise ValueError(
+                f"VPS table {ref} scores {len(unknown)} prompt(s) not in the pool "
+                f"{self.dataset_path} (first: {unknown[0]!r}); it was estimated on other data"
+            )
+        self.sampler.update_scores(indices, scores)
+        self.state.vps_tables.append(ref)
+        logger.info("VPS scores of %d prompts from %s", len(indices), ref)
+
+    def _refresh_vps(self) -> dict[str, float]:
+        """Re-score the pool (``vps_refresh``); returns cost metrics."""
+        cfg, acc = self.config, self.accelerator
+        began = time.perf_counter()
+        if cfg.vps_refresh == "catalog":
+            found = self.vps_lookup() if self.vps_lookup is not None else None
+            if found is None or found[0] in self.state.vps_tables[-1:]:
+                logger.info("VPS refresh: no newer catalog table; keeping the current scores")
+                return {"vps_refresh/s": time.perf_counter() - began, "vps_refresh/new": 0.0}
+            self._apply_vps_table(*found)
+        else:
+            rank, world = acc.process_index, acc.num_processes
+            shard = self.pool[rank::world]
+            estimate_config = VPSEstimateConfig(
+                rollouts=cfg.vps_rollouts,
+                sampling=cfg.sampling,
+                shard_size=max(1, cfg.rollout_batch_size),
+                seed=derive_seed(cfg.seed, "vps-refresh", self.state.step),
+                score=cfg.vps,
+                rewards=cfg.rewards,
+                restart=True,
+            )
+            out_dir = self.output_dir / "vps" / f"{step_dir_name(self.state.step)}-rank{rank}"
+            estimate = estimate_vps(
+                shard,
+                self.backend,
+                estimate_config,
+                out_dir,
+                dataset_ref=str(self.dataset_path),
+                checkpoint_ref=f"policy@step-{self.state.step}",
+            )
+            pairs = [
+                (self.prompt_index[pid], float(vps))
+                for pid, vps in zip(estimate.table["prompt_id"], estimate.table["vps"], strict=True)
+            ]
+            gathered = _gather(acc, pairs)
+            self.sampler.update_scores([i for i, _ in gathered], [v for _, v in gathered])
+            self.state.vps_tables.append(f"estimated@step-{self.state.step}")
+        self.state.refreshes += 1
+        return {"vps_refresh/s": time.perf_counter() - began, "vps_refresh/new": 1.0}
+
+    # ----------------------------------------------------------------------- train
+
+    def train(self) -> GRPOResult:
+        cfg, acc = self.config, self.accelerator
+        saved: list[str] = []
+        while self.state.step < cfg.steps:
+            metrics = self.step()
+            if (
+                cfg.vps_update_every
+                and self.state.step % cfg.vps_update_every == 0
+                and self.state.step < cfg.steps
+            ):
+                metrics |= self._refresh_vps()
+            self.state.history.append({"step": float(self.state.step), **metrics})
+            if self.state.step % cfg.log_every == 0 or self.state.step == cfg.steps:
+                self._emit(metrics)
+            if self.state.step % cfg.save_every == 0 or self.state.step == cfg.steps:
+                saved.append(str(self.save_checkpoint()))
+        final = self.output_dir / "final"
+        if acc.is_main_process:
+            save_pretrained_atomic(acc.unwrap_model(self.model), self.policy.processor, final)
+        acc.wait_for_everyone()
+        result = GRPOResult(
+            final_checkpoint=str(final),
+            steps=self.state.step,
+            history=self.state.history,
+            vps_tables=self.state.vps_tables,
+            refreshes=self.state.refreshes,
+            skipped_updates=self.state.skipped_updates,
+            saved=saved,
+        )
+        if acc.is_main_process:
+            (self.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
+        return result
+
+    def _emit(self, metrics: dict[str, float]) -> None:
+        if self.metrics_callback is not None and self.accelerator.is_main_process:
+            self.metrics_callback(metrics, self.state.step)
+
+    def step(self) -> dict[str, float]:
+        """One rollout batch: generate, score, update, refresh scores. Returns the metrics."""
+        cfg, acc = self.config, self.accelerator
+        timings: dict[str, float] = {}
+        began = time.perf_counter()
+        global_batch = self.sampler.next_batch()
+        per_rank = cfg.prompts_per_step // acc.num_processes
+        offset = acc.process_index * per_rank
+        local = global_batch[offset : offset + per_rank]
+        rows = self.pool[local]
+        requests = build_requests(rows)
+
+        samples: list[list[CompletionSample]] = []
+        for start in range(0, len(requests), cfg.rollout_batch_size):
+            sampling = cfg.sampling.model_copy(
+                update={
+                    "n": cfg.group_size,
+                    "seed": derive_seed(cfg.seed, "grpo", self.state.step, offset + start),
+                    "return_logprobs": False,
+                }
+            )
+            chunk = requests[start : start + cfg.rollout_batch_size]
+            samples.extend(c.samples for c in self.backend.generate(chunk, sampling))
+        timings["generate"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        g = cfg.group_size
+        flat = [s for group in samples for s in group]
+        golds = [a for a in rows["answer"].to_list() for _ in range(g)]
+        choices = [c for c in rows["choices"].to_list() for _ in range(g)]
+        texts = [s.text for s in flat]
+        if self.reward_fn is not None:
+            scores = self.reward_fn(texts, golds, choices)
+        else:
+            scores = score_batch(texts, golds, choices, config=cfg.rewards)
+        rewards = torch.tensor([s.overall for s in scores], dtype=torch.float32)
+        advantages = group_advantages(rewards, g, scale=cfg.advantage_scale)
+        timings["score"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        prompts = [encode_prompt(self.policy, r) for r in requests]
+        rollouts = [
+            Rollout(
+                prompt=i // g,
+                response_ids=list(sample.token_ids),
+                advantage=float(advantages[i]),
+                train=not (cfg.truncated == "mask" and sample.finish_reason == "length"),
+            )
+            for i, sample in enumerate(flat)
+        ]
+        update = self._update(prompts, rollouts, timings)
+
+        vps_before = self.sampler.scores
+        pool_vps = float(vps_before.mean())
+        sampled_vps = float(vps_before[global_batch].mean())
+        if cfg.online_vps:
+            accuracies = [
+                [s.accuracy for s in scores[i * g : (i + 1) * g]] for i in range(len(rows))
+            ]
+            trajectories = [[list(s.token_ids) for s in group] for group in samples]
+            scored = score_groups(accuracies, trajectories, cfg.vps)
+            pairs = [(local[i], vps) for i, (_, _, _, vps) in enumerate(scored)]
+            gathered = _gather(acc, pairs)
+            self.sampler.update_scores([i for i, _ in gathered], [v for _, v in gathered])
+
+        self.state.step += 1
+        stats = self._rollout_stats(flat, scores, rewards, g)
+        if acc.is_main_process and (
+            self.state.step % cfg.samples_every == 0 or self.state.step == cfg.steps
+        ):
+            self._write_samples(rows, samples, scores)
+        total = sum(timings.values())
+        tokens = stats.pop("_tokens")
+        return {
+            **stats,
+            **update,
+            "vps/sampled_mean": sampled_vps,
+            "vps/pool_mean": pool_vps,
+            **{f"time/{k}_s": v for k, v in timings.items()},
+            "time/step_s": total,
+            "tokens_per_s": tokens / timings["generate"] if timings["generate"] > 0 else 0.0,
+        }
+
+    def _update(
+        self,
+        prompts: Sequence[EncodedPrompt],
+        rollouts: Sequence[Rollout],
+        timings: dict[str, float],
+    ) -> dict[str, float]:
+        cfg, acc = self.config, self.accelerator
+        temperature = cfg.sampling.temperature
+        g = cfg.group_size
+        per_rank_mini = (cfg.mini_batch_prompts or cfg.prompts_per_step) // acc.num_processes
+        minis = [
+            list(range(p * g, min(p + per_rank_mini, len(prompts)) * g))
+            for p in range(0, len(prompts), per_rank_mini)
+        ]
+        single_update = cfg.ppo_epochs == 1 and len(minis) == 1
+        batches: dict[int, dict[str, torch.Tensor]] = {}
+
+        def batch_of(indices: list[int]) -> dict[str, torch.Tensor]:
+            key = indices[0]
+            if key not in batches:
+                batch = collate(
+                    prompts, [rollouts[i] for i in indices], self.pad_id, is_vlm=self.policy.is_vlm
+                )
+                batches[key] = {k: v.to(acc.device) for k, v in batch.items()}
+            return batches[key]
+
+        began = time.perf_counter()
+        old: dict[int, torch.Tensor] = {}
+        ref: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for mini in minis:
+                for micro in self._chunks(mini):
+                    batch = batch_of(micro)
+                    if not single_update:
+                        old[micro[0]] = response_logprobs(
+                            self.model,
+                            batch,
+                            temperature=temperature,
+                            suppress_ids=self.suppress_ids,
+                        )[0]
+                    if self.reference is not None:
+                        ref[micro[0]] = response_logprobs(
+                            self.reference,
+                            batch,
+                            temperature=temperature,
+                            suppress_ids=self.suppress_ids,
+                        )[0]
+        timings["logprobs"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        sums: dict[str, float] = {}
+        weight_total = 0.0
+        grad_norms: list[float] = []
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for _ in range(cfg.ppo_epochs):
+            for mini in minis:
+                micros = self._chunks(mini)
+                counts = torch.tensor(
+                    [self._norm_units([batch_of(m) for m in micros])],
+                    dtype=torch.float64,
+                    device=acc.device,
+                )
+                total_units = float(acc.reduce(counts, "sum")[0])
+                for k, micro in enumerate(micros):
+                    batch = batch_of(micro)
+                    last = k == len(micros) - 1
+                    with nullcontext() if last else acc.no_sync(self.model):
+                        logp, entropy = response_logprobs(
+                            self.model,
+                            batch,
+                            temperature=temperature,
+                            suppress_ids=self.suppress_ids,
+                            with_entropy=True,
+                        )
+                        mask = batch["response_mask"]
+                        adv = torch.tensor(
+                            [rollouts[i].advantage for i in micro], device=acc.device
+                        )
+                        loss, metrics = policy_loss(
+                            logp,
+                            logp.detach() if single_update else old[micro[0]],
+                            adv,
+                            mask,
+                            clip_low=cfg.clip_low,
+                            clip_high=cfg.clip_high,
+                            agg=cfg.loss_agg,
+                            ref_logp=ref.get(micro[0]),
+                            kl_coef=cfg.kl_coef,
+                        )
+                        units = self._norm_units([batch])
+                        scale = units / max(total_units, 1.0) * acc.num_processes
+                        acc.backward(loss * scale)
+                    tokens = float(mask.sum())
+                    weight_total += tokens
+                    for name, value in metrics.items():
+                        sums[name] = sums.get(name, 0.0) + float(value) * tokens
+                    if entropy is not None:
+                        sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * mask).sum())
+                norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                if torch.isfinite(norm):
+                    self.optimizer.step()
+                else:
+                    self.state.skipped_updates += 1
+                    logger.warning(
+                        "step %d: non-finite grad norm, update skipped", self.state.step + 1
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                grad_norms.append(float(norm))
+        timings["update"] = time.perf_counter() - began
+        local = torch.tensor(
+            [weight_total, *[sums.get(n, 0.0) for n in _TOKEN_METRICS]],
+            dtype=torch.float64,
+            device=acc.device,
+        )
+        reduced = acc.reduce(local, "sum").tolist()
+        weight = max(reduced[0], 1.0)
+        out = {
+            f"loss/{n}" if n != "entropy" else "entropy": v / weight
+            for n, v in zip(_TOKEN_METRICS, reduced[1:], strict=True)
+        }
+        out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        out["updates"] = float(len(grad_norms))
+        return out
+
+    def _chunks(self, indices: list[int]) -> list[list[int]]:
+        size = self.config.micro_batch_size
+        return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+    def _norm_units(self, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+        """What the aggregation divides by: response tokens (token-mean) or sequences."""
+        if self.config.loss_agg == "token-mean":
+            return float(sum(b["response_mask"].sum() for b in batches))
+        return float(sum((b["response_mask"].sum(-1) > 0).sum() for b in batches))
+
+    def _rollout_stats(
+        self,
+        samples: Sequence[CompletionSample],
+        scores: Sequence[Any],
+        rewards: torch.Tensor,
+        group_size: int,
+    ) -> dict[str, float]:
+        acc = self.accelerator
+        grouped = rewards.view(-1, group_size)
+        zero_var = (grouped.max(dim=1).values == grouped.min(dim=1).values).float()
+        lengths = torch.tensor([len(s.token_ids) for s in samples], dtype=torch.float64)
+        local = torch.tensor(
+            [
+                float(len(samples)),
+                float(rewards.sum()),
+                float((rewards.double() ** 2).sum()),
+                sum(s.accuracy for s in scores),
+                sum(s.format for s in scores),
+                float(zero_var.sum()),
+                float(len(zero_var)),
+                float(lengths.sum()),
+                float(sum(s.finish_reason == "length" for s in samples)),
+            ],
+            dtype=torch.float64,
+            device=acc.device,
+        )
+        n, r_sum, r_sq, a_sum, f_sum, zv, groups, l_sum, trunc = acc.reduce(local, "sum").tolist()
+        max_len = float(acc.reduce(lengths.max().to(acc.device), "max"))
+        mean = r_sum / n
+        return {
+            "reward/mean": mean,
+            "reward/std": math.sqrt(max(r_sq / n - mean * mean, 0.0)),
+            "reward/accuracy": a_sum / n,
+            "reward/format": f_sum / n,
+            "zero_variance_frac": zv / groups,
+            "response/length_mean": l_sum / n,
+            "response/length_max": max_len,
+            "response/truncated_frac": trunc / n,
+            "_tokens": l_sum,
+        }
+
+    def _write_samples(
+        self,
+        rows: pl.DataFrame,
+        samples: Sequence[Sequence[CompletionSample]],
+        scores: Sequence[Any],
+    ) -> None:
+        """``samples/step-XXXXXX/`` with rollouts.jsonl and a thumbnail per prompt."""
+        from mmr1.data.io import decode_image
+        from schemas.records import ImageData
+
+        out = self.output_dir / "samples" / step_dir_name(self.state.step)
+        out.mkdir(parents=True, exist_ok=True)
+        g = self.config.group_size
+        lines = []
+        for i, row in enumerate(rows.head(4).iter_rows(named=True)):
+            thumbnail = None
+            if row["images"]:
+                image = decode_image(ImageData(**row["images"][0]))
+                image.thumbnail((128, 128))
+                thumbnail = f"prompt{i}.png"
+                image.save(out / thumbnail)
+            for j, sample in enumerate(samples[i]):
+                score = scores[i * g + j]
+                lines.append(
+                    json.dumps(
+                        {
+                            "prompt_id": row["row_id"],
+                            "problem": row["problem"],
+                            "answer": row["answer"],
+                            "image": thumbnail,
+                            "response": sample.text,
+                            "reward": score.overall,
+                            "accuracy": score.accuracy,
+                            "finish_reason": sample.finish_reason,
+                        }
+                    )
+                )
+        (out / "rollouts.jsonl").write_text("\n".join(lines) + "\n")
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step-XXXXXX`` atomically (all processes must call this)."""
+        acc = self.accelerator
+        final = self.checkpoint_root / step_dir_name(self.state.step)
+        tmp = temp_dir_for(final)
+        if acc.is_main_process:
+            begin_atomic_dir(final)
+        acc.wait_for_everyone()
+        save_rng_state(tmp, acc.process_index)
+        if acc.is_main_process:
+            acc.unwrap_model(self.model).save_pretrained(tmp)
+            self.policy.processor.save_pretrained(tmp)
+            torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            torch.save(self.sampler.state_dict(), tmp / SAMPLER_FILE)
+            (tmp / STATE_FILE).write_text(self.state.model_dump_json(indent=2))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            commit_atomic_dir(tmp, final)
+            prune_checkpoints(self.checkpoint_root, self.config.keep_last)
+            if self.checkpoint_callback is not None:
+                self.checkpoint_callback(final, self.state.step)
+        acc.wait_for_everyone()
+        return final
+
+    def _load_checkpoint(self, path: Path) -> None:
+        state = GRPOState.model_validate_json((path / STATE_FILE).read_text())
+        if (state.prompts, state.seed, state.prompts_per_step) != (
+            self.pool.height,
+            self.config.seed,
+            self.config.prompts_per_step,
+        ):
+            raise ValueError(
+                f"cannot resume from {path}: it was written for {state.prompts} prompts, seed "
+                f"{state.seed}, {state.prompts_per_step} prompts per step; now "
+                f"{self.pool.height}, {self.config.seed}, {self.config.prompts_per_step}. Use a "
+                "new output directory or resume=False"
+            )
+        self.optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, weights_only=False))
+        self.sampler.load_state_dict(torch.load(path / SAMPLER_FILE, weights_only=False))
+        load_rng_state(path, self.accelerator.process_index)
+        self.state = state
+        logger.info("resumed from %s at step %d", path, state.step)
+
+
+def load_reward_function(spec: str) -> RewardFn:
+    """Import ``package.module:function``; errors name the spec."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"reward_function {spec!r} cannot be imported: {exc}") from exc
+    if not callable(function):
+        raise ValueError(f"reward_function {spec!r} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
+_TOKEN_METRICS = ("pg_loss", "kl", "clip_frac", "ratio_mean", "approx_kl", "entropy")
+
+
+def _gather(acc: Accelerator, pairs: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Every rank's (prompt index, score) pairs, in rank order, on every rank."""
+    if acc.num_processes == 1:
+        return pairs
+    from accelerate.utils import gather_object
+
+    gathered = gather_object([pairs])  # one list per rank, in rank order
+    return [(int(i), float(v)) for rank_pairs in gathered for i, v in rank_pairs]
+
+
+def run_grpo(
+    config: GRPOConfig,
+    *,
+    model_path: Path,
+    dataset_path: Path,
+    output_dir: Path,
+    vps_table: tuple[str, Path] | None = None,
+    vps_lookup: VPSTableLookup | None = None,
+    metrics_callback: MetricsCallback | None = None,
+    checkpoint_callback: CheckpointCallback | None = None,
+    reward_fn: RewardFn | None = None,
+    resume: bool = True,
+) -> GRPOResult:
+    """Train ``model_path`` on the RL pool at ``dataset_path``; artefacts in ``output_dir``.
+
+    ``vps_table`` = (ref, path) seeds the sampler's scores (ignored when
+    resuming, the checkpoint has them); ``vps_lookup`` serves
+    ``vps_refresh='catalog'``. ``resume=True`` continues from the newest
+    complete checkpoint in ``output_dir/checkpoints``. ``reward_fn`` replaces
+    the shared verifier (custom rewards; it must be deterministic for exact resume).
+    """
+    threads = torch.get_num_threads()
+    trainer = GRPOTrainer(
+        config,
+        model_path,
+        dataset_path,
+        output_dir,
+        vps_table=vps_table,
+        vps_lookup=vps_lookup,
+        metrics_callback=metrics_callback,
+        checkpoint_callback=checkpoint_callback,
+        reward_fn=reward_fn,
+    )
+    try:
+        trainer.setup(resume=resume)
+        return trainer.train()
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,215 @@
+"""The GRPO policy loss: PPO clipped surrogate plus an optional k3 KL term (METHOD.md 7).
+
+Per response token t of sequence b, with ``ratio = exp(logp - old_logp)``::
+
+    pg_t   = -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A)
+    kl_t   = k3(logp, ref_logp) = exp(ref - logp) - (ref - logp) - 1, clamped to [-10, 10]
+    loss_t = pg_t + kl_coef * kl_t
+
+and the per-token losses are reduced to a scalar by one of ``LOSS_AGGREGATIONS``
+over the response mask. Paper / released yaml: clip_low = clip_high = 0.2,
+token-mean, kl_coef = 0.01 with the frozen SFT model as reference.
+
+Numerical guards (same as verl): the log-ratios ``logp - old_logp`` and
+``ref - logp`` are clamped to [-20, 20] before ``exp``. For k3 this changes
+nothing (|k3| already exceeds 10 at |x| >= 20 and is then clamped anyway); for the
+surrogate it caps the ratio at e^20, far beyond any ratio a real update reaches.
+Padding positions are replaced by 0 *before* any arithmetic, so a -inf or NaN
+log-prob on a padded token can leak into neither the loss nor the gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+LOG_RATIO_LIMIT = 20.0
+"""Log-ratios are clamped to [-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT] before exponentiation."""
+
+K3_LIMIT = 10.0
+"""The k3 estimate is clamped to [-K3_LIMIT, K3_LIMIT] (released code, verl ``low_var_kl``)."""
+
+LossAggregation = Callable[[Tensor, Tensor], Tensor]
+"""``(loss, mask) -> scalar``; ``loss`` float (batch, response_len), ``mask`` bool, same shape."""
+
+LOSS_AGGREGATIONS: dict[str, LossAggregation] = {}
+"""How per-token losses become one scalar, by name."""
+
+
+def register_loss_aggregation(name: str) -> Callable[[LossAggregation], LossAggregation]:
+    """Decorator adding an aggregation to ``LOSS_AGGREGATIONS``; a taken name raises."""
+
+    def add(function: LossAggregation) -> LossAggregation:
+        if name in LOSS_AGGREGATIONS:
+            raise ValueError(f"loss aggregation {name!r} is already registered")
+        LOSS_AGGREGATIONS[name] = function
+        return function
+
+    return add
+
+
+@register_loss_aggregation("token-mean")
+def _token_mean(loss: Tensor, mask: Tensor) -> Tensor:
+    """``sum_{b,t} m_bt l_bt / sum_{b,t} m_bt``: every real token of the batch weighs the same.
+
+    0 when the batch has no real token.
+    """
+    total = torch.where(mask, loss, torch.zeros_like(loss)).sum()
+    return total / mask.sum().clamp(min=1)
+
+
+@register_loss_aggregation("seq-mean-token-mean")
+def _seq_mean_token_mean(loss: Tensor, mask: Tensor) -> Tensor:
+    """``mean_b (sum_t m_bt l_bt / sum_t m_bt)`` over sequences with at least one real token.
+
+    Every sequence weighs the same whatever its length (the original GRPO form).
+    Sequences without a real token are left out of the mean; 0 if all are empty.
+    """
+    counts = mask.sum(dim=1)
+    per_sequence = torch.where(mask, loss, torch.zeros_like(loss)).sum(dim=1) / counts.clamp(min=1)
+    present = counts > 0
+    return (per_sequence * present).sum() / present.sum().clamp(min=1)
+
+
+@register_loss_aggregation("seq-mean-token-sum-norm")
+def _seq_mean_token_sum_norm(loss: Tensor, mask: Tensor) -> Tensor:
+    """``mean_b (sum_t m_bt l_bt) / L`` with ``L = mask.shape[1]``, the padded response length.
+
+    Dr.GRPO: a constant normaliser (the maximum response length of the batch, and
+    the batch size over *all* rows, empty ones contributing 0) so no length bias
+    enters through per-sequence division. Note the loss scale then depends on how
+    far the batch is padded; pad to the configured maximum response length for a
+    normaliser that is constant across steps.
+    """
+    sums = torch.where(mask, loss, torch.zeros_like(loss)).sum(dim=1)
+    return sums.sum() / (loss.shape[0] * loss.shape[1]) if loss.numel() else sums.sum()
+
+
+def aggregate_loss(loss: Tensor, mask: Tensor, agg: str = "token-mean") -> Tensor:
+    """Reduce per-token ``loss`` (batch, response_len) over ``mask`` with aggregation ``agg``.
+
+    ``mask`` (batch, response_len): nonzero / True for real response tokens. See
+    ``LOSS_AGGREGATIONS`` for the choices; an unknown name raises ``ValueError``.
+    """
+    if agg not in LOSS_AGGREGATIONS:
+        raise ValueError(
+            f"unknown loss aggregation {agg!r}; choose one of {sorted(LOSS_AGGREGATIONS)}"
+        )
+    if loss.shape != mask.shape or loss.dim() != 2:
+        raise ValueError(
+            f"loss and mask must both be (batch, response_len); got {tuple(loss.shape)} "
+            f"and {tuple(mask.shape)}"
+        )
+    return LOSS_AGGREGATIONS[agg](loss, mask.bool())
+
+
+def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref), clamped to [-10, 10].
+
+    ``logp``, ``ref_logp``: any matching shape, typically (batch, response_len), the
+    log-probabilities of the sampled tokens under the policy and the reference.
+    With ``x = ref_logp - logp``: ``k3 = exp(x) - x - 1``, which is >= 0, 0 when the
+    two log-probs agree, and an unbiased estimate of the KL for samples of pi
+    (Schulman's "k3"). ``x`` is clamped to [-20, 20] before ``exp`` so no inf or NaN
+    (value or gradient) comes out of finite or infinite inputs; the result is the
+    same as clamping the unguarded k3 to [-10, 10].
+    """
+    log_ratio = (ref_logp - logp).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-K3_LIMIT, K3_LIMIT)
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp(min=1)
+
+
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    agg: str = "token-mean",
+    ref_logp: Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO-clip policy loss of GRPO with an optional k3 KL penalty, and its metrics.
+
+    Shapes: ``logp`` (the current policy, carries the gradient), ``old_logp`` (the
+    policy that sampled, no gradient needed), ``ref_logp`` (the frozen reference)
+    and ``mask`` are (batch, response_len); ``mask`` is nonzero / True on real
+    response tokens and 0 on padding. ``advantages`` is per token (batch,
+    response_len) or per sequence (batch,), then broadcast over the tokens.
+
+    Per token: ``ratio = exp(logp - old_logp)``,
+    ``pg = -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A)`` and, when
+    ``ref_logp`` is given, ``loss = pg + kl_coef * kl_k3(logp, ref_logp)``; the result
+    is reduced with ``aggregate_loss(loss, mask, agg)``.
+
+    Returns ``(loss, metrics)``; metrics are detached 0-d tensors:
+
+    - ``pg_loss``: the policy-gradient part alone, aggregated like the loss;
+    - ``kl``: mean k3 over real tokens (0 without ``ref_logp``);
+    - ``clip_frac``: fraction of real tokens where the clipped branch is the active
+      one (ratio > 1 + clip_high with A > 0, or ratio < 1 - clip_low with A < 0),
+      i.e. where the token gives no gradient;
+    - ``ratio_mean``: mean ratio over real tokens;
+    - ``approx_kl``: mean ``0.5 (logp - old_logp)^2`` over real tokens, a cheap
+      measure of how far the policy moved since sampling.
+
+    Sequences without a real token contribute nothing and produce no NaN; a batch
+    without any real token gives a loss of 0 (still differentiable).
+    """
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be (batch, response_len), got {tuple(logp.shape)}")
+    for name, tensor in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp)):
+        if tensor is not None and tensor.shape != logp.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}, logp has {tuple(logp.shape)}"
+            )
+    if advantages.shape == logp.shape[:1]:
+        advantages = advantages.unsqueeze(1)
+    elif advantages.shape != logp.shape:
+        raise ValueError(
+            f"advantages must be (batch,) or (batch, response_len) = {tuple(logp.shape)}, "
+            f"got {tuple(advantages.shape)}"
+        )
+    if clip_low < 0 or clip_high < 0:
+        raise ValueError(
+            f"clip ranges must be >= 0, got clip_low={clip_low}, clip_high={clip_high}"
+        )
+
+    real = mask.bool()
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    # Neutralise padding before any arithmetic: where() routes no gradient to the
+    # unselected branch, so garbage log-probs on padding never reach exp().
+    logp = torch.where(real, logp, zero)
+    old_logp = torch.where(real, old_logp.detach(), zero)
+    advantages = torch.where(real, advantages.detach().to(logp.dtype), zero)
+
+    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    ratio = torch.exp(log_ratio)
+    unclipped = -ratio * advantages
+    clipped = -ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
+    pg_per_token = torch.maximum(unclipped, clipped)
+    pg_loss = aggregate_loss(pg_per_token, real, agg)
+
+    if ref_logp is not None:
+        kl_per_token = kl_k3(logp, torch.where(real, ref_logp.detach(), zero))
+        loss = aggregate_loss(pg_per_token + kl_coef * kl_per_token, real, agg)
+        kl = _masked_mean(kl_per_token.detach(), real)
+    else:
+        loss = pg_loss
+        kl = zero.clone()
+
+    with torch.no_grad():
+        metrics = {
+            "pg_loss": pg_loss.detach(),
+            "kl": kl,
+            "clip_frac": _masked_mean((clipped > unclipped).to(logp.dtype), real),
+            "ratio_mean": _masked_mean(ratio.detach(), real),
+            "approx_kl": _masked_mean(0.5 * log_ratio.detach() ** 2, real),
+        }
+    return loss, metrics
