@@ -8,9 +8,7 @@ the flow's MLflow run by id, so the trainer needs no Prefect.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -23,6 +21,7 @@ from mmr1.train.launch import launch_command
 from mmr1.train.sft import SFTResult, run_sft
 from schemas.sft_flow import SFTStageConfig
 from tasks.context import catalog, flow_run_id, home, tracked_run
+from tasks.jobs import run_job
 
 
 def _work_dir(config: SFTStageConfig, dataset_ref: str, model_ref: str) -> Path:
@@ -55,23 +54,7 @@ def _launch(
         mlflow_run_id=mlflow_run_id,
         mlflow_tracking_uri=home().tracking_uri,
     )
-    logger = get_run_logger()
-    logger.info("launching: %s", " ".join(command))
-    log_path = work / "train.log"
-    with log_path.open("ab") as log:
-        completed = subprocess.run(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            timeout=config.launch.timeout_s,
-            check=False,
-        )
-    if completed.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(
-            f"SFT job failed with exit code {completed.returncode}; log {log_path}:\n{tail}"
-        )
+    run_job(command, work / "train.log", config.launch.timeout_s, "SFT")
     return SFTResult.model_validate_json((work / "result.json").read_text())
 
 

@@ -11,6 +11,7 @@ from mmr1.hashing import hash_directory
 from mmr1.models import build_tiny_model
 from schemas.catalog import CheckpointEntry, DatasetEntry
 from schemas.models import TinyVLMConfig
+from schemas.rewards import RewardScore
 from schemas.synthetic import SyntheticConfig
 
 
@@ -41,3 +42,14 @@ def register_tiny(catalog: Catalog, out_dir: Path, name: str = "tiny") -> Checkp
     return catalog.register_checkpoint(
         name=name, stage="base", uri=str(model_dir), content_hash=hash_directory(model_dir)
     )
+
+
+def length_reward(
+    responses: list[str], golds: list[str], choices: list[list[str] | None]
+) -> list[RewardScore]:
+    """A deterministic reward that varies within every group: longer text, higher reward.
+
+    The tiny random model never verifies an answer, so the paper's reward is 0
+    everywhere and every advantage vanishes; tests of the update need signal.
+    """
+    return [RewardScore(accuracy=0.0, format=0.0, overall=len(text) / 100.0) for text in responses]

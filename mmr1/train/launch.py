@@ -19,6 +19,7 @@ override.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -51,8 +52,13 @@ def launch_command(
     mlflow_tracking_uri: str | None = None,
     main_process_port: int | None = None,
     resume: bool = True,
+    module: str = "mmr1.train.sft_main",
+    extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """``[python, -m, accelerate.commands.launch, ..., -m, mmr1.train.sft_main, ...]``.
+    """``[python, -m, accelerate.commands.launch, ..., -m, <module>, ...]``.
+
+    ``module`` is the training entry point (``mmr1.train.sft_main`` or
+    ``mmr1.rl.grpo_main``); ``extra_args`` are appended to its arguments.
 
     ``python`` is the trainer environment's interpreter (default: this one);
     Accelerate is run as a module of it, so no ``accelerate`` script needs to
@@ -75,7 +81,7 @@ def launch_command(
         command += ["--main_process_port", str(main_process_port)]
     command += [
         "-m",
-        "mmr1.train.sft_main",
+        module,
         "--config",
         str(config_path),
         "--model",
@@ -91,4 +97,5 @@ def launch_command(
         command += ["--mlflow-tracking-uri", mlflow_tracking_uri]
     if not resume:
         command.append("--no-resume")
+    command += list(extra_args)
     return command
