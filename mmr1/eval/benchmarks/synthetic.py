@@ -1,0 +1,99 @@
+"""The built-in synthetic benchmark: held-out generator items stored as RL records.
+
+Source: the RL-record parquet file or dataset directory the catalog registered
+(kind ``benchmark``; the evaluate flow resolves the catalog ref to its path).
+The split is ignored (one split). Each record is one item: ``id``, ``problem``
+(already holding its ``<image>`` placeholder), ``choices``, ``answer`` (an option
+letter for multiple choice, else a short canonical answer), images as bytes (or
+paths relative to the dataset directory), ``type`` (the task family) and
+``difficulty``.
+
+Scoring: the project's verifier on the extracted final answer, exactly the
+RL accuracy reward (:func:`mmr1.rewards.is_correct`). The official prompt is the
+MMR1 evaluation prompt. Accuracy overall, per family and per difficulty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from mmr1.data.io import iter_rl_dataset
+from mmr1.eval.benchmarks.base import RowBenchmark, with_placeholders
+from mmr1.eval.benchmarks.rows import BenchmarkDataError, SourceRow
+from mmr1.rewards import extract_final_answer, is_correct
+from schemas.eval import BenchmarkSpec, EvalItem, ItemScore
+from schemas.records import IMAGE_PLACEHOLDER, RLRecord
+
+
+class SyntheticAdapter(RowBenchmark):
+    """The synthetic benchmark (RL-record parquet), scored by the RL verifier."""
+
+    name: ClassVar[str] = "synthetic"
+    default_split: ClassVar[str] = "test"
+    breakdown_keys: ClassVar[tuple[str, ...]] = ("family", "difficulty")
+
+    def load(self, spec: BenchmarkSpec) -> list[EvalItem]:
+        """All records (the first ``spec.limit``) of the RL dataset at ``spec.source``."""
+        if spec.name != self.name:
+            raise ValueError(f"spec for {spec.name!r} given to the {self.name!r} adapter")
+        path = Path(spec.source).expanduser()
+        root = path if path.is_dir() else path.parent
+        items: list[EvalItem] = []
+        seen: set[str] = set()
+        try:
+            for position, record in enumerate(iter_rl_dataset(path)):
+                if spec.limit is not None and position >= spec.limit:
+                    break
+                if record.id in seen:
+                    raise BenchmarkDataError(
+                        f"{path}: row {position}: field 'id': duplicate id {record.id!r}"
+                    )
+                seen.add(record.id)
+                items.append(self._item(record, position, root, str(path)))
+        except FileNotFoundError as exc:
+            raise BenchmarkDataError(str(exc)) from None
+        return items
+
+    def _item(self, record: RLRecord, position: int, root: Path, label: str) -> EvalItem:
+        images: list[bytes] = []
+        for i, image in enumerate(record.images):
+            if image.bytes is not None:
+                images.append(image.bytes)
+                continue
+            file = Path(image.path or "")
+            file = file if file.is_absolute() else root / file
+            if not image.path or not file.is_file():
+                raise BenchmarkDataError(
+                    f"{label}: row {position}: field 'images[{i}]': no bytes and no file "
+                    f"at {str(file)!r}"
+                )
+            images.append(file.read_bytes())
+        question = record.problem
+        if question.count(IMAGE_PLACEHOLDER) != len(images):
+            question = with_placeholders(question, len(images))
+        return EvalItem(
+            item_id=record.id,
+            question=question,
+            images=images,
+            choices=record.choices,
+            answer=record.answer,
+            answer_type="multi_choice" if record.choices else "free_form",
+            tags={
+                "family": record.type,
+                "difficulty": "unknown" if record.difficulty is None else str(record.difficulty),
+            },
+            row=record.model_dump(exclude={"images"}),
+        )
+
+    def make_item(self, row: SourceRow) -> EvalItem:
+        raise NotImplementedError("the synthetic benchmark is read as RL records (see load)")
+
+    def score(self, item: EvalItem, response: str) -> ItemScore:
+        extracted = extract_final_answer(response) or ""
+        return ItemScore(
+            item_id=item.item_id,
+            correct=bool(extracted) and is_correct(extracted, item.answer, item.choices),
+            extracted=extracted,
+            scorer="rule",
+        )

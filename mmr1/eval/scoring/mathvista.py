@@ -1,0 +1,155 @@
+"""MathVista's official scoring (Lu et al., 2024), with a rule-based extractor.
+
+Official rule. A response is first reduced to an extraction: quick paths (the
+response equals one choice's text; ``int(response)``; ``float(response)``), else
+an LLM extractor. The extraction is then normalised by question/answer type and
+compared to the gold ``answer`` string by exact equality:
+
+- ``multi_choice``: a letter written as ``(X)`` anywhere, or exactly ``X``, maps to
+  ``choices[idx]``; anything else maps to the choice with the smallest
+  Levenshtein distance (the first one on ties);
+- ``integer``: ``str(int(float(x)))``;
+- ``float``: ``str(round(float(x), int(precision)))``; ``precision`` is stored as a
+  float (``1.0``/``2.0``) and must be cast: ``round(x, 2.0)`` raises, which is
+  how one harness scores all 40 float items wrong;
+- ``list``: ``str(x)`` of the extracted list (``[2014, 2016]``);
+- a value that does not convert scores wrong.
+
+Our rule-based extractor replaces the LLM (documented, not official): after the
+quick paths it takes the project's final answer (last ``\\boxed{}``/``<answer>``,
+else an "answer is" phrase, else the last line); for multiple choice a written
+option letter (``B``, ``(B) 12``, ``option B``) is kept as the letter; for numeric
+types thousands separators, units, ``%`` and LaTeX are removed and a LaTeX
+expression is evaluated (``\\frac{3}{2}`` -> ``1.5``); for lists the items are
+read into a list (``2014, 2016`` -> ``[2014, 2016]``). A float item without a
+precision rounds to the gold's number of decimals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from mmr1.eval.scoring.latex_value import latex_value
+from mmr1.eval.scoring.text import clean_answer, final_answer, nearest_choice
+from mmr1.prompts import CHOICE_LETTERS
+from mmr1.rewards.normalize import parse_choice_letter, strip_trailing_unit
+
+_PAREN_LETTER = re.compile(r"\(([a-zA-Z])\)")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_LIST_ITEM_SPLIT = re.compile(r"\s*,\s*")
+
+
+def _choices(row: Mapping[str, Any]) -> list[str]:
+    return [str(choice) for choice in row.get("choices") or []]
+
+
+def _precision(row: Mapping[str, Any]) -> int:
+    """``int(precision)``; without one, the number of decimals of the gold answer."""
+    precision = row.get("precision")
+    if isinstance(precision, int | float) and not math.isnan(precision):
+        return int(precision)
+    gold = str(row.get("answer", ""))
+    return len(gold.split(".", 1)[1]) if "." in gold else 0
+
+
+def _plain_number(text: str) -> str | None:
+    """``text`` as a plain decimal string (separators, units, %, LaTeX removed), or None."""
+    text = text.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
+    text = strip_trailing_unit(_THOUSANDS.sub("", text)).strip()
+    if _NUMBER.fullmatch(text):
+        return text
+    value = latex_value(text)
+    if isinstance(value, float):
+        return repr(value)
+    return None
+
+
+def _as_list(text: str) -> list[Any] | None:
+    """``"[2014, 2016]"`` / ``"2014, 2016"`` -> ``[2014, 2016]``; None for a single item."""
+    inner = text.strip().strip("[](){}").replace("\\{", "").replace("\\}", "")
+    parts = [part for part in _LIST_ITEM_SPLIT.split(inner.strip()) if part]
+    if len(parts) < 2:
+        return None
+    items: list[Any] = []
+    for part in parts:
+        part = part.strip().strip("'\"")
+        try:
+            number = float(part)
+        except ValueError:
+            items.append(part)
+            continue
+        items.append(int(number) if number.is_integer() and "." not in part else number)
+    return items
+
+
+def mathvista_extract(response: str, row: Mapping[str, Any]) -> str:
+    """Rule-based extraction of the answer from ``response`` (quick paths, then boxed)."""
+    text = response.strip()
+    question_type = row.get("question_type")
+    answer_type = row.get("answer_type")
+    choices = _choices(row)
+    # Official quick paths.
+    if question_type == "multi_choice" and text in choices:
+        return text
+    if answer_type == "integer":
+        try:
+            return str(int(text))
+        except ValueError:
+            pass
+    if answer_type == "float":
+        try:
+            return str(float(text))
+        except ValueError:
+            pass
+    answer = clean_answer(final_answer(text))
+    if question_type == "multi_choice":
+        if answer in choices:
+            return answer
+        letter = parse_choice_letter(answer)
+        if letter is not None and CHOICE_LETTERS.index(letter) < len(choices):
+            return letter
+        return answer
+    if answer_type in ("integer", "float"):
+        return _plain_number(answer) or answer
+    if answer_type == "list":
+        items = _as_list(answer)
+        return str(items) if items is not None else answer
+    return answer
+
+
+def mathvista_normalize(extracted: str, row: Mapping[str, Any]) -> str | None:
+    """The official normalisation of an extraction (rules in the module doc); None if invalid."""
+    extracted = str(extracted).strip()
+    if row.get("question_type") == "multi_choice":
+        choices = _choices(row)
+        if not choices:
+            return None
+        letters = _PAREN_LETTER.findall(extracted)
+        if letters:
+            extracted = letters[0].upper()
+        options = CHOICE_LETTERS[: len(choices)]
+        if len(extracted) == 1 and extracted in options:
+            return choices[options.index(extracted)]
+        return nearest_choice(extracted, choices)
+    answer_type = row.get("answer_type")
+    try:
+        if answer_type == "integer":
+            return str(int(float(extracted)))
+        if answer_type == "float":
+            return str(round(float(extracted), _precision(row)))
+    except (ValueError, OverflowError):
+        return None
+    if answer_type == "list":
+        items = _as_list(extracted)
+        return str(items) if items is not None else extracted
+    return extracted
+
+
+def mathvista_correct(extracted: str, row: Mapping[str, Any]) -> bool:
+    """Official MathVista correctness of an extraction against ``row["answer"]``."""
+    normalized = mathvista_normalize(extracted, row)
+    return normalized is not None and normalized == str(row.get("answer", ""))

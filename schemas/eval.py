@@ -1,0 +1,141 @@
+"""Evaluation records and configs: benchmark items, per-item scores, benchmark scores.
+
+An adapter (``mmr1.eval.benchmarks``) turns a benchmark's rows into
+:class:`EvalItem` records, a scorer turns one response into an :class:`ItemScore`,
+and the adapter aggregates those into a :class:`BenchmarkScore` with the
+official overall number and its breakdowns. :class:`BenchmarkSpec` configures
+one benchmark run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.base import ConfigModel
+from schemas.generation import OpenAIBackendConfig
+
+BenchmarkName = Literal[
+    "mathvista", "mathverse", "mathvision", "logicvista", "chartqa", "synthetic"
+]
+PromptStyle = Literal["mmr1", "official"]
+ScorerName = Literal["rule", "llm_judge"]
+#: Benchmarks whose official protocol uses an LLM (extractor or judge).
+JUDGED_BENCHMARKS = ("mathverse", "mathvista")
+
+
+class EvalItem(BaseModel):
+    """One benchmark question in the common form every adapter produces.
+
+    JSON round-trips: ``images`` serialise as base64.
+    """
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    item_id: str = Field(description="Stable id, unique within the benchmark split.")
+    question: str = Field(
+        description="Question text with one <image> placeholder per image (options not included)."
+    )
+    images: list[bytes] = Field(
+        default_factory=list, description="Encoded images (PNG/JPEG bytes), in placeholder order."
+    )
+    choices: list[str] | None = Field(
+        default=None,
+        description="Option texts to render as (A), (B)...; None when free-form or when the "
+        "options are only in the image or inline in the question.",
+    )
+    answer: str = Field(description="Gold answer as the benchmark states it.")
+    answer_type: str = Field(
+        description="Benchmark answer kind: 'multi_choice', 'integer', 'float', 'list', 'text', "
+        "'free_form', 'letters', ... (informational; the scorer reads ``row``)."
+    )
+    tags: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="Breakdown keys -> value (a list for multi-label keys such as skills).",
+    )
+    row: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The original row without its image columns (JSON-able); scorers read it.",
+    )
+
+
+class ItemScore(BaseModel):
+    """Outcome of scoring one response."""
+
+    item_id: str
+    correct: bool
+    extracted: str = Field(description="The answer the scorer compared (after extraction).")
+    scorer: str = Field(description="Which scorer decided: 'rule' (or a judge name).")
+
+
+class BenchmarkScore(BaseModel):
+    """Aggregate of one benchmark split: the official overall accuracy and its breakdowns."""
+
+    benchmark: str
+    split: str
+    scorer: str
+    n_items: int = Field(ge=0)
+    n_correct: int = Field(ge=0)
+    accuracy: float = Field(ge=0.0, le=1.0, description="The official overall number, in [0, 1].")
+    macro_over: str | None = Field(
+        default=None,
+        description="None: accuracy is the mean over items. Else the breakdown key whose "
+        "groups' accuracies are averaged (MathVerse versions, ChartQA halves).",
+    )
+    breakdown: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Breakdown key -> group -> accuracy, "
+        "e.g. {'question_type': {'free_form': 0.5}}.",
+    )
+    counts: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Breakdown key -> group -> number of items."
+    )
+
+
+class BenchmarkSpec(ConfigModel):
+    """One benchmark to evaluate: which adapter, which data, which prompt and scorer."""
+
+    name: BenchmarkName = Field(description="Adapter name (mmr1.eval.benchmarks.BENCHMARKS).")
+    source: str = Field(
+        description="Hub dataset id (e.g. AI4Math/MathVista), or a local parquet/jsonl/json "
+        "file or directory, or a save_to_disk directory. Synthetic: the RL-record parquet "
+        "file or dataset directory (the flow resolves catalog refs to it)."
+    )
+    split: str | None = Field(
+        default=None, description="Split to evaluate; None: the adapter's default split."
+    )
+    subset: str | None = Field(
+        default=None,
+        description="Hub config name; None: the adapter's default (MathVerse: the split name).",
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="Evaluate only the first N items (quick runs)."
+    )
+    prompt_style: PromptStyle = Field(
+        default="mmr1",
+        description="'mmr1': the MMR1 evaluation prompt; 'official': the benchmark's own prompt.",
+    )
+    scorer: ScorerName = Field(
+        default="rule",
+        description="'rule': the rule-based scorers of mmr1.eval.scoring. 'llm_judge' "
+        "(mathverse, mathvista only): an LLM extracts/judges through ``judge`` "
+        "(mmr1.eval.judge); items whose judge reply is unusable fall back to 'rule'.",
+    )
+    judge: OpenAIBackendConfig | None = Field(
+        default=None, description="OpenAI-compatible endpoint of the judge (scorer 'llm_judge')."
+    )
+
+    @model_validator(mode="after")
+    def _judge_settings(self) -> BenchmarkSpec:
+        if self.scorer == "llm_judge":
+            if self.name not in JUDGED_BENCHMARKS:
+                raise ValueError(
+                    f"scorer 'llm_judge' is only for {', '.join(JUDGED_BENCHMARKS)}, "
+                    f"not {self.name!r} (its official scoring is rule-based)"
+                )
+            if self.judge is None:
+                raise ValueError("scorer 'llm_judge' needs a 'judge' endpoint config")
+        elif self.judge is not None:
+            raise ValueError("'judge' is set but scorer is 'rule'; set scorer: llm_judge")
+        return self
