@@ -128,6 +128,27 @@ class EvalResultEntry(_Entry):
     mlflow_run_id: str | None = Field(default=None, description="MLflow run that wrote it.")
 
 
+class StageRunEntry(_Entry):
+    """One attempt of a pipeline stage: its identity (key), outcome and output.
+
+    ``key`` hashes the stage name, its resolved config (including the pinned
+    versions of its inputs) and the code version: a later attempt with the same
+    key may reuse a ``completed`` one's output instead of recomputing it.
+    """
+
+    id: str
+    stage: str = Field(description='Stage name: "curate_rl", "sft", "grpo_vas", ...')
+    key: str = Field(description="Hash of stage, resolved config and code version.")
+    status: str = Field(description='"completed", "failed" or "reused".')
+    output_ref: str | None = Field(default=None, description="Kind-prefixed ref it produced.")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="Input refs, by role.")
+    code_version: str = Field(description="Hash of the pipeline's source at run time.")
+    error: str | None = Field(default=None, description="Why a failed attempt failed.")
+    created_at: datetime
+    prefect_flow_run_id: str | None = None
+    mlflow_run_id: str | None = None
+
+
 class QuarantinedRow(BaseModel):
     """A row kept out of a dataset version, with the reason: curation never drops silently."""
 

@@ -489,3 +489,22 @@ def test_json_forms_serialise(catalog):
     json.dumps([listed, shown, tree])
     assert LineageNode.model_validate(tree) == catalog.lineage("checkpoint:sft")
     assert DatasetEntry.model_validate(listed[0]) == raw
+
+
+def test_stage_runs_find_the_newest_completed_attempt_with_a_live_output(tmp_path) -> None:
+    catalog = Catalog(tmp_path / "c.duckdb")
+    catalog.register_checkpoint(name="m", stage="sft", uri="/m1", content_hash="h1")
+    common = {"stage": "sft", "key": "k1", "code_version": "abc"}
+    catalog.record_stage_run(**common, status="failed", error="boom")
+    assert catalog.find_completed_stage("k1") is None
+    done = catalog.record_stage_run(
+        **common, status="completed", output_ref="checkpoint:m@1", inputs={"data": "d@1"}
+    )
+    assert catalog.find_completed_stage("k1") == done
+    assert catalog.find_completed_stage("other") is None
+    assert done.inputs == {"data": "d@1"}
+    assert [r.status for r in catalog.stage_runs(stage="sft")] == ["failed", "completed"]
+    with pytest.raises(ValueError, match="needs its output_ref"):
+        catalog.record_stage_run(**common, status="completed")
+    with pytest.raises(CatalogError):
+        catalog.record_stage_run(**common, status="completed", output_ref="checkpoint:nope@1")

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from mmr1.catalog import store
 from mmr1.catalog.connection import run_transaction
+from mmr1.catalog.errors import CatalogError
 from mmr1.catalog.migrations import apply_migrations
 from mmr1.catalog.refs import KINDS, Ref, check_name, parse_ref
 from schemas.catalog import (
@@ -36,6 +37,7 @@ from schemas.catalog import (
     EvalResultEntry,
     LineageNode,
     QuarantinedRow,
+    StageRunEntry,
     VPSTableEntry,
 )
 
@@ -394,6 +396,86 @@ class Catalog:
             return [EvalResultEntry(**row) for row in rows]
 
         return self._run(work)
+
+    # --------------------------------------------------------------- stage runs
+
+    def record_stage_run(
+        self,
+        *,
+        stage: str,
+        key: str,
+        status: str,
+        code_version: str,
+        output_ref: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        prefect_flow_run_id: str | None = None,
+        mlflow_run_id: str | None = None,
+    ) -> StageRunEntry:
+        """Record one attempt of a pipeline stage (every call adds a row)."""
+        _require_text(stage=stage, key=key, code_version=code_version)
+        if status not in {"completed", "failed", "reused"}:
+            raise ValueError(f"stage run status must be completed|failed|reused, got {status!r}")
+        if status != "failed" and not output_ref:
+            raise ValueError(f"a {status} stage run needs its output_ref")
+        if output_ref:
+            self.resolve(output_ref)  # must exist
+        inputs_json = store.to_json(dict(inputs or {}), "inputs")
+
+        def work(con: Con) -> StageRunEntry:
+            run_id = uuid.uuid4().hex
+            con.execute(
+                "INSERT INTO stage_runs (id, stage, key, status, output_ref, inputs, code_version, "
+                "error, created_at, prefect_flow_run_id, mlflow_run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    stage,
+                    key,
+                    status,
+                    output_ref,
+                    inputs_json,
+                    code_version,
+                    error,
+                    store.now(),
+                    prefect_flow_run_id,
+                    mlflow_run_id,
+                ],
+            )
+            found = store.rows(con, "SELECT * FROM stage_runs WHERE id = ?", [run_id])
+            return StageRunEntry(**found[0])
+
+        return self._run(work)
+
+    def find_completed_stage(self, key: str) -> StageRunEntry | None:
+        """The newest completed attempt with this key whose output is still in the catalog."""
+
+        def work(con: Con) -> list[dict[str, Any]]:
+            return store.rows(
+                con,
+                "SELECT * FROM stage_runs WHERE key = ? AND status = 'completed' "
+                "ORDER BY created_at DESC",
+                [key],
+            )
+
+        for row in self._run(work):
+            try:
+                self.resolve(row["output_ref"])
+            except (CatalogError, ValueError):
+                continue
+            return StageRunEntry(**row)
+        return None
+
+    def stage_runs(self, *, stage: str | None = None) -> list[StageRunEntry]:
+        """Recorded stage attempts, oldest first, optionally of one stage."""
+
+        def work(con: Con) -> list[dict[str, Any]]:
+            where, params = ("WHERE stage = ?", [stage]) if stage else ("", [])
+            return store.rows(
+                con, f"SELECT * FROM stage_runs {where} ORDER BY created_at, id", params
+            )
+
+        return [StageRunEntry(**row) for row in self._run(work)]
 
     # ------------------------------------------------------------------ lineage
 

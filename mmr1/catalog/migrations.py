@@ -132,6 +132,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             SELECT 'vps' AS kind, id, name, version, created_at FROM vps_tables;
         """,
     ),
+    Migration(
+        3,
+        "stage runs: which pipeline stage produced what from which inputs",
+        """
+        CREATE TABLE stage_runs (
+            id VARCHAR PRIMARY KEY,
+            stage VARCHAR NOT NULL,
+            key VARCHAR NOT NULL,
+            status VARCHAR NOT NULL CHECK (status IN ('completed', 'failed', 'reused')),
+            output_ref VARCHAR,
+            inputs JSON NOT NULL,
+            code_version VARCHAR NOT NULL,
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            prefect_flow_run_id VARCHAR,
+            mlflow_run_id VARCHAR
+        );
+        CREATE INDEX stage_runs_key ON stage_runs (key);
+        """,
+    ),
 )
 
 

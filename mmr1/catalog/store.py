@@ -57,7 +57,9 @@ SELECT_EVAL = """
            e.prefect_flow_run_id, e.mlflow_run_id
     FROM eval_results e
     JOIN checkpoints c ON c.id = e.checkpoint_id"""
-_JSON_FIELDS = frozenset({"columns", "metadata", "metrics", "config", "stats", "breakdown"})
+_JSON_FIELDS = frozenset(
+    {"columns", "metadata", "metrics", "config", "stats", "breakdown", "inputs"}
+)
 _QUARANTINE_VIEW = "incoming_quarantine"
 
 
