@@ -109,24 +109,40 @@ def cmd_home(args: argparse.Namespace) -> None:
         print("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items()))
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from schemas.demo import DemoConfig
+def _run_pipeline(config_ref: str | None, overrides: Sequence[str], label: str) -> None:
+    from schemas.pipeline import PipelineConfig
 
-    config = load_config(DemoConfig, args.config, args.set)
+    config = load_config(PipelineConfig, config_ref, overrides)
     for key, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    from flows.demo import demo
+    from flows.pipeline import mmr1_pipeline
 
     home = HomeConfig()
-    print(f"mmr1 demo: home {home.root}")
-    refs = demo(config)
+    print(f"mmr1 {label}: home {home.root}")
+    outcome = mmr1_pipeline(config)
     print("\nwrote:")
-    for key, value in refs.items():
-        print(f"  {key:12s} {value}")
+    for key in ("base_model", "benchmark", "rl_pool", "sft", "sft_model", "vps", "rl_model"):
+        if outcome.get(key):
+            print(f"  {key:12s} {outcome[key]}")
+    evaluation = outcome.get("evaluation") or {}
+    if evaluation:
+        print("\naccuracy:")
+        for checkpoint, scores in evaluation.items():
+            line = "  ".join(f"{name} {value:.3f}" for name, value in scores.items())
+            print(f"  {checkpoint:24s} {line}")
+    compare = " ".join(ref.split(":", 1)[-1] for ref in evaluation) or "CHECKPOINT..."
     print(
-        f"\ninspect: mmr1 catalog list | mmr1 catalog lineage {refs['sft']}\n"
+        f"\ninspect: mmr1 catalog list | mmr1 eval compare {compare}\n"
         f"         mlflow ui --backend-store-uri {home.tracking_uri}"
     )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    _run_pipeline(args.config, args.set, "demo")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    _run_pipeline(args.config, args.set, "pipeline")
 
 
 def _run_flow(model: type[BaseModel], module: str, flow_name: str, args: argparse.Namespace) -> str:
@@ -150,6 +166,13 @@ def cmd_sft(args: argparse.Namespace) -> None:
     from schemas.sft_flow import SFTStageConfig
 
     ref = _run_flow(SFTStageConfig, "flows.sft", "sft", args)
+    print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
+
+
+def cmd_grpo(args: argparse.Namespace) -> None:
+    from schemas.grpo import GRPOStageConfig
+
+    ref = _run_flow(GRPOStageConfig, "flows.grpo", "grpo_vas", args)
     print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
 
 
@@ -192,12 +215,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", type=Path, help="pipeline home (sets MMR1_HOME; default ~/.mmr1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the pipeline end to end on the tiny offline model")
+    demo = sub.add_parser(
+        "demo", help="run mmr1-pipeline with the demo preset (tiny offline model, CPU)"
+    )
     demo.add_argument("--config", default="demo", help="YAML file or preset name (default: demo)")
     demo.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
     )
     demo.set_defaults(func=cmd_demo)
+
+    pipeline = sub.add_parser(
+        "pipeline", help="run the mmr1-pipeline flow (curate, SFT, VPS, GRPO, eval) from a config"
+    )
+    pipeline.add_argument("--config", help="YAML file or preset name (default: built-ins)")
+    pipeline.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    pipeline.set_defaults(func=cmd_pipeline)
 
     curate = sub.add_parser("curate", help="curate an RL pool or long-CoT SFT data")
     curate.add_argument("target", choices=["rl", "sft"])
@@ -213,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
     )
     sft.set_defaults(func=cmd_sft)
+
+    grpo = sub.add_parser("grpo", help="GRPO with Variance-Aware Sampling from an SFT model")
+    grpo.add_argument("--config", help="YAML file or preset (grpo-demo, grpo-paper-3b, ...)")
+    grpo.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    grpo.set_defaults(func=cmd_grpo)
 
     vps = sub.add_parser("vps", help="Variance Promotion Scores: estimate a table, show one")
     vsub = vps.add_subparsers(dest="vps_command", required=True)

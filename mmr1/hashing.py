@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -41,3 +42,20 @@ def hash_directory(root: Path, *, exclude: tuple[str, ...] = ()) -> str:
         digest.update(hash_file(path).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+@functools.cache
+def source_version(*packages: str) -> str:
+    """Hash of the ``.py`` files of the given top-level packages (found next to ``mmr1``).
+
+    The pipeline's "code version": a stage run is reused only when the code
+    that would recompute it is byte-identical. Cached per process.
+    """
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in sorted(packages):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mmr1.catalog import Catalog
@@ -53,3 +54,13 @@ def length_reward(
     everywhere and every advantage vanishes; tests of the update need signal.
     """
     return [RewardScore(accuracy=0.0, format=0.0, overall=len(text) / 100.0) for text in responses]
+
+
+def flaky_length_reward(
+    responses: list[str], golds: list[str], choices: list[list[str] | None]
+) -> list[RewardScore]:
+    """``length_reward``, except that it fails while MMR1_TEST_FAIL_REWARD is set (failure
+    injection for resume tests: the config, hence the stage key, stays the same)."""
+    if os.environ.get("MMR1_TEST_FAIL_REWARD"):
+        raise RuntimeError("injected reward failure (MMR1_TEST_FAIL_REWARD is set)")
+    return length_reward(responses, golds, choices)

@@ -65,10 +65,10 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
 
 
 def test_demo_preset_validates() -> None:
-    from schemas.demo import DemoConfig
+    from schemas.pipeline import PipelineConfig
 
     assert "demo" in available_presets()
-    config = load_config(DemoConfig, "demo", ["curate_rl.difficulty.rollouts=3"])
+    config = load_config(PipelineConfig, "demo", ["curate_rl.difficulty.rollouts=3"])
     assert config.curate_rl.difficulty.rollouts == 3
     assert config.curate_rl.sources[0].synthetic.n_items == 256
 
@@ -93,3 +93,18 @@ def test_vps_presets_validate(preset: str) -> None:
     if preset == "vps-paper":
         assert config.rollouts == 32 and config.sampling.temperature == 0.6
         assert config.backend is not None and config.backend.kind == "vllm"
+
+
+@pytest.mark.parametrize("preset", ["grpo-demo", "grpo-paper-3b", "grpo-paper-7b"])
+def test_grpo_presets_validate(preset: str) -> None:
+    from schemas.grpo import GRPOStageConfig
+
+    config = load_config(GRPOStageConfig, preset)
+    assert config.train.sampling_mode == "vas"
+    if preset.startswith("grpo-paper"):
+        train = config.train
+        assert (train.group_size, train.prompts_per_step, train.lr) == (8, 512, 1e-6)
+        assert (train.clip_low, train.clip_high, train.kl_coef) == (0.2, 0.2, 0.01)
+        assert (train.mix_ratio, train.vps_update_every, train.vps_rollouts) == (0.5, 35, 32)
+        assert train.sampling.temperature == 0.6
+        assert (Path(__file__).parents[1] / config.launch.accelerate_config).is_file()

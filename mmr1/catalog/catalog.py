@@ -416,8 +416,6 @@ class Catalog:
         _require_text(stage=stage, key=key, code_version=code_version)
         if status not in {"completed", "failed", "reused"}:
             raise ValueError(f"stage run status must be completed|failed|reused, got {status!r}")
-        if status != "failed" and not output_ref:
-            raise ValueError(f"a {status} stage run needs its output_ref")
         if output_ref:
             self.resolve(output_ref)  # must exist
         inputs_json = store.to_json(dict(inputs or {}), "inputs")
@@ -459,6 +457,8 @@ class Catalog:
             )
 
         for row in self._run(work):
+            if row["output_ref"] is None:  # a stage with no catalog output (evaluation)
+                return StageRunEntry(**row)
             try:
                 self.resolve(row["output_ref"])
             except (CatalogError, ValueError):

@@ -1,1 +1,1 @@
-"""Evaluation: benchmark adapters, scorers, leaderboards, and the quick policy probe."""
+"""Evaluation: benchmark adapters, official scorers, resumable runs and the leaderboard."""

@@ -1,0 +1,182 @@
+"""The ``mmr1-pipeline`` flow end to end through a real (ephemeral) Prefect API.
+
+One module-scoped sequence on the demo preset shrunk to seconds:
+
+1. a run whose GRPO stage fails (injected through its reward function);
+2. a rerun: the finished stages are reused, GRPO and evaluation run;
+3. a third run: every stage is reused, nothing new is written;
+4. a run with SFT pinned and SFT curation skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmr1.catalog import Catalog
+from mmr1.tracking import find_runs
+from mmr1.tracking.runs import TAG_PREFECT_FLOW_RUN, TAG_WRITES
+from schemas.pipeline import PipelineConfig
+from schemas.presets import load_config
+
+SMALL = [
+    "curate_rl.sources=[{kind: synthetic, name: rl, synthetic: {n_items: 12, seed: 0}}]",
+    "curate_sft.sources=[{kind: synthetic, name: sft, synthetic: {n_items: 12, seed: 1}}]",
+    "curate_rl.difficulty.rollouts=2",
+    "curate_rl.difficulty.sampling.max_new_tokens=8",
+    "curate_sft.difficulty.sampling.max_new_tokens=8",
+    "benchmark_items=6",
+    "sft.train.max_steps=3",
+    "sft.train.micro_batch_size=4",
+    "sft.train.eval_every=3",
+    "sft.train.eval_max_items=2",
+    "sft.train.eval_max_new_tokens=8",
+    "vps.rollouts=2",
+    "vps.sampling.max_new_tokens=8",
+    "vps.rewards.num_workers=0",
+    "grpo.train.steps=2",
+    "grpo.train.prompts_per_step=2",
+    "grpo.train.group_size=2",
+    "grpo.train.rollout_batch_size=2",
+    "grpo.train.sampling.max_new_tokens=8",
+    "grpo.train.vps_update_every=null",
+    "grpo.train.save_every=2",
+    "grpo.train.rewards.num_workers=0",
+    "grpo.train.reward_function=rl_fixtures:flaky_length_reward",
+    "evaluate.sampling.max_new_tokens=8",
+]
+STAGES = ["curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_harness, tmp_path_factory: pytest.TempPathFactory):
+    from flows.pipeline import mmr1_pipeline
+
+    root = tmp_path_factory.mktemp("pipeline-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MMR1_HOME", str(root))
+        from schemas.home import HomeConfig
+
+        home = HomeConfig()
+        config = load_config(PipelineConfig, "demo", SMALL)
+        mp.setenv("MMR1_TEST_FAIL_REWARD", "1")
+        with pytest.raises(Exception, match="injected reward failure"):
+            mmr1_pipeline(config)
+        mp.delenv("MMR1_TEST_FAIL_REWARD")
+        catalog = Catalog(home.catalog)
+        after_failure = {r.stage: r.status for r in catalog.stage_runs()}
+        second = mmr1_pipeline(config)
+        third = mmr1_pipeline(config)
+        pinned_config = config.model_copy(
+            update={"pin": {"sft": second["sft_model"]}, "skip": ["curate_sft", "evaluate"]}
+        )
+        pinned = mmr1_pipeline(pinned_config)
+    return home, after_failure, second, third, pinned
+
+
+def _statuses(catalog: Catalog, flow_run_id: str) -> dict[str, str]:
+    return {r.stage: r.status for r in catalog.stage_runs() if r.prefect_flow_run_id == flow_run_id}
+
+
+def test_failure_is_recorded_and_nothing_half_written(runs) -> None:
+    home, after_failure, *_ = runs
+    assert after_failure == {
+        "curate_rl": "completed",
+        "curate_sft": "completed",
+        "sft": "completed",
+        "estimate_vps": "completed",
+        "grpo_vas": "failed",
+    }
+    catalog = Catalog(home.catalog)
+    failed = [r for r in catalog.stage_runs(stage="grpo_vas") if r.status == "failed"]
+    assert "injected reward failure" in (failed[0].error or "")
+
+
+def test_rerun_resumes_at_the_failed_stage_then_reuses_everything(runs) -> None:
+    home, _, second, third, _ = runs
+    catalog = Catalog(home.catalog)
+    pipeline_runs = {r.info.run_id: r for r in find_runs(home, "mmr1-pipeline")}
+    flow_id = pipeline_runs[second["mlflow_run_id"]].data.tags[TAG_PREFECT_FLOW_RUN]
+    assert _statuses(catalog, flow_id) == {
+        "curate_rl": "reused",
+        "curate_sft": "reused",
+        "sft": "reused",
+        "estimate_vps": "reused",
+        "grpo_vas": "completed",
+        "evaluate": "completed",
+    }
+    flow_id = pipeline_runs[third["mlflow_run_id"]].data.tags[TAG_PREFECT_FLOW_RUN]
+    assert _statuses(catalog, flow_id) == dict.fromkeys(STAGES, "reused")
+    keys = ("base_model", "benchmark", "rl_pool", "sft", "sft_model", "vps", "rl_model")
+    assert {k: second[k] for k in keys} == {k: third[k] for k in keys}
+    assert (
+        pipeline_runs[third["mlflow_run_id"]]
+        .data.tags["mmr1.stage.grpo_vas"]
+        .startswith("reused checkpoint:tiny-grpo@")
+    )
+
+
+def test_outputs_and_lineage(runs) -> None:
+    home, _, refs, _, _ = runs
+    catalog = Catalog(home.catalog)
+    base = catalog.get_checkpoint(refs["base_model"].removeprefix("checkpoint:"))
+    assert base.stage == "base" and Path(base.uri).is_relative_to(home.checkpoints)
+    rl = catalog.get_dataset(refs["rl_pool"].removeprefix("dataset:"))
+    assert rl.row_count + sum(catalog.quarantine_summary(rl.ref).values()) == 12
+    sft = catalog.get_dataset(refs["sft"].removeprefix("dataset:"))
+    assert sft.row_count + sum(catalog.quarantine_summary(sft.ref).values()) == 12
+    sft_model = catalog.lineage(refs["sft_model"].removeprefix("checkpoint:"), kind="checkpoint")
+    assert sorted(p.ref for p in sft_model.parents) == ["synthetic-sft@1", "tiny-qwen2.5-vl@1"]
+    vps = catalog.get_vps_table(refs["vps"].removeprefix("vps:"))
+    assert (vps.dataset_ref, vps.checkpoint_ref) == (rl.ref, "tiny-sft@1")
+    rl_model = catalog.lineage(refs["rl_model"].removeprefix("checkpoint:"), kind="checkpoint")
+    assert {p.ref for p in rl_model.parents} == {"tiny-sft@1", rl.ref, vps.ref}
+    # The evaluation covered base, SFT and RL models on the synthetic benchmark.
+    evaluated = {r.checkpoint_ref for r in catalog.eval_results(benchmark="synthetic")}
+    assert evaluated == {"tiny-qwen2.5-vl@1", "tiny-sft@1", rl_model.ref}
+    assert (
+        set(refs["evaluation"]) == {f"checkpoint:{c}" for c in evaluated}
+        or set(refs["evaluation"]) == evaluated
+    )
+
+
+def test_pipeline_run_is_tagged_in_mlflow(runs) -> None:
+    home, _, refs, _, _ = runs
+    run = next(
+        r for r in find_runs(home, "mmr1-pipeline") if r.info.run_id == refs["mlflow_run_id"]
+    )
+    assert run.info.status == "FINISHED"
+    writes = run.data.tags[TAG_WRITES].split(",")
+    assert refs["rl_model"] in writes and refs["vps"] in writes
+    assert run.data.params["benchmark_items"] == "6"
+    children = [
+        r
+        for r in find_runs(home, "grpo_vas")
+        if r.data.tags.get("mlflow.parentRunId") == run.info.run_id
+    ]
+    assert len(children) == 1
+
+
+def test_pinned_and_skipped_stages(runs) -> None:
+    home, _, second, _, pinned = runs
+    assert pinned["sft_model"] == second["sft_model"]
+    assert pinned["sft"] is None and pinned["evaluation"] == {}
+    catalog = Catalog(home.catalog)
+    pipeline_runs = {r.info.run_id: r for r in find_runs(home, "mmr1-pipeline")}
+    tags = pipeline_runs[pinned["mlflow_run_id"]].data.tags
+    assert tags["mmr1.stage.sft"] == f"pinned {second['sft_model']}"
+    assert tags["mmr1.stage.curate_sft"] == "skipped -"
+    flow_id = tags[TAG_PREFECT_FLOW_RUN]
+    assert _statuses(catalog, flow_id) == {
+        "curate_rl": "reused",
+        "estimate_vps": "reused",
+        "grpo_vas": "reused",
+    }
+
+
+def test_skipping_a_needed_stage_names_the_fix() -> None:
+    from flows.pipeline import _require
+
+    with pytest.raises(ValueError, match=r"pin it instead \(pin: \{sft: REF\}\)"):
+        _require(None, "sft", "grpo_vas")
