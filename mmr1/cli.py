@@ -176,6 +176,26 @@ def cmd_grpo(args: argparse.Namespace) -> None:
     print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from schemas.eval import EvaluateConfig
+
+    config = load_config(EvaluateConfig, args.config, args.set)
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    from flows.evaluate import evaluate
+
+    outcome = evaluate(config)
+    print(f"\n{outcome['leaderboard']}")
+    refs = " ".join(outcome["results"])
+    print(f"\ninspect: mmr1 eval compare {refs}")
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> None:
+    from mmr1.eval.leaderboard import compare
+
+    print(compare(_catalog(args), args.checkpoints, include_reference=not args.no_reference))
+
+
 def cmd_vps_estimate(args: argparse.Namespace) -> None:
     from schemas.vas import VPSEstimateConfig
 
@@ -255,6 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grpo.set_defaults(func=cmd_grpo)
 
+    evaluation = sub.add_parser("eval", help="evaluate checkpoints on benchmarks; leaderboards")
+    evaluation.add_argument("--config", help="YAML file or preset name (eval-demo, eval-paper)")
+    evaluation.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    evaluation.set_defaults(func=cmd_eval)
+    esub = evaluation.add_subparsers(dest="eval_command")
+    compare = esub.add_parser("compare", help="leaderboard of checkpoints from the catalog")
+    compare.add_argument("checkpoints", nargs="*", help="NAME[@VERSION] (none: all evaluated)")
+    compare.add_argument("--no-reference", action="store_true", help="omit the paper's rows")
+    compare.set_defaults(func=cmd_eval_compare)
+
     vps = sub.add_parser("vps", help="Variance Promotion Scores: estimate a table, show one")
     vsub = vps.add_subparsers(dest="vps_command", required=True)
     estimate = vsub.add_parser("estimate", help="roll out a checkpoint on an RL pool, score")
@@ -302,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mmr1: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        if args.command in FLOW_COMMANDS or getattr(args, "vps_command", None) == "estimate":
+        flow_command = args.command in FLOW_COMMANDS and getattr(args, "eval_command", None) is None
+        if flow_command or getattr(args, "vps_command", None) == "estimate":
             raise  # inside a flow: keep the traceback
         print(f"mmr1: error: {exc}", file=sys.stderr)  # e.g. a malformed ref
         return 2

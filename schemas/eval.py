@@ -4,17 +4,18 @@ An adapter (``mmr1.eval.benchmarks``) turns a benchmark's rows into
 :class:`EvalItem` records, a scorer turns one response into an :class:`ItemScore`,
 and the adapter aggregates those into a :class:`BenchmarkScore` with the
 official overall number and its breakdowns. :class:`BenchmarkSpec` configures
-one benchmark run.
+one benchmark run; :class:`EvaluateConfig` is the ``evaluate`` flow's parameter
+(checkpoints x benchmarks).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.base import ConfigModel
-from schemas.generation import OpenAIBackendConfig
+from schemas.generation import BackendConfig, OpenAIBackendConfig, SamplingParams
 
 BenchmarkName = Literal[
     "mathvista", "mathverse", "mathvision", "logicvista", "chartqa", "synthetic"
@@ -138,4 +139,84 @@ class BenchmarkSpec(ConfigModel):
                 raise ValueError("scorer 'llm_judge' needs a 'judge' endpoint config")
         elif self.judge is not None:
             raise ValueError("'judge' is set but scorer is 'rule'; set scorer: llm_judge")
+        return self
+
+
+def _greedy() -> SamplingParams:
+    return SamplingParams(n=1, temperature=0.0, max_new_tokens=1024, return_logprobs=False)
+
+
+class EvaluateConfig(ConfigModel):
+    """Parameters of the ``evaluate`` flow (a form in the Prefect UI): checkpoints x benchmarks.
+
+    Every checkpoint is evaluated on every benchmark; results go to the catalog
+    (linked to the checkpoint version) and a leaderboard is published. Paper
+    protocol (BENCHMARKS.md, METHOD.md section 9): greedy decoding, the MMR1
+    prompt, one answer per item.
+    """
+
+    checkpoints: list[str] = Field(
+        default_factory=lambda: ["tiny-sft"],
+        min_length=1,
+        description="Catalog refs of the checkpoints (NAME[@VERSION]; bare = latest when the "
+        "flow starts, then pinned for the whole run).",
+    )
+    benchmarks: list[BenchmarkSpec] = Field(
+        default_factory=lambda: [BenchmarkSpec(name="synthetic", source="synthetic-bench")],
+        min_length=1,
+        description="Benchmarks, each at most once. A source written 'dataset:NAME[@V]' (any "
+        "benchmark), or a synthetic source that is not an existing path, is a catalog "
+        "dataset ref resolved to its location.",
+    )
+    sampling: SamplingParams = Field(
+        default_factory=_greedy,
+        description="Decoding; the paper evaluates greedily. n must be 1 (one answer per item); "
+        "the seed is derived per shard from 'seed'.",
+    )
+    backend: BackendConfig | None = Field(
+        default=None,
+        description="Generation backend; None: the local 'hf' backend. Its model field is "
+        "replaced by each checkpoint's location.",
+    )
+    batch_size: int = Field(default=16, ge=1, description="Requests per hf forward batch.")
+    device: str = Field(default="auto", description="Device of the default hf backend.")
+    shard_size: int = Field(
+        default=128, ge=1, description="Items per resumable shard of generations."
+    )
+    seed: int = Field(default=0, description="Base seed; shard s samples with a derived seed.")
+    score_workers: int = Field(
+        default=2,
+        ge=0,
+        description="Processes scoring answers under a deadline; 0 scores inline in the task's "
+        "thread (fastest, but math-verify's timeout only works in the main thread).",
+    )
+    score_timeout_s: float = Field(
+        default=10.0, gt=0, description="Per-answer scoring deadline with score_workers > 0."
+    )
+    reference_rows: bool = Field(
+        default=True, description="Add the paper's published numbers to the leaderboard."
+    )
+    restart: bool = Field(
+        default=False, description="Discard finished generation shards of an identical run."
+    )
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _refs_given(cls, refs: list[str]) -> list[str]:
+        for ref in refs:
+            if not ref.strip():
+                raise ValueError("checkpoint refs must be non-empty (NAME[@VERSION])")
+        return refs
+
+    @model_validator(mode="after")
+    def _one_answer_per_benchmark(self) -> EvaluateConfig:
+        if self.sampling.n != 1:
+            raise ValueError(f"sampling.n must be 1 (one answer per item), got {self.sampling.n}")
+        names = [spec.name for spec in self.benchmarks]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"benchmarks {repeated} appear more than once: evaluate one split per "
+                "benchmark per run (results and the leaderboard are keyed by benchmark)"
+            )
         return self

@@ -94,3 +94,25 @@ def test_home_prints_every_location(tmp_path: Path) -> None:
     data = json.loads(out.stdout)
     assert data["catalog"] == str(tmp_path / "catalog.duckdb")
     assert data["mlflow_tracking_uri"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_eval_compare_prints_the_leaderboard_from_the_catalog(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.duckdb")
+    catalog.register_checkpoint(name="m", stage="rl", uri="/m", content_hash="h")
+    for bench, accuracy in (("synthetic", 0.25), ("chartqa", 0.5)):
+        catalog.record_eval_result(
+            checkpoint_ref="m@1",
+            benchmark=bench,
+            split="test",
+            scorer="rule",
+            n_items=4,
+            metrics={"accuracy": accuracy},
+        )
+    done = _mmr1("eval", "compare", "m", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "m@1" in done.stdout and "MMR1-7B-RL" in done.stdout
+    assert "25.0" in done.stdout and "50.0" in done.stdout
+    done = _mmr1("eval", "compare", "m@1", "--no-reference", home=tmp_path)
+    assert "MMR1-7B-RL" not in done.stdout
+    done = _mmr1("eval", "compare", "missing", home=tmp_path)
+    assert done.returncode == 2 and "missing" in done.stderr

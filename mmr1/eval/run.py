@@ -1,0 +1,281 @@
+"""Evaluate one model on one benchmark: resumable generation, then scoring.
+
+:func:`evaluate_benchmark` is the library half of the ``evaluate`` flow:
+
+1. **Generate** (expensive, resumable). Items are cut into fixed shards by
+   position and run through :func:`mmr1.data.shards.run_sharded`; shard ``s``
+   samples with ``derive_seed(seed, "eval", s)``, so a run that was killed and
+   restarted produces what an uninterrupted run would. A shard file holds the
+   raw generations only (``item_id``, ``response``, ``n_tokens``,
+   ``finish_reason``).
+2. **Score** (cheap, always redone). Every response is scored by the adapter's
+   official rule (or by an LLM judge), so a fix to a scorer changes the
+   numbers on the next run without regenerating anything.
+
+Scoring runs inline (``score_workers=0``) or in a
+:class:`~mmr1.rewards.pool.DeadlinePool` of worker processes. Inline is the
+fast path (about 1,600 mixed items/s on one core, ``bench/bench_eval.py``),
+but only the main thread can bound math-verify with its ``signal.alarm``
+timeouts, and SymPy can stall in C code where no signal reaches it; in a
+Prefect task thread an adversarial answer could then hang the run. Workers
+are killed at a per-item deadline by the parent, which makes the bound hold
+anywhere; an item that misses it is scored wrong and flagged ``timed_out``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mmr1.data.requests import backend_identity
+from mmr1.data.shards import derive_seed, run_sharded, step_fingerprint
+from mmr1.eval.benchmarks import BenchmarkAdapter, get_adapter
+from mmr1.eval.judge import judge_scores
+from mmr1.generation import GenerationBackend
+from mmr1.rewards.pool import DeadlinePool, TaskOutcome
+from schemas.eval import EvalItem, ItemScore
+from schemas.generation import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+#: One row per item in a generation shard.
+GENERATION_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String(),
+    "response": pl.String(),
+    "n_tokens": pl.Int64(),
+    "finish_reason": pl.String(),
+}
+
+#: One row per item in the predictions file of an evaluation.
+PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String(),
+    "response": pl.String(),
+    "extracted": pl.String(),
+    "correct": pl.Boolean(),
+    "scorer": pl.String(),
+    "timed_out": pl.Boolean(),
+    "n_tokens": pl.Int64(),
+    "finish_reason": pl.String(),
+    "gold": pl.String(),
+    "tags": pl.String(),
+}
+
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+@dataclass
+class BenchmarkRun:
+    """What :func:`evaluate_benchmark` returns."""
+
+    predictions: pl.DataFrame
+    """One row per item, in item order (:data:`PREDICTIONS_SCHEMA`)."""
+    scores: list[ItemScore]
+    """One score per item, in item order (what ``adapter.aggregate`` takes)."""
+    stats: dict[str, float] = field(default_factory=dict)
+    """Throughput and length figures: ``generate_s``, ``score_s``, ``mean_tokens``, ..."""
+
+
+# ----------------------------------------------------------------------- scoring
+
+_WORKER_ADAPTERS: dict[str, BenchmarkAdapter] = {}
+
+
+def score_task(benchmark: str, item: EvalItem, response: str) -> ItemScore:
+    """What a scoring worker runs for one item (top-level so it pickles by reference)."""
+    adapter = _WORKER_ADAPTERS.get(benchmark)
+    if adapter is None:
+        adapter = _WORKER_ADAPTERS[benchmark] = get_adapter(benchmark)
+    return adapter.score(item, response)
+
+
+def _from_outcome(item: EvalItem, outcome: TaskOutcome) -> tuple[ItemScore, bool]:
+    """A worker's score, or a wrong one when it timed out, crashed or raised."""
+    if outcome.status == "ok":
+        return outcome.value, False
+    timed_out = outcome.status == "timeout"
+    if not timed_out:
+        logger.warning(
+            "scoring item %s: %s %s", item.item_id, outcome.status, outcome.error or "(no detail)"
+        )
+    wrong = ItemScore(item_id=item.item_id, correct=False, extracted="", scorer="rule")
+    return wrong, timed_out
+
+
+def score_responses(
+    adapter: BenchmarkAdapter,
+    items: Sequence[EvalItem],
+    responses: Sequence[str],
+    *,
+    workers: int = 0,
+    timeout_s: float = 10.0,
+) -> tuple[list[ItemScore], list[bool]]:
+    """Rule-based score of ``responses[i]`` for ``items[i]``, and whether each timed out.
+
+    ``workers=0`` scores in the calling thread (no deadline outside the main
+    thread); ``workers>0`` scores in that many worker processes, each item
+    under a ``timeout_s`` wall-clock deadline (a missed deadline scores wrong).
+    Items travel to the workers without their images, which scorers never read.
+    """
+    if len(items) != len(responses):
+        raise ValueError(f"{len(items)} items but {len(responses)} responses")
+    no_timeouts = [False] * len(items)
+    if workers <= 0 or not items:
+        pairs = zip(items, responses, strict=True)
+        return [adapter.score(item, response) for item, response in pairs], no_timeouts
+    jobs = [
+        (adapter.name, item.model_copy(update={"images": []}), response)
+        for item, response in zip(items, responses, strict=True)
+    ]
+    with DeadlinePool(score_task, workers, preload=("mmr1.eval.run",)) as pool:
+        outcomes = pool.map(jobs, timeout_s)
+    scored = [_from_outcome(item, o) for item, o in zip(items, outcomes, strict=True)]
+    return [score for score, _ in scored], [timed_out for _, timed_out in scored]
+
+
+# ----------------------------------------------------------------------- generation
+
+
+def _generation_frame(
+    items: Sequence[EvalItem], completions: Sequence[Any], backend_name: str
+) -> pl.DataFrame:
+    columns: dict[str, list[Any]] = {name: [] for name in GENERATION_SCHEMA}
+    for item, completion in zip(items, completions, strict=True):
+        if not completion.samples:
+            raise RuntimeError(f"backend {backend_name!r} returned no sample for {item.item_id!r}")
+        sample = completion.samples[0]
+        n_tokens = len(sample.token_ids) if sample.token_ids else len(sample.text.split())
+        columns["item_id"].append(item.item_id)
+        columns["response"].append(sample.text)
+        columns["n_tokens"].append(n_tokens)
+        columns["finish_reason"].append(sample.finish_reason)
+    return pl.DataFrame(columns, schema=GENERATION_SCHEMA)
+
+
+def evaluate_benchmark(
+    items: Sequence[EvalItem],
+    adapter: BenchmarkAdapter,
+    backend: GenerationBackend,
+    sampling: SamplingParams,
+    out_dir: Path,
+    *,
+    prompt_style: str = "mmr1",
+    shard_size: int = 64,
+    seed: int = 0,
+    restart: bool = False,
+    fingerprint_extras: Mapping[str, Any] | None = None,
+    score_workers: int = 0,
+    score_timeout_s: float = 10.0,
+    judge: GenerationBackend | None = None,
+) -> BenchmarkRun:
+    """Generate one answer per item with ``backend``, resumably, and score every answer.
+
+    Args:
+        items: the benchmark items (``adapter.load``), in a fixed order.
+        adapter: builds each request (``prompt_style``) and scores each response.
+        backend: the model under evaluation; ``sampling.n`` must be 1.
+        sampling: decoding settings; its seed is replaced per shard.
+        out_dir: where the generation shards and their manifest live. A rerun
+            with the same identity reuses the finished shards; another
+            identity is refused (``ShardManifestError``) unless ``restart``.
+        prompt_style: ``mmr1`` or ``official`` (see ``BenchmarkSpec``).
+        shard_size: items per resumable shard.
+        seed: base seed of the shard seeds.
+        restart: discard the shards in ``out_dir`` first.
+        fingerprint_extras: more identity for the shards (checkpoint ref and
+            hash, data source): anything that changes the generations.
+        score_workers: 0 scores inline, N > 0 in N worker processes (module doc).
+        score_timeout_s: per-item scoring deadline with workers.
+        judge: when given, the LLM judge (:func:`mmr1.eval.judge.judge_scores`)
+            scores instead of the rule (only for benchmarks that have one).
+
+    Returns:
+        The predictions frame, the item scores (item order) and run figures.
+    """
+    if sampling.n != 1:
+        raise ValueError(f"evaluation takes one answer per item; sampling.n is {sampling.n}")
+    ids = [item.item_id for item in items]
+    identity = backend_identity(backend)
+    fingerprint = step_fingerprint(
+        {
+            "step": "eval",
+            "benchmark": adapter.name,
+            "prompt_style": prompt_style,
+            "sampling": sampling.model_dump(mode="json", exclude={"seed"}),
+            "seed": seed,
+            "backend": identity,
+            **dict(fingerprint_extras or {}),
+        },
+        ids,
+    )
+    timing = {"generate_s": 0.0, "generated": 0.0}
+
+    def process(shard_items: Sequence[EvalItem], shard: int) -> pl.DataFrame:
+        if not shard_items:
+            return pl.DataFrame(schema=GENERATION_SCHEMA)
+        requests = [adapter.build_request(item, prompt_style) for item in shard_items]
+        shard_sampling = sampling.model_copy(update={"seed": derive_seed(seed, "eval", shard)})
+        began = time.perf_counter()
+        completions = backend.generate(requests, shard_sampling)
+        timing["generate_s"] += time.perf_counter() - began
+        timing["generated"] += len(shard_items)
+        return _generation_frame(shard_items, completions, str(identity["name"]))
+
+    began = time.perf_counter()
+    generations = run_sharded(
+        list(items),
+        key=lambda item: item.item_id,
+        process=process,
+        out_dir=out_dir,
+        shard_size=shard_size,
+        fingerprint=fingerprint,
+        restart=restart,
+        desc=f"eval {adapter.name}",
+    )
+    if generations["item_id"].to_list() != ids:
+        raise RuntimeError(f"{out_dir}: the generation shards do not line up with the items")
+    responses = generations["response"].to_list()
+
+    scored_at = time.perf_counter()
+    if judge is not None:
+        scores = judge_scores(adapter.name, items, responses, judge)
+        timed_out = [False] * len(items)
+    else:
+        scores, timed_out = score_responses(
+            adapter, items, responses, workers=score_workers, timeout_s=score_timeout_s
+        )
+    score_s = time.perf_counter() - scored_at
+    predictions = generations.with_columns(
+        pl.Series("extracted", [s.extracted for s in scores], dtype=pl.String),
+        pl.Series("correct", [s.correct for s in scores], dtype=pl.Boolean),
+        pl.Series("scorer", [s.scorer for s in scores], dtype=pl.String),
+        pl.Series("timed_out", timed_out, dtype=pl.Boolean),
+        pl.Series("gold", [item.answer for item in items], dtype=pl.String),
+        pl.Series("tags", [json.dumps(item.tags, sort_keys=True) for item in items]),
+    ).select(list(PREDICTIONS_SCHEMA))
+    n = max(len(items), 1)
+    stats = {
+        "items": float(len(items)),
+        "generated": timing["generated"],
+        "reused": float(len(items)) - timing["generated"],
+        "generate_s": timing["generate_s"],
+        "score_s": score_s,
+        "wall_s": time.perf_counter() - began,
+        "mean_tokens": float(predictions["n_tokens"].sum()) / n,
+        "truncated_frac": float((predictions["finish_reason"] == "length").sum()) / n,
+        "timed_out": float(sum(timed_out)),
+    }
+    return BenchmarkRun(predictions=predictions, scores=list(scores), stats=stats)
+
+
+def write_predictions(predictions: pl.DataFrame, out_dir: Path) -> int:
+    """Write ``predictions`` to ``out_dir/predictions.parquet``; return the row count."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions.write_parquet(out_dir / PREDICTIONS_FILE, compression="zstd")
+    return predictions.height

@@ -1,0 +1,344 @@
+"""Evaluation as Prefect tasks: one (checkpoint, benchmark) per task run, then the leaderboard.
+
+Every result is recorded in the catalog against the pinned checkpoint version,
+with its predictions in a content-addressed parquet file; MLflow gets the
+metrics and the predictions, Prefect a summary artifact per result and the
+leaderboard as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+
+from mmr1.catalog import Catalog, CatalogNotFoundError, parse_ref
+from mmr1.data.requests import TRANSPORT_FIELDS
+from mmr1.eval.benchmarks import get_adapter
+from mmr1.eval.leaderboard import build_leaderboard, render_leaderboard, render_leaderboard_markdown
+from mmr1.eval.run import PREDICTIONS_FILE, evaluate_benchmark, write_predictions
+from mmr1.hashing import hash_bytes
+from mmr1.storage import content_addressed
+from schemas.catalog import CheckpointEntry, DatasetEntry
+from schemas.eval import BenchmarkScore, BenchmarkSpec, EvaluateConfig
+from schemas.generation import BackendConfig, HFBackendConfig
+from tasks.context import catalog, flow_run_id, home, tracked_run
+from tasks.generation import build_backend
+
+
+def unprefixed(ref: str) -> str:
+    """``checkpoint:tiny@2`` -> ``tiny@2`` (catalog getters take refs without a kind)."""
+    parsed = parse_ref(ref)
+    return str(parsed._replace(kind=None))
+
+
+def slug(text: str) -> str:
+    """Lower-case letters, digits and dashes: safe for directory names and artifact keys."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def metric_prefix(checkpoint_ref: str, all_refs: Sequence[str]) -> str:
+    """``eval`` for a single checkpoint; ``eval/<name>`` (``eval/<name>-v<N>`` when two
+    refs share a name) when a run evaluates several."""
+    if len(all_refs) <= 1:
+        return "eval"
+    parsed = parse_ref(checkpoint_ref)
+    names = [parse_ref(ref).name for ref in all_refs]
+    if len(set(names)) == len(names):
+        return f"eval/{parsed.name}"
+    return f"eval/{parsed.name}-v{parsed.version}"
+
+
+def eval_backend_config(config: EvaluateConfig, model_uri: str) -> BackendConfig:
+    """The configured backend pointed at the checkpoint, or the local hf backend."""
+    if config.backend is None:
+        return HFBackendConfig(model=model_uri, batch_size=config.batch_size, device=config.device)
+    return config.backend.model_copy(update={"model": model_uri})
+
+
+def resolve_source(cat: Catalog, spec: BenchmarkSpec) -> tuple[str, DatasetEntry | None]:
+    """Where the benchmark's data is, and its catalog entry when it came from the catalog.
+
+    ``dataset:NAME[@V]`` is a catalog ref for any benchmark. A synthetic source
+    is looked up in the catalog first (``synthetic-bench``), then read as a
+    path. Anything else (a local path, a hub id) goes to the adapter as is.
+    """
+    source = spec.source
+    entry: DatasetEntry | None = None
+    if source.startswith("dataset:"):
+        entry = cat.get_dataset(unprefixed(source))
+    elif spec.name == "synthetic":
+        try:
+            entry = cat.get_dataset(unprefixed(source))
+        except (CatalogNotFoundError, ValueError):
+            if not Path(source).expanduser().exists():
+                raise ValueError(
+                    f"synthetic benchmark source {source!r} is neither a catalog dataset nor "
+                    "an existing path"
+                ) from None
+    if entry is None:
+        return source, None
+    if entry.kind != "benchmark":
+        get_run_logger().warning(
+            "benchmark %s reads dataset %s of kind %r, not 'benchmark'",
+            spec.name,
+            entry.ref,
+            entry.kind,
+        )
+    return entry.uri, entry
+
+
+def _work_dir(
+    checkpoint: CheckpointEntry,
+    spec: BenchmarkSpec,
+    source_id: str,
+    config: EvaluateConfig,
+    backend: BackendConfig,
+) -> Path:
+    # Keyed by what determines the generations, so a rerun resumes the same shards.
+    key = json.dumps(
+        {
+            "checkpoint": checkpoint.ref,
+            "content_hash": checkpoint.content_hash,
+            "benchmark": spec.model_dump(
+                mode="json", include={"name", "split", "subset", "limit", "prompt_style"}
+            ),
+            "source": source_id,
+            "sampling": config.sampling.model_dump(mode="json"),
+            "backend": backend.model_dump(mode="json", exclude=set(TRANSPORT_FIELDS)),
+            "seed": config.seed,
+            "shard_size": config.shard_size,
+        },
+        sort_keys=True,
+    )
+    name = f"{slug(checkpoint.name)}-v{checkpoint.version}-{spec.name}"
+    return home().runs / "eval" / f"{name}-{hash_bytes(key.encode())[:16]}"
+
+
+@task(name="pin-checkpoints")
+def pin_checkpoints(refs: Sequence[str]) -> list[str]:
+    """Resolve bare checkpoint refs to ``name@version`` now, for the whole run (no repeats)."""
+    cat = catalog()
+    return list(dict.fromkeys(cat.get_checkpoint(unprefixed(ref)).ref for ref in refs))
+
+
+@task(
+    name="evaluate-benchmark",
+    task_run_name="eval-{checkpoint_ref}-{spec.name}",
+    retries=1,
+    retry_delay_seconds=5,
+)
+def evaluate_checkpoint_on_benchmark(
+    checkpoint_ref: str, spec: BenchmarkSpec, config: EvaluateConfig, mlflow_run_id: str
+) -> dict[str, Any]:
+    """Evaluate one checkpoint on one benchmark, record the result; return its summary.
+
+    A retry (or a rerun with the same settings) reuses the finished generation
+    shards under ``runs/eval``; scoring is always redone. The summary holds
+    ``checkpoint`` (pinned ref), ``benchmark``, ``split``, ``scorer``,
+    ``accuracy`` (in [0, 1]), ``n_items``, ``n_correct``, ``predictions_uri``
+    and ``result_id``. MLflow metrics are ``eval/<benchmark>/accuracy`` (and
+    friends), prefixed by the checkpoint name when ``config.checkpoints`` (the
+    flow passes them pinned) names several.
+    """
+    logger = get_run_logger()
+    cat = catalog()
+    checkpoint = cat.get_checkpoint(unprefixed(checkpoint_ref))
+    source, dataset = resolve_source(cat, spec)
+    source_id = f"dataset:{dataset.ref}:{dataset.content_hash}" if dataset else source
+    adapter = get_adapter(spec.name)
+    split = spec.split or adapter.default_split
+    items = adapter.load(spec.model_copy(update={"source": source}))
+    if not items:
+        raise ValueError(f"benchmark {spec.name} ({source}, split {split}) has no items")
+    backend_config = eval_backend_config(config, checkpoint.uri)
+    work = _work_dir(checkpoint, spec, source_id, config, backend_config)
+    logger.info(
+        "evaluating %s on %s/%s: %d items (work dir %s)",
+        checkpoint.ref,
+        spec.name,
+        split,
+        len(items),
+        work,
+    )
+
+    backend = build_backend(backend_config)
+    judge = build_backend(spec.judge) if spec.scorer == "llm_judge" and spec.judge else None
+    try:
+        outcome = evaluate_benchmark(
+            items,
+            adapter,
+            backend,
+            config.sampling,
+            work,
+            prompt_style=spec.prompt_style,
+            shard_size=config.shard_size,
+            seed=config.seed,
+            restart=config.restart,
+            fingerprint_extras={
+                "checkpoint": checkpoint.ref,
+                "content_hash": checkpoint.content_hash,
+                "source": source_id,
+            },
+            score_workers=config.score_workers,
+            score_timeout_s=config.score_timeout_s,
+            judge=judge,
+        )
+    finally:
+        backend.close()
+        if judge is not None:
+            judge.close()
+    score = adapter.aggregate(items, outcome.scores, split)
+
+    name = f"{slug(checkpoint.name)}-v{checkpoint.version}-{spec.name}-{slug(split)}"
+    folder, _, _ = content_addressed(
+        home().datasets / "eval-predictions",
+        name,
+        lambda out: write_predictions(outcome.predictions, out),
+    )
+    predictions_uri = str(folder / PREDICTIONS_FILE)
+    metrics = {
+        "accuracy": score.accuracy,
+        "n_correct": float(score.n_correct),
+        "mean_tokens": outcome.stats["mean_tokens"],
+        "truncated_frac": outcome.stats["truncated_frac"],
+    }
+    result = cat.record_eval_result(
+        checkpoint_ref=checkpoint.ref,
+        benchmark=spec.name,
+        split=split,
+        scorer=score.scorer,
+        n_items=score.n_items,
+        metrics=metrics,
+        breakdown=score.breakdown,
+        predictions_uri=predictions_uri,
+        prefect_flow_run_id=flow_run_id(),
+        mlflow_run_id=mlflow_run_id,
+    )
+
+    run = tracked_run(mlflow_run_id)
+    prefix = f"{metric_prefix(checkpoint.ref, config.checkpoints)}/{spec.name}"
+    run.log_metrics(
+        {f"{prefix}/{key}": value for key, value in metrics.items()}
+        | {
+            f"{prefix}/n_items": float(score.n_items),
+            f"{prefix}/generate_s": outcome.stats["generate_s"],
+            f"{prefix}/score_s": outcome.stats["score_s"],
+        }
+    )
+    artifacts = f"eval/{slug(checkpoint.name)}-v{checkpoint.version}/{spec.name}"
+    run.log_artifact(predictions_uri, artifact_path=artifacts)
+    run.log_dict(
+        score.model_dump(mode="json") | {"checkpoint": checkpoint.ref, "source": source_id},
+        f"{artifacts}/score.json",
+    )
+    reads = [f"checkpoint:{checkpoint.ref}"] + ([f"dataset:{dataset.ref}"] if dataset else [])
+    run.record_reads(reads)
+    if dataset is not None:
+        run.log_dataset_input(
+            name=dataset.ref,
+            digest=dataset.content_hash,
+            uri=dataset.uri,
+            context="evaluation",
+            columns=dataset.columns,
+        )
+    _publish_result(checkpoint.ref, score, outcome.stats, predictions_uri)
+    logger.info(
+        "%s on %s/%s: accuracy %.1f%% (%d/%d, scorer %s; %d generated, %d reused)",
+        checkpoint.ref,
+        spec.name,
+        split,
+        100 * score.accuracy,
+        score.n_correct,
+        score.n_items,
+        score.scorer,
+        int(outcome.stats["generated"]),
+        int(outcome.stats["reused"]),
+    )
+    return {
+        "checkpoint": checkpoint.ref,
+        "benchmark": spec.name,
+        "split": split,
+        "scorer": score.scorer,
+        "accuracy": score.accuracy,
+        "n_items": score.n_items,
+        "n_correct": score.n_correct,
+        "predictions_uri": predictions_uri,
+        "result_id": result.id,
+    }
+
+
+def _publish_result(
+    checkpoint_ref: str, score: BenchmarkScore, stats: dict[str, float], predictions_uri: str
+) -> None:
+    """A markdown artifact: the headline number and every breakdown group."""
+    lines = [
+        f"# `{checkpoint_ref}` on {score.benchmark} ({score.split})",
+        f"Accuracy **{100 * score.accuracy:.1f}%** ({score.n_correct}/{score.n_items} items, "
+        f"scorer `{score.scorer}`"
+        + (f", mean over {score.macro_over}" if score.macro_over else "")
+        + f"); mean answer {stats['mean_tokens']:.0f} tokens, "
+        f"{100 * stats['truncated_frac']:.0f}% truncated.",
+        f"Predictions: `{predictions_uri}`",
+    ]
+    for key, groups in score.breakdown.items():
+        lines += ["", f"## By {key}", "| group | items | accuracy |", "| :-- | --: | --: |"]
+        counts = score.counts.get(key, {})
+        lines += [
+            f"| {group} | {counts.get(group, 0)} | {100 * acc:.1f}% |"
+            for group, acc in groups.items()
+        ]
+    create_markdown_artifact(
+        key=f"eval-{slug(checkpoint_ref)}-{slug(score.benchmark)}",
+        markdown="\n".join(lines),
+        description=f"{checkpoint_ref} on {score.benchmark}",
+    )
+
+
+@task(name="publish-leaderboard")
+def publish_leaderboard(
+    checkpoint_refs: Sequence[str], mlflow_run_id: str, include_reference: bool = True
+) -> str:
+    """Leaderboard of ``checkpoint_refs`` from the catalog, to MLflow and Prefect; return its text.
+
+    Every recorded result of these checkpoint versions counts (the latest per
+    benchmark), including those of earlier runs.
+    """
+    cat = catalog()
+    results = [r for ref in checkpoint_refs for r in cat.eval_results(checkpoint_ref=ref)]
+    rows = build_leaderboard(results, include_reference)
+    text = render_leaderboard(rows)
+    markdown = render_leaderboard_markdown(rows)
+
+    run = tracked_run(mlflow_run_id)
+    run.log_text(markdown + "\n", "leaderboard.md")
+    run.log_dict({"rows": rows}, "leaderboard.json")
+    pinned = [cat.get_checkpoint(unprefixed(ref)).ref for ref in checkpoint_refs]
+    run.log_metrics(
+        {
+            f"{metric_prefix(row['checkpoint'], pinned)}/avg5": row["avg5"]
+            for row in rows
+            if row["source"] == "catalog" and row["avg5"] is not None
+        }
+    )
+    create_table_artifact(
+        key="leaderboard",
+        table=[
+            {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in rows
+        ],
+        description="Accuracy (%) per benchmark; avg5 = mean of the paper's five",
+    )
+    create_markdown_artifact(
+        key="leaderboard-summary",
+        markdown="# Leaderboard\nAccuracy in %; Avg-5 = mean of the paper's five benchmarks "
+        "(only when all five were evaluated).\n\n" + markdown,
+        description="Leaderboard (markdown)",
+    )
+    return text

@@ -1,0 +1,149 @@
+"""evaluate_benchmark with a scripted backend: scoring, resumable shards, worker scoring, judge."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmr1.data.io import write_rl_dataset
+from mmr1.data.shards import ShardManifestError
+from mmr1.data.synthetic import generate_benchmark
+from mmr1.eval.benchmarks import get_adapter
+from mmr1.eval.run import PREDICTIONS_SCHEMA, evaluate_benchmark, score_responses
+from schemas.eval import BenchmarkSpec, EvalItem
+from schemas.generation import Completion, CompletionSample, GenerationRequest, SamplingParams
+
+GREEDY = SamplingParams(n=1, temperature=0.0, max_new_tokens=16, return_logprobs=False)
+
+
+class ScriptedBackend:
+    """Answers from a dict (request id -> text); records which ids it was asked for.
+
+    ``with_images``: whether requests must carry images (the model) or none (a judge).
+    """
+
+    name = "scripted"
+
+    def __init__(self, answers: dict[str, str], with_images: bool = True) -> None:
+        self.answers = answers
+        self.with_images = with_images
+        self.asked: list[str] = []
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingParams
+    ) -> list[Completion]:
+        out = []
+        for request in requests:
+            assert bool(request.images) == self.with_images
+            assert request.request_id is not None
+            self.asked.append(request.request_id)
+            text = self.answers[request.request_id]
+            sample = CompletionSample(text=text, finish_reason="stop")
+            out.append(Completion(request_id=request.request_id, samples=[sample]))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def synthetic_items(tmp_path: Path) -> list[EvalItem]:
+    records = [item.record for item in generate_benchmark(seed=3, n_items=7)]
+    write_rl_dataset(records, tmp_path / "bench")
+    spec = BenchmarkSpec(name="synthetic", source=str(tmp_path / "bench"))
+    return get_adapter("synthetic").load(spec)
+
+
+def _half_right(items: Sequence[EvalItem]) -> dict[str, str]:
+    """Even items answered with the gold (boxed), odd items with nonsense."""
+    return {
+        item.item_id: f"<think>ok</think><answer>\\boxed{{{item.answer}}}</answer>"
+        if i % 2 == 0
+        else "no idea"
+        for i, item in enumerate(items)
+    }
+
+
+def test_scores_every_item_and_resumes_from_shards(synthetic_items, tmp_path: Path) -> None:
+    adapter = get_adapter("synthetic")
+    backend = ScriptedBackend(_half_right(synthetic_items))
+    out_dir = tmp_path / "work"
+    run = evaluate_benchmark(
+        synthetic_items, adapter, backend, GREEDY, out_dir, shard_size=3, score_workers=0
+    )
+    ids = [item.item_id for item in synthetic_items]
+    assert run.predictions.columns == list(PREDICTIONS_SCHEMA)
+    assert run.predictions["item_id"].to_list() == ids == backend.asked
+    assert run.predictions["correct"].to_list() == [i % 2 == 0 for i in range(7)]
+    assert [s.item_id for s in run.scores] == ids
+    assert run.predictions["gold"].to_list() == [item.answer for item in synthetic_items]
+    assert adapter.aggregate(synthetic_items, run.scores, "test").n_correct == 4
+    assert sorted(p.name for p in out_dir.glob("shard-*")) == [
+        f"shard-0000{i}.parquet" for i in range(3)
+    ]
+    assert run.stats["generated"] == 7 and run.stats["reused"] == 0
+
+    # Drop the middle shard: only its three items are generated again.
+    (out_dir / "shard-00001.parquet").unlink()
+    backend.asked.clear()
+    again = evaluate_benchmark(synthetic_items, adapter, backend, GREEDY, out_dir, shard_size=3)
+    assert backend.asked == ids[3:6]
+    assert again.predictions.equals(run.predictions)
+    assert again.stats["reused"] == 4
+
+    # Other decoding settings are another run: refused in the same directory.
+    hotter = GREEDY.model_copy(update={"temperature": 0.7})
+    with pytest.raises(ShardManifestError):
+        evaluate_benchmark(synthetic_items, adapter, backend, hotter, out_dir, shard_size=3)
+    with pytest.raises(ValueError, match="one answer per item"):
+        evaluate_benchmark(
+            synthetic_items, adapter, backend, GREEDY.model_copy(update={"n": 2}), out_dir
+        )
+
+
+def test_worker_scoring_equals_inline_scoring(synthetic_items) -> None:
+    adapter = get_adapter("synthetic")
+    answers = _half_right(synthetic_items)
+    responses = [answers[item.item_id] for item in synthetic_items]
+    inline, inline_timeouts = score_responses(adapter, synthetic_items, responses, workers=0)
+    pooled, pooled_timeouts = score_responses(
+        adapter, synthetic_items, responses, workers=1, timeout_s=30.0
+    )
+    assert pooled == inline
+    assert inline_timeouts == pooled_timeouts == [False] * len(synthetic_items)
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_judge_scores_instead_of_the_rule(tmp_path: Path) -> None:
+    items = [
+        EvalItem(
+            item_id=str(i),
+            question="<image>\nWhat is x?",
+            images=[_png()],
+            answer="3",
+            answer_type="free-form",
+            tags={"version": "Text Lite"},
+            row={"question_type": "free-form", "answer": "3", "question_for_eval": "x?"},
+        )
+        for i in range(2)
+    ]
+    model = ScriptedBackend({"0": "x is three", "1": "x is four"})
+    # The judge accepts the first answer and rejects the second; the rule would reject both.
+    judge = ScriptedBackend(
+        {"0": "Extracted: three\nJudgement: 1", "1": "Judgement: 0"}, with_images=False
+    )
+    run = evaluate_benchmark(
+        items, get_adapter("mathverse"), model, GREEDY, tmp_path / "w", judge=judge
+    )
+    assert run.predictions["correct"].to_list() == [True, False]
+    assert run.predictions["scorer"].to_list() == ["llm_judge", "llm_judge"]
+    assert run.predictions["extracted"].to_list()[0] == "three"

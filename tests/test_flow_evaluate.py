@@ -1,0 +1,168 @@
+"""The ``evaluate`` flow on two tiny checkpoints: catalog results, MLflow, resumable shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
+
+from mmr1.catalog import Catalog
+from mmr1.data.io import write_rl_dataset
+from mmr1.data.synthetic import generate_benchmark
+from mmr1.eval.leaderboard import compare
+from mmr1.hashing import hash_directory
+from mmr1.models import build_tiny_model
+from mmr1.tracking import find_runs
+from schemas.eval import EvaluateConfig
+from schemas.models import TinyVLMConfig
+from schemas.presets import load_config
+
+N_ITEMS = 6
+
+
+@pytest.fixture
+def eval_home(prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from schemas.home import HomeConfig
+
+    monkeypatch.setenv("MMR1_HOME", str(tmp_path / "home"))
+    home = HomeConfig().ensure()
+    catalog = Catalog(home.catalog)
+    for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
+        model_dir = build_tiny_model(TinyVLMConfig(seed=seed), tmp_path / name)
+        catalog.register_checkpoint(
+            name=name, stage="base", uri=str(model_dir), content_hash=hash_directory(model_dir)
+        )
+    records = [item.record for item in generate_benchmark(seed=0, n_items=N_ITEMS + 2)]
+    files = write_rl_dataset(records, tmp_path / "bench")
+    catalog.register_dataset(
+        name="bench",
+        kind="benchmark",
+        uri=str(tmp_path / "bench"),
+        content_hash=files.content_hash,
+        row_count=files.row_count,
+        columns=files.columns,
+    )
+    return home
+
+
+def _config() -> EvaluateConfig:
+    return EvaluateConfig.model_validate(
+        {
+            "checkpoints": ["tiny-a", "tiny-b"],
+            "benchmarks": [{"name": "synthetic", "source": "bench", "limit": N_ITEMS}],
+            "sampling": {"temperature": 0.0, "max_new_tokens": 8},
+            "shard_size": 4,
+            "score_workers": 1,
+            "device": "cpu",
+        }
+    )
+
+
+def _shards(home) -> dict[str, dict[str, int]]:
+    """Work dir name -> shard file -> mtime (ns)."""
+    return {
+        work.name: {shard.name: shard.stat().st_mtime_ns for shard in work.glob("shard-*.parquet")}
+        for work in sorted((home.runs / "eval").iterdir())
+    }
+
+
+def test_flow_records_results_and_resumes_from_shards(eval_home) -> None:
+    from flows.evaluate import evaluate
+
+    out = evaluate(_config())
+    assert set(out["results"]) == {"tiny-a@1", "tiny-b@1"}
+    for scores in out["results"].values():
+        assert set(scores) == {"synthetic"} and 0.0 <= scores["synthetic"] <= 1.0
+    assert "tiny-a@1" in out["leaderboard"] and "tiny-b@1" in out["leaderboard"]
+    assert "MMR1-7B-RL (paper)" in out["leaderboard"]
+
+    catalog = Catalog(eval_home.catalog)
+    bench_ids = [item.record.id for item in generate_benchmark(seed=0, n_items=N_ITEMS + 2)]
+    bench_ids = bench_ids[:N_ITEMS]
+    for ref in ("tiny-a@1", "tiny-b@1"):
+        (result,) = catalog.eval_results(checkpoint_ref=ref)
+        assert (result.benchmark, result.split, result.scorer) == ("synthetic", "test", "rule")
+        assert result.n_items == N_ITEMS and result.checkpoint_ref == ref
+        assert result.metrics["accuracy"] == pytest.approx(out["results"][ref]["synthetic"])
+        assert result.metrics["n_correct"] == pytest.approx(N_ITEMS * result.metrics["accuracy"])
+        assert set(result.breakdown) == {"family", "difficulty"}
+        assert result.mlflow_run_id == out["mlflow_run_id"] and result.prefect_flow_run_id
+        predictions = pl.read_parquet(result.predictions_uri)
+        assert predictions["item_id"].to_list() == bench_ids
+        assert {"response", "extracted", "correct", "scorer", "n_tokens", "finish_reason"} <= set(
+            predictions.columns
+        )
+        assert predictions["n_tokens"].max() <= 8
+        assert predictions["correct"].sum() == result.metrics["n_correct"]
+
+    (run,) = find_runs(eval_home, "evaluate")
+    assert run.info.status == "FINISHED" and run.info.run_id == out["mlflow_run_id"]
+    for name in ("tiny-a", "tiny-b"):
+        assert f"eval/{name}/synthetic/accuracy" in run.data.metrics
+    reads = run.data.tags["mmr1.reads"].split(",")
+    assert {"checkpoint:tiny-a@1", "checkpoint:tiny-b@1", "dataset:bench@1"} <= set(reads)
+    client = MlflowClient(eval_home.tracking_uri)
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"leaderboard.md", "leaderboard.json"} <= top
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval/tiny-a-v1/synthetic")}
+    assert logged == {
+        "eval/tiny-a-v1/synthetic/predictions.parquet",
+        "eval/tiny-a-v1/synthetic/score.json",
+    }
+
+    # Two work dirs (one per checkpoint), each with a full and a partial shard.
+    before = _shards(eval_home)
+    assert len(before) == 2
+    assert all(set(s) == {"shard-00000.parquet", "shard-00001.parquet"} for s in before.values())
+
+    # Lose one shard: the rerun recomputes only that one and reuses the other three.
+    lost_dir = next(name for name in before if name.startswith("tiny-a"))
+    (eval_home.runs / "eval" / lost_dir / "shard-00001.parquet").unlink()
+    again = evaluate(_config())
+    after = _shards(eval_home)
+    for work, shards in after.items():
+        for shard, mtime in shards.items():
+            recomputed = (work, shard) == (lost_dir, "shard-00001.parquet")
+            assert (mtime != before[work][shard]) == recomputed, (work, shard)
+    # Greedy decoding: the same answers, scores and (content-addressed) predictions file.
+    assert again["results"] == out["results"]
+    for ref in ("tiny-a@1", "tiny-b@1"):
+        first, second = catalog.eval_results(checkpoint_ref=ref)
+        assert first.predictions_uri == second.predictions_uri
+
+    # What `mmr1 eval compare` prints: latest result per benchmark, reference rows.
+    text = compare(catalog, ["tiny-a", "tiny-b"])
+    assert text.splitlines()[2].startswith("tiny-a@1") and "tiny-b@1" in text
+    assert "MMR1-3B-RL (paper)" in text
+    assert "paper" not in compare(catalog, ["tiny-a"], include_reference=False)
+
+
+def test_presets_validate() -> None:
+    demo = load_config(EvaluateConfig, "eval-demo")
+    assert [spec.name for spec in demo.benchmarks] == ["synthetic"]
+    assert demo.benchmarks[0].source == "synthetic-bench" and demo.sampling.temperature == 0.0
+    paper = load_config(EvaluateConfig, "eval-paper")
+    splits = {spec.name: spec.split for spec in paper.benchmarks}
+    assert splits == {
+        "mathverse": "testmini",
+        "mathvista": "testmini",
+        "mathvision": "test",
+        "logicvista": "test",
+        "chartqa": "test",
+    }
+    assert paper.sampling.temperature == 0.0 and paper.sampling.max_new_tokens == 4096
+    assert paper.backend is not None and paper.backend.kind == "vllm"
+    assert all(spec.prompt_style == "mmr1" for spec in paper.benchmarks)
+
+
+def test_config_rejects_repeated_benchmarks_and_several_samples() -> None:
+    spec = {"name": "synthetic", "source": "bench"}
+    with pytest.raises(ValidationError, match="appear more than once"):
+        EvaluateConfig.model_validate({"benchmarks": [spec, {**spec, "split": "x"}]})
+    with pytest.raises(ValidationError, match="sampling.n must be 1"):
+        EvaluateConfig.model_validate({"sampling": {"n": 4}})
+    with pytest.raises(ValidationError, match="checkpoints"):
+        EvaluateConfig.model_validate({"checkpoints": []})
