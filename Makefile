@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow lint bench clean-home
+.PHONY: install demo serve test test-slow lint bench clean-home
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/mmr1 demo
+
+# Prefect server + UI, a process worker, the deployments and an MLflow server (Ctrl-C stops).
+serve: install
+	$(VENV)/bin/mmr1 serve
 
 test: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

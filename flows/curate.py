@@ -25,6 +25,7 @@ from tasks.curation import (
     validate_rows,
 )
 from tasks.curation_output import register_rl_pool, register_sft_dataset, report_curation
+from tasks.observe import run_name
 
 
 def _work_dir(flow_name: str, config: CurateRLConfig) -> str:
@@ -58,7 +59,9 @@ def _prepare(
     return rated, steps, n_read, parents
 
 
-@flow(name="curate_rl", log_prints=True)
+@flow(
+    name="curate_rl", log_prints=True, flow_run_name=run_name("curate_rl", "output_name", "rl-pool")
+)
 def curate_rl(config: CurateRLConfig | None = None, parent_mlflow_run_id: str | None = None) -> str:
     """Curate an RL prompt pool and register it; returns its catalog ref."""
     config = config or CurateRLConfig()
@@ -71,7 +74,11 @@ def curate_rl(config: CurateRLConfig | None = None, parent_mlflow_run_id: str | 
         return ref
 
 
-@flow(name="curate_sft", log_prints=True)
+@flow(
+    name="curate_sft",
+    log_prints=True,
+    flow_run_name=run_name("curate_sft", "output_name", "sft-cot"),
+)
 def curate_sft(
     config: CurateSFTConfig | None = None, parent_mlflow_run_id: str | None = None
 ) -> str:

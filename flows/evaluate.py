@@ -13,9 +13,12 @@ from prefect import flow
 from schemas.eval import EvaluateConfig
 from tasks.context import flow_tracking
 from tasks.evaluate import evaluate_checkpoint_on_benchmark, pin_checkpoints, publish_leaderboard
+from tasks.observe import run_name
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(
+    name="evaluate", log_prints=True, flow_run_name=run_name("evaluate", "checkpoints", "tiny-sft")
+)
 def evaluate(
     config: EvaluateConfig | None = None, parent_mlflow_run_id: str | None = None
 ) -> dict[str, Any]:

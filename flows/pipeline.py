@@ -25,6 +25,7 @@ from schemas.pipeline import PipelineConfig
 from tasks.context import catalog, flow_tracking
 from tasks.datasets import synthesize_benchmark
 from tasks.models import build_base_model
+from tasks.observe import run_name
 from tasks.pipeline import StageRunner
 
 
@@ -57,7 +58,11 @@ def _evaluate_config(config: PipelineConfig, checkpoints: list[str], bench: str 
     return config.evaluate.model_copy(update={"checkpoints": checkpoints, "benchmarks": benchmarks})
 
 
-@flow(name="mmr1-pipeline", log_prints=True)
+@flow(
+    name="mmr1-pipeline",
+    log_prints=True,
+    flow_run_name=run_name("mmr1-pipeline", "label", "custom"),
+)
 def mmr1_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
     """Run (or reuse) every stage and return the refs written plus the evaluation results."""
     config = config or PipelineConfig()

@@ -4,10 +4,11 @@ from prefect import flow
 
 from schemas.sft_flow import SFTStageConfig
 from tasks.context import flow_tracking
+from tasks.observe import run_name
 from tasks.sft import train_sft
 
 
-@flow(name="sft", log_prints=True)
+@flow(name="sft", log_prints=True, flow_run_name=run_name("sft", "output_name", "sft"))
 def sft(config: SFTStageConfig | None = None, parent_mlflow_run_id: str | None = None) -> str:
     """Train, keep the best checkpoint by the configured metric, register it; return its ref."""
     config = config or SFTStageConfig()

@@ -10,10 +10,15 @@ from prefect import flow
 
 from schemas.vas import VPSEstimateConfig
 from tasks.context import flow_tracking
+from tasks.observe import run_name
 from tasks.vps import estimate_vps_table
 
 
-@flow(name="estimate_vps", log_prints=True)
+@flow(
+    name="estimate_vps",
+    log_prints=True,
+    flow_run_name=run_name("estimate_vps", "dataset", "synthetic-rl"),
+)
 def estimate_vps(
     config: VPSEstimateConfig | None = None, parent_mlflow_run_id: str | None = None
 ) -> str:

@@ -196,6 +196,26 @@ def cmd_eval_compare(args: argparse.Namespace) -> None:
     print(compare(_catalog(args), args.checkpoints, include_reference=not args.no_reference))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from mmr1.ops import ServiceError, serve
+
+    try:
+        serve(
+            host=args.host,
+            prefect_port=args.prefect_port,
+            mlflow_port=args.mlflow_port,
+            pool=args.pool,
+            deploy=not args.no_deploy,
+            with_mlflow=not args.no_mlflow,
+            with_worker=not args.no_worker,
+            deployments=args.deployment or None,
+            prefect_home=args.prefect_home,
+            log_dir=args.log_dir,
+        )
+    except ServiceError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_vps_estimate(args: argparse.Namespace) -> None:
     from schemas.vas import VPSEstimateConfig
 
@@ -300,6 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     vshow.add_argument("--bins", type=int, default=10)
     vshow.add_argument("--json", action="store_true")
     vshow.set_defaults(func=cmd_vps_show)
+
+    serve = sub.add_parser(
+        "serve", help="local Prefect server + worker + MLflow server, deployments registered"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--prefect-port", type=int, default=4200, help="0: a free port")
+    serve.add_argument("--mlflow-port", type=int, default=5000, help="0: a free port")
+    serve.add_argument("--pool", default="mmr1-local", help="process work pool to serve")
+    serve.add_argument("--no-deploy", action="store_true", help="do not register deployments")
+    serve.add_argument("--no-mlflow", action="store_true", help="no MLflow server")
+    serve.add_argument("--no-worker", action="store_true", help="no process worker")
+    serve.add_argument(
+        "--deployment", action="append", default=[], help="register only these (repeatable)"
+    )
+    serve.add_argument("--prefect-home", type=Path, help="PREFECT_HOME of the servers")
+    serve.add_argument("--log-dir", type=Path, help="child logs (default MMR1_HOME/logs)")
+    serve.set_defaults(func=cmd_serve)
 
     home = sub.add_parser("home", help="print where state is kept")
     home.add_argument("--json", action="store_true")

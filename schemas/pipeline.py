@@ -33,6 +33,10 @@ class PipelineConfig(ConfigModel):
     the base model; SFT trains the base model on the SFT data curated here.
     """
 
+    label: str = Field(
+        default="custom",
+        description="Shown in run names (mmr1-pipeline[demo]); presets set their own name.",
+    )
     base_checkpoint: str | None = Field(
         default=None,
         description="Catalog ref of the base model (e.g. a registered Qwen2.5-VL-7B). None: "

@@ -49,4 +49,7 @@ def flow_tracking(
         config=config,
         parent_run_id=parent_run_id,
     ) as run:
+        from tasks.observe import publish_mlflow_link
+
+        publish_mlflow_link(flow_name, run)
         yield run

@@ -24,6 +24,7 @@ from schemas.catalog import CheckpointEntry, DatasetEntry, VPSTableEntry
 from schemas.grpo import GRPOResult, GRPOStageConfig
 from tasks.context import catalog, flow_run_id, home, tracked_run
 from tasks.jobs import run_job
+from tasks.observe import Progress
 from tasks.vps import bare
 
 
@@ -158,6 +159,12 @@ def train_grpo(config: GRPOStageConfig, mlflow_run_id: str) -> str:
         prefect_flow_run_id=flow_run_id(),
     )
     if config.launch.kind == "inprocess":
+        progress = Progress(config.train.steps)
+
+        def log_step(metrics: dict[str, float], step: int) -> None:
+            run.log_metrics(metrics, step=step)
+            progress(step)
+
         result = run_grpo(
             config.train,
             model_path=Path(init.uri),
@@ -165,7 +172,7 @@ def train_grpo(config: GRPOStageConfig, mlflow_run_id: str) -> str:
             output_dir=work,
             vps_table=(vps.ref, Path(vps.uri)) if vps else None,
             vps_lookup=hooks.latest_vps_table,
-            metrics_callback=lambda metrics, step: run.log_metrics(metrics, step=step),
+            metrics_callback=log_step,
             checkpoint_callback=hooks.register if config.register_every_save else None,
         )
     else:

@@ -89,6 +89,16 @@ def test_flow_trains_registers_and_logs(grpo_home) -> None:
     assert "samples/step-000002" in samples
     assert run.data.tags["mmr1.sampling_mode"] == "vas"
 
+    # The Prefect UI shows a meaningful, progress-bearing name and the MLflow run.
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        flow_run = prefect.read_flow_run(UUID(run.data.tags["mmr1.prefect_flow_run_id"]))
+    assert flow_run.name == "grpo_vas[rl] step 4/4"
+    assert f"mlflow:{run.info.run_id}" in flow_run.tags
+
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(grpo_home, tmp_path: Path) -> None:

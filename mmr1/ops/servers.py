@@ -1,0 +1,673 @@
+"""Local Prefect server, process worker and MLflow server, started as child processes.
+
+Why child processes: ``mmr1/`` never imports Prefect (DESIGN.md), and a server
+in its own process group can always be stopped, children included
+(``mmr1.ops.processes``). Each ``prefect`` / ``mlflow`` call runs
+``sys.executable -m <tool>``, so it uses the caller's environment.
+
+Every child appends to a log file under a log directory, by default
+``MMR1_HOME/logs`` (``prefect-server.log``, ``prefect-worker.log``,
+``mlflow-server.log``, ``prefect-deploy.log``, ...); start-up failures quote
+the tail of that log in the error. :func:`serve` is the ``mmr1 serve`` entry.
+
+Traps handled here (STACK.md):
+- ``prefect server start --port P`` alone serves a UI that calls the API on
+  port 4200: the server also gets ``PREFECT_SERVER_API_HOST/PORT`` and
+  ``PREFECT_API_URL``.
+- every Prefect client (worker, ``prefect deploy``, ``prefect deployment run``)
+  needs ``PREFECT_API_URL``, or it talks to a throwaway ephemeral server and
+  "succeeds"; ``deploy`` therefore checks that the deployments exist afterwards.
+- a Prefect worker ignores its first SIGTERM (it forwards SIGINT to its runs);
+  stopping signals the whole process group and kills it after a grace period.
+- ``mlflow server`` starts four uvicorn workers and job-execution processes
+  by default: one worker, job execution off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from mmr1.ops.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    ServiceError,
+    cli_command,
+    client_host,
+    resolve_port,
+    run_cli,
+    wait_for_http,
+)
+from schemas.home import HomeConfig
+from schemas.presets import PRESETS_DIR
+
+DEFAULT_POOL = "mmr1-local"
+DEFAULT_PREFECT_PORT = 4200
+DEFAULT_MLFLOW_PORT = 5000
+#: The repository checkout this module lives in (holds ``deployments/prefect.yaml``).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PREFECT_FILE = Path("deployments") / "prefect.yaml"
+
+# Settings every child gets unless the caller's environment says otherwise:
+# no telemetry (no internet here), no warnings for logs outside a flow run.
+_QUIET_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file")
+
+
+def default_log_dir(home: HomeConfig | None = None) -> Path:
+    """``MMR1_HOME/logs``: where child processes write their logs."""
+    return (home or HomeConfig()).root / "logs"
+
+
+# --------------------------------------------------------------------------- Prefect
+
+
+def prefect_env(
+    api_url: str,
+    *,
+    prefect_home: Path | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a Prefect client (worker, CLI call) talking to ``api_url``.
+
+    Starts from ``os.environ`` (so ``MMR1_HOME``, offline switches and the like
+    pass through), adds the quiet defaults unless set, then ``extra``.
+    """
+    env = dict(os.environ)
+    for key, value in _QUIET_DEFAULTS.items():
+        env.setdefault(key, value)
+    if prefect_home is not None:
+        env["PREFECT_HOME"] = str(prefect_home)
+    env["PREFECT_API_URL"] = api_url
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """A running ``prefect server start``."""
+
+    host: str
+    port: int
+    process: ManagedProcess
+    startup_s: float
+
+    @property
+    def url(self) -> str:
+        """The UI, as a local browser reaches it."""
+        return f"http://{client_host(self.host)}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """What ``PREFECT_API_URL`` must be for every client of this server."""
+        return f"{self.url}/api"
+
+
+@contextmanager
+def prefect_server(
+    *,
+    log_dir: Path,
+    host: str = LOOPBACK,
+    port: int | None = None,
+    prefect_home: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 90.0,
+    stop_grace: float = 10.0,
+) -> Iterator[PrefectServer]:
+    """Run a Prefect server (API + UI) until the block exits; stopped even on error.
+
+    ``port`` None or 0 picks a free port. ``prefect_home`` holds its SQLite
+    database (default: ``PREFECT_HOME`` or ``~/.prefect``).
+    """
+    port = resolve_port(host, port, "prefect server", "--prefect-port")
+    api_url = f"http://{client_host(host)}:{port}/api"
+    child_env = prefect_env(
+        api_url,
+        prefect_home=prefect_home,
+        extra={
+            # Without these the UI keeps calling the API on the default port 4200.
+            "PREFECT_SERVER_API_HOST": host,
+            "PREFECT_SERVER_API_PORT": str(port),
+            **(env or {}),
+        },
+    )
+    args = [*cli_command("prefect"), "server", "start", "--host", host, "--port", str(port)]
+    process = ManagedProcess.start(
+        "prefect server", args, env=child_env, log_path=log_dir / "prefect-server.log"
+    )
+    try:
+        waited = wait_for_http(
+            f"{api_url}/health",
+            timeout=startup_timeout,
+            process=process,
+            ready=lambda response: response.json() is True,
+        )
+        yield PrefectServer(host, port, process, waited)
+    finally:
+        process.stop(stop_grace)
+
+
+def _api(api_url: str) -> httpx.Client:
+    return httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30.0, trust_env=False)
+
+
+def ensure_work_pool(
+    api_url: str,
+    pool: str = DEFAULT_POOL,
+    *,
+    log_dir: Path,
+    pool_type: str = "process",
+    env: Mapping[str, str] | None = None,
+) -> bool:
+    """Create the work pool if it does not exist; return whether it was created.
+
+    An existing pool of another type is an error (its workers could not run our flows).
+    """
+    with _api(api_url) as client:
+        response = client.get(f"work_pools/{pool}")
+    if response.status_code == 200:
+        existing = response.json().get("type")
+        if existing != pool_type:
+            raise ServiceError(
+                f"work pool {pool!r} exists with type {existing!r}, expected {pool_type!r}"
+            )
+        return False
+    if response.status_code != 404:
+        raise ServiceError(f"reading work pool {pool!r}: HTTP {response.status_code}")
+    run_cli(
+        "prefect work-pool create",
+        [*cli_command("prefect"), "work-pool", "create", pool, "--type", pool_type],
+        env=prefect_env(api_url, extra=env),
+        log_path=log_dir / "prefect-cli.log",
+        timeout=120,
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class PrefectWorker:
+    """A running ``prefect worker start`` polling one work pool."""
+
+    name: str
+    pool: str
+    process: ManagedProcess
+    startup_s: float
+
+
+def _worker_registered(api_url: str, pool: str, name: str) -> Callable[[httpx.Response], bool]:
+    def check(_: httpx.Response) -> bool:
+        with _api(api_url) as client:
+            response = client.post(f"work_pools/{pool}/workers/filter", json={})
+        return response.is_success and any(w.get("name") == name for w in response.json())
+
+    return check
+
+
+@contextmanager
+def prefect_worker(
+    api_url: str,
+    pool: str = DEFAULT_POOL,
+    *,
+    log_dir: Path,
+    name: str | None = None,
+    env: Mapping[str, str] | None = None,
+    query_seconds: float | None = None,
+    limit: int | None = None,
+    cwd: Path | None = None,
+    startup_timeout: float = 60.0,
+    stop_grace: float = 10.0,
+) -> Iterator[PrefectWorker]:
+    """Run a process worker on ``pool`` (created if missing) until the block exits.
+
+    The worker, and every flow run it starts, inherits ``os.environ`` plus ``env``:
+    put ``MMR1_HOME`` and offline switches there. ``query_seconds`` sets how often
+    it polls for runs (Prefect's default is 10 s; 1 s suits tests). It counts as
+    started once it has registered with the server.
+    """
+    ensure_work_pool(api_url, pool, log_dir=log_dir, env=env)
+    name = name or f"mmr1-worker-{os.getpid()}-{time.monotonic_ns() % 100_000}"
+    extra = dict(env or {})
+    if query_seconds is not None:
+        extra["PREFECT_WORKER_QUERY_SECONDS"] = str(query_seconds)
+    args = [
+        *cli_command("prefect"),
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "process",
+        "--name",
+        name,
+    ]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    process = ManagedProcess.start(
+        "prefect worker",
+        args,
+        env=prefect_env(api_url, extra=extra),
+        log_path=log_dir / "prefect-worker.log",
+        cwd=cwd,
+    )
+    try:
+        waited = wait_for_http(
+            f"{api_url}/health",
+            timeout=startup_timeout,
+            process=process,
+            ready=_worker_registered(api_url, pool, name),
+            interval=0.5,
+        )
+        yield PrefectWorker(name, pool, process, waited)
+    finally:
+        process.stop(stop_grace)
+
+
+def list_deployments(api_url: str) -> list[str]:
+    """Names ``flow/deployment`` of every deployment the server knows, sorted."""
+    with _api(api_url) as client:
+        deployments = client.post("deployments/filter", json={"limit": 200})
+        flows = client.post("flows/filter", json={"limit": 200})
+    deployments.raise_for_status()
+    flows.raise_for_status()
+    flow_names = {f["id"]: f["name"] for f in flows.json()}
+    return sorted(f"{flow_names.get(d['flow_id'], '?')}/{d['name']}" for d in deployments.json())
+
+
+def preset_parameters(prefect_file: Path) -> dict[str, dict[str, Any]]:
+    """Default parameters per deployment from ``definitions.presets`` of the deployment file.
+
+    Each entry maps ``flow/deployment`` to a preset name of ``schemas/presets/``;
+    the preset becomes the deployment's default ``config`` parameter, so the
+    preset file stays the one home of those values.
+    """
+    spec = yaml.safe_load(prefect_file.read_text()) or {}
+    presets = (spec.get("definitions") or {}).get("presets") or {}
+    parameters: dict[str, dict[str, Any]] = {}
+    for deployment, preset in presets.items():
+        path = PRESETS_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise ServiceError(
+                f"{prefect_file}: definitions.presets[{deployment!r}] names {preset!r}, "
+                f"but there is no {path}"
+            )
+        parameters[deployment] = {"config": yaml.safe_load(path.read_text()) or {}}
+    return parameters
+
+
+def set_default_parameters(api_url: str, deployment: str, parameters: Mapping[str, Any]) -> None:
+    """Replace the default parameters of deployment ``flow/deployment``.
+
+    One API call instead of a second ``prefect deploy`` (which re-imports the
+    flow: seconds). The server validates them against the flow's parameter
+    schema.
+    """
+    flow_name, name = deployment.split("/", 1)
+    with _api(api_url) as client:
+        found = client.get(f"deployments/name/{flow_name}/{name}")
+        if found.status_code == 404:
+            raise ServiceError(f"deployment {deployment!r} does not exist on {api_url}")
+        found.raise_for_status()
+        response = client.patch(
+            f"deployments/{found.json()['id']}", json={"parameters": dict(parameters)}
+        )
+    if not response.is_success:
+        raise ServiceError(
+            f"setting the parameters of {deployment!r} failed: HTTP {response.status_code} "
+            f"{response.text[:2000]}"
+        )
+
+
+def deploy(
+    api_url: str,
+    *,
+    log_dir: Path,
+    names: Sequence[str] | None = None,
+    project_dir: Path | None = None,
+    prefect_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+) -> list[str]:
+    """Register deployments from ``deployments/prefect.yaml``; return all deployments after.
+
+    ``names`` None deploys every deployment in the file (``--all``), otherwise
+    those names (deployment or ``flow/deployment``). Deployments listed under
+    ``definitions.presets`` then get their preset as default parameters (see
+    :func:`preset_parameters`). Runs from ``project_dir``
+    (default: the checkout holding this package), which is where process
+    workers will then import the flows from. Fails if a requested deployment
+    is missing afterwards: ``prefect deploy`` skips a file it cannot validate
+    with only a warning.
+    """
+    project_dir = (project_dir or PROJECT_ROOT).resolve()
+    prefect_file = prefect_file or project_dir / PREFECT_FILE
+    if not prefect_file.is_file():
+        raise ServiceError(
+            f"no {prefect_file}: run from a checkout of the project or pass project_dir"
+        )
+    args = [*cli_command("prefect"), "--no-prompt", "deploy", "--prefect-file", str(prefect_file)]
+    args += [a for n in names for a in ("--name", n)] if names else ["--all"]
+    run_cli(
+        "prefect deploy",
+        args,
+        env=prefect_env(api_url, extra=env),
+        log_path=log_dir / "prefect-deploy.log",
+        cwd=project_dir,
+        timeout=timeout,
+    )
+    for full_name, parameters in preset_parameters(prefect_file).items():
+        if not names or full_name in names or full_name.split("/", 1)[1] in names:
+            set_default_parameters(api_url, full_name, parameters)
+
+    deployed = list_deployments(api_url)
+    short = {d.split("/", 1)[1] for d in deployed}
+    missing = [n for n in names or [] if n not in short and n not in deployed]
+    if not deployed or missing:
+        raise ServiceError(
+            f"prefect deploy exited 0 but {missing or 'nothing'} is not deployed; "
+            f"see {log_dir / 'prefect-deploy.log'}"
+        )
+    return deployed
+
+
+def run_deployment(
+    deployment: str,
+    api_url: str,
+    *,
+    log_dir: Path,
+    params: Mapping[str, Any] | None = None,
+    watch_timeout: int | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """``prefect deployment run 'flow/deployment' --watch``: wait for the run's final state.
+
+    The CLI exits 0 only on COMPLETED; ``check`` turns anything else into
+    :class:`ServiceError` quoting its output.
+    """
+    args = [*cli_command("prefect"), "deployment", "run", deployment, "--watch"]
+    if params:
+        args += ["--params", json.dumps(params)]
+    if watch_timeout is not None:
+        args += ["--watch-timeout", str(watch_timeout)]
+    timeout = (watch_timeout or 3600) + 60
+    return run_cli(
+        "prefect deployment run",
+        args,
+        env=prefect_env(api_url, extra=env),
+        log_path=log_dir / "prefect-runs.log",
+        timeout=timeout,
+        check=check,
+    )
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A running ``mlflow server`` over the home's tracking store."""
+
+    host: str
+    port: int
+    backend_store_uri: str
+    process: ManagedProcess
+    startup_s: float
+
+    @property
+    def url(self) -> str:
+        """UI and REST API, as a local client reaches them (a valid tracking URI)."""
+        return f"http://{client_host(self.host)}:{self.port}"
+
+
+@contextmanager
+def mlflow_server(
+    home: HomeConfig | None = None,
+    *,
+    log_dir: Path,
+    host: str = LOOPBACK,
+    port: int | None = None,
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 90.0,
+    stop_grace: float = 10.0,
+) -> Iterator[MlflowServer]:
+    """Serve the home's MLflow store (the embedded default) until the block exits.
+
+    The backend store is ``home.tracking_uri`` (SQLite under the home unless
+    ``MLFLOW_TRACKING_URI`` says otherwise), so runs logged without a server are
+    visible; new experiments and proxied artifacts go under ``home.artifacts``.
+    Flows keep writing to the store directly; the server is for reading.
+    """
+    home = (home or HomeConfig()).ensure()
+    store = home.tracking_uri
+    if store.split(":", 1)[0].split("+", 1)[0] not in _SQL_SCHEMES:
+        raise ServiceError(
+            f"MLflow tracking URI {store!r} is not a database or file store (already a "
+            "server?); unset MLFLOW_TRACKING_URI to serve the home's store"
+        )
+    port = resolve_port(host, port, "mlflow server", "--mlflow-port")
+    args = [
+        *cli_command("mlflow"),
+        "server",
+        "--backend-store-uri",
+        store,
+        "--default-artifact-root",
+        home.artifacts.as_uri(),
+        "--artifacts-destination",
+        str(home.artifacts),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    child_env = dict(os.environ)
+    for key, value in _QUIET_DEFAULTS.items():
+        child_env.setdefault(key, value)
+    child_env.update(env or {})
+    process = ManagedProcess.start(
+        "mlflow server",
+        args,
+        env=child_env,
+        log_path=log_dir / "mlflow-server.log",
+        cwd=home.root,  # anything MLflow writes relative to its cwd stays in the home
+    )
+    try:
+        waited = wait_for_http(
+            f"http://{client_host(host)}:{port}/health",
+            timeout=startup_timeout,
+            process=process,
+        )
+        yield MlflowServer(host, port, store, process, waited)
+    finally:
+        process.stop(stop_grace)
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class LocalStack:
+    """What :func:`local_stack` started."""
+
+    prefect: PrefectServer
+    log_dir: Path
+    worker: PrefectWorker | None = None
+    mlflow: MlflowServer | None = None
+    deployments: list[str] = field(default_factory=list)
+
+    def processes(self) -> list[ManagedProcess]:
+        services = (self.prefect, self.worker, self.mlflow)
+        return [s.process for s in services if s is not None]
+
+    def summary(self) -> str:
+        """What a user needs to use the stack: URLs, the variable to export, logs."""
+        lines = [
+            f"Prefect UI      {self.prefect.url}",
+            f"Prefect API     {self.prefect.api_url}",
+        ]
+        if self.mlflow is not None:
+            store = self.mlflow.backend_store_uri
+            lines.append(f"MLflow UI       {self.mlflow.url}  (store {store})")
+        if self.worker is not None:
+            lines.append(f"Worker          {self.worker.name} on pool {self.worker.pool}")
+        lines.append(f"Logs            {self.log_dir}")
+        if self.deployments:
+            lines.append("Deployments     " + ", ".join(self.deployments))
+        lines += ["", "In another shell:", f"  export PREFECT_API_URL={self.prefect.api_url}"]
+        if self.deployments:
+            demos = [d for d in self.deployments if d.endswith("/demo")]
+            example = (demos or self.deployments)[0]
+            lines.append(f"  prefect deployment run '{example}' --watch")
+        return "\n".join(lines)
+
+
+@contextmanager
+def local_stack(
+    *,
+    host: str = LOOPBACK,
+    prefect_port: int | None = DEFAULT_PREFECT_PORT,
+    mlflow_port: int | None = DEFAULT_MLFLOW_PORT,
+    pool: str = DEFAULT_POOL,
+    deploy_names: Sequence[str] | None = None,
+    register: bool = True,
+    with_worker: bool = True,
+    with_mlflow: bool = True,
+    home: HomeConfig | None = None,
+    prefect_home: Path | None = None,
+    log_dir: Path | None = None,
+    project_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    worker_query_seconds: float | None = None,
+) -> Iterator[LocalStack]:
+    """Prefect server, (MLflow server,) work pool, deployments, worker; all stopped on exit.
+
+    ``env`` goes to the worker and so to every flow run (plus ``MMR1_HOME`` of
+    ``home`` when given). ``register`` False skips ``prefect deploy``;
+    ``deploy_names`` limits it to some deployments.
+    """
+    home = home or HomeConfig()
+    log_dir = log_dir or default_log_dir(home)
+    run_env = {"MMR1_HOME": str(home.root), **(env or {})}
+    if prefect_home is not None:
+        run_env["PREFECT_HOME"] = str(prefect_home)
+    with ExitStack() as stack:
+        prefect = stack.enter_context(
+            prefect_server(host=host, port=prefect_port, prefect_home=prefect_home, log_dir=log_dir)
+        )
+        services = LocalStack(prefect=prefect, log_dir=log_dir)
+        if with_mlflow:
+            services.mlflow = stack.enter_context(
+                mlflow_server(home, host=host, port=mlflow_port, log_dir=log_dir)
+            )
+        ensure_work_pool(prefect.api_url, pool, log_dir=log_dir, env=run_env)
+        if register:
+            services.deployments = deploy(
+                prefect.api_url,
+                log_dir=log_dir,
+                names=deploy_names,
+                project_dir=project_dir,
+                env=run_env,
+            )
+        if with_worker:
+            services.worker = stack.enter_context(
+                prefect_worker(
+                    prefect.api_url,
+                    pool,
+                    log_dir=log_dir,
+                    env=run_env,
+                    query_seconds=worker_query_seconds,
+                    cwd=(project_dir or PROJECT_ROOT).resolve(),
+                )
+            )
+        yield services
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(
+    host: str = LOOPBACK,
+    prefect_port: int = DEFAULT_PREFECT_PORT,
+    mlflow_port: int = DEFAULT_MLFLOW_PORT,
+    pool: str = DEFAULT_POOL,
+    deploy: bool = True,
+    with_mlflow: bool = True,
+    *,
+    with_worker: bool = True,
+    deployments: Sequence[str] | None = None,
+    prefect_home: Path | None = None,
+    log_dir: Path | None = None,
+    project_dir: Path | None = None,
+    print_fn: Callable[[str], None] = print,
+) -> None:
+    """Start the local stack, print how to use it, block until Ctrl-C (or SIGTERM).
+
+    Prefect server (UI + API) on ``prefect_port``, MLflow server over the home's
+    store on ``mlflow_port`` (if ``with_mlflow``), the process pool ``pool``,
+    the deployments of ``deployments/prefect.yaml`` (if ``deploy``; only
+    ``deployments`` when given) and a worker (if ``with_worker``). Ports 0 pick
+    free ones; a busy port fails before anything starts. If a child dies,
+    everything is stopped and :class:`ServiceError` names it with the tail of
+    its log; the caller should print that message, not a traceback.
+
+    ``host="0.0.0.0"`` exposes servers that have no authentication; remote
+    browsers also need ``PREFECT_UI_API_URL`` set to the API's external URL.
+    """
+    home = HomeConfig().ensure()
+    log_dir = log_dir or default_log_dir(home)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (systemd, docker stop) must unwind like Ctrl-C so children are stopped.
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    started = time.monotonic()
+    try:
+        print_fn(f"mmr1 serve: home {home.root}, logs {log_dir}")
+        with local_stack(
+            host=host,
+            prefect_port=prefect_port,
+            mlflow_port=mlflow_port,
+            pool=pool,
+            deploy_names=deployments,
+            register=deploy,
+            with_worker=with_worker,
+            with_mlflow=with_mlflow,
+            home=home,
+            prefect_home=prefect_home,
+            log_dir=log_dir,
+            project_dir=project_dir,
+        ) as services:
+            print_fn(f"ready in {time.monotonic() - started:.1f} s\n\n{services.summary()}")
+            print_fn("\nPress Ctrl-C to stop.")
+            while True:
+                for process in services.processes():
+                    if not process.running():
+                        raise ServiceError(
+                            f"{process.name} exited with code {process.process.returncode}; "
+                            f"log {process.log_path}:\n{process.tail()}"
+                        )
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        print_fn("\nstopping...")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print_fn("stopped")

@@ -1,0 +1,417 @@
+"""mmr1.ops: child processes (ports, readiness, cleanup) and the real local stack.
+
+Fast tests drive fake servers (small Python scripts) through the same code
+paths; the slow ones start the real ``prefect server``, a process worker and
+``mlflow server`` and run a flow through the ``prefect`` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mmr1.ops import processes, servers
+from mmr1.ops.processes import (
+    ManagedProcess,
+    ServiceError,
+    free_port,
+    port_in_use,
+    resolve_port,
+    wait_for_http,
+)
+from schemas.home import HomeConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+# A stand-in for `prefect server start --host H --port P`: answers `true` on
+# /api/health (or crashes / never answers, as told by FAKE_MODE) and writes its
+# pid, so a test can check it is gone afterwards.
+FAKE_SERVER = r"""
+import http.server, os, sys, time
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1])
+open(os.environ["FAKE_PID_FILE"], "w").write(str(os.getpid()))
+mode = os.environ.get("FAKE_MODE", "ok")
+print("fake server starting", flush=True)
+if mode == "crash":
+    print("boom: the database is locked", flush=True)
+    sys.exit(3)
+if mode == "hang":
+    time.sleep(600)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"true")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _fake_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: str) -> Path:
+    script = tmp_path / "fake_server.py"
+    script.write_text(FAKE_SERVER)
+    pid_file = tmp_path / "fake.pid"
+    monkeypatch.setattr(servers, "cli_command", lambda tool: [sys.executable, str(script)])
+    monkeypatch.setenv("FAKE_PID_FILE", str(pid_file))
+    monkeypatch.setenv("FAKE_MODE", mode)
+    return pid_file
+
+
+# --------------------------------------------------------------------------- fast
+
+
+def test_free_port_is_free_and_busy_ports_are_refused() -> None:
+    port = free_port()
+    assert 1024 < port < 65536
+    assert not port_in_use("127.0.0.1", port)
+    assert resolve_port("127.0.0.1", 0, "x", "--port") != 0
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert port_in_use("127.0.0.1", port)
+        with pytest.raises(ServiceError, match=f"port {port} .* already in use.*--prefect-port"):
+            resolve_port("127.0.0.1", port, "prefect server", "--prefect-port")
+
+
+def test_stop_kills_the_whole_group_even_when_sigterm_is_ignored(tmp_path: Path) -> None:
+    # A parent that ignores SIGTERM (like a Prefect worker) with a child in its group
+    # and one in a session of its own (like the worker's flow runs), which ignores
+    # SIGTERM too.
+    sleeper = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    code = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "cmd = [sys.executable, '-c', sys.argv[1]]\n"
+        "child = subprocess.Popen(cmd)\n"
+        "run = subprocess.Popen(cmd, start_new_session=True)\n"
+        "print('children', child.pid, run.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    log = tmp_path / "logs" / "stubborn.log"
+    process = ManagedProcess.start(
+        "stubborn", [sys.executable, "-c", code, sleeper], env=dict(os.environ), log_path=log
+    )
+    deadline = time.monotonic() + 20
+    while "children" not in process.tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(p) for p in re.search(r"children (\d+) (\d+)", process.tail()).groups()]
+    assert os.getpgid(pids[1]) != process.pid
+    started = time.monotonic()
+    process.stop(grace=0.5)
+    assert time.monotonic() - started < 5
+    assert not process.running()
+    deadline = time.monotonic() + 5
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)  # orphans are reaped by init
+    assert all(_gone(pid) for pid in pids)
+    assert process.stop(grace=0.5) is not None  # idempotent
+    # A second start appends to the same log under a new header.
+    again = ManagedProcess.start(
+        "stubborn", [sys.executable, "-c", "print('second')"], env=dict(os.environ), log_path=log
+    )
+    again.process.wait(10)
+    text = log.read_text()
+    assert text.count("===== ") == 2 and "child" in text and "second" in text
+    assert again.tail() == "second"
+
+
+def test_wait_for_http_reports_exit_and_timeout_with_the_log_tail(tmp_path: Path) -> None:
+    crashed = ManagedProcess.start(
+        "crasher",
+        [sys.executable, "-c", "print('cannot open database'); raise SystemExit(4)"],
+        env=dict(os.environ),
+        log_path=tmp_path / "crasher.log",
+    )
+    url = f"http://127.0.0.1:{free_port()}/health"
+    with pytest.raises(ServiceError, match=r"(?s)crasher exited with code 4.*cannot open database"):
+        wait_for_http(url, timeout=30, process=crashed)
+    started = time.monotonic()
+    with pytest.raises(ServiceError, match=r"not ready after 1 s \(ConnectError"):
+        wait_for_http(url, timeout=1)
+    assert time.monotonic() - started < 5
+
+
+def test_server_context_waits_for_health_and_stops_on_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pid_file = _fake_cli(monkeypatch, tmp_path, "ok")
+    with pytest.raises(RuntimeError, match="failure inside the block"):
+        with servers.prefect_server(log_dir=tmp_path / "logs", port=0) as server:
+            assert server.api_url == f"http://127.0.0.1:{server.port}/api"
+            assert httpx.get(f"{server.api_url}/health").text == "true"
+            raise RuntimeError("failure inside the block")
+    assert _gone(int(pid_file.read_text()))
+    assert "fake server starting" in (tmp_path / "logs" / "prefect-server.log").read_text()
+
+
+def test_server_that_crashes_or_hangs_fails_clearly_and_is_stopped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pid_file = _fake_cli(monkeypatch, tmp_path, "crash")
+    with pytest.raises(ServiceError, match=r"(?s)exited with code 3.*database is locked"):
+        with servers.prefect_server(log_dir=tmp_path / "logs", port=0):
+            pytest.fail("must not get here")
+    pid_file = _fake_cli(monkeypatch, tmp_path, "hang")
+    with pytest.raises(ServiceError, match=r"(?s)not ready after 1 s.*fake server starting"):
+        with servers.prefect_server(log_dir=tmp_path / "logs", port=0, startup_timeout=1):
+            pytest.fail("must not get here")
+    assert _gone(int(pid_file.read_text()))
+
+
+@contextmanager
+def _fake_stack(tmp_path: Path, code: str, **_: object) -> Iterator[servers.LocalStack]:
+    process = ManagedProcess.start(
+        "prefect server",
+        [sys.executable, "-c", code],
+        env=dict(os.environ),
+        log_path=tmp_path / "fake.log",
+    )
+    try:
+        server = servers.PrefectServer("127.0.0.1", 4999, process, 0.0)
+        yield servers.LocalStack(prefect=server, log_dir=tmp_path, deployments=["f/demo"])
+    finally:
+        process.stop(grace=1)
+
+
+def test_serve_stops_on_sigterm_and_reports_a_dead_child(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, home
+) -> None:
+    printed: list[str] = []
+    sleeper = "import time; time.sleep(600)"
+    monkeypatch.setattr(servers, "local_stack", lambda **kw: _fake_stack(tmp_path, sleeper))
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    before = signal.getsignal(signal.SIGTERM)
+    servers.serve(print_fn=printed.append)
+    timer.join()
+    assert signal.getsignal(signal.SIGTERM) is before
+    text = "\n".join(printed)
+    assert "export PREFECT_API_URL=http://127.0.0.1:4999/api" in text
+    assert "prefect deployment run 'f/demo' --watch" in text
+    assert printed[-1] == "stopped"
+
+    crasher = "print('database is locked'); raise SystemExit(2)"
+    monkeypatch.setattr(servers, "local_stack", lambda **kw: _fake_stack(tmp_path, crasher))
+    with pytest.raises(ServiceError, match=r"(?s)prefect server exited with code 2.*locked"):
+        servers.serve(print_fn=printed.append)
+
+
+def test_mlflow_server_refuses_a_remote_tracking_uri(tmp_path: Path) -> None:
+    home = HomeConfig(root=tmp_path / "home", mlflow_tracking_uri="http://mlflow.example:5000")
+    with pytest.raises(ServiceError, match="not a database or file store"):
+        with servers.mlflow_server(home, log_dir=tmp_path / "logs", port=0):
+            pytest.fail("must not get here")
+
+
+def test_deploy_needs_the_prefect_file(tmp_path: Path) -> None:
+    with pytest.raises(ServiceError, match="deployments/prefect.yaml"):
+        servers.deploy("http://127.0.0.1:9/api", log_dir=tmp_path, project_dir=tmp_path)
+
+
+def test_library_modules_do_not_import_prefect() -> None:
+    code = "import sys, mmr1.ops; assert 'prefect' not in sys.modules, 'prefect imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    assert processes.cli_command("prefect")[:2] == [sys.executable, "-m"]
+
+
+# --------------------------------------------------------------------------- slow
+
+
+def _curate_params(model: Path) -> dict:
+    """A tiny curate_rl: 24 synthetic items, 2 rollouts of 8 tokens by the tiny model."""
+    return {
+        "config": {
+            "output_name": "ops-rl",
+            "sources": [{"kind": "synthetic", "name": "syn", "synthetic": {"n_items": 24}}],
+            "difficulty": {
+                "model": str(model),
+                "rollouts": 2,
+                "sampling": {"temperature": 1.0, "max_new_tokens": 8},
+                "keep": ["easy", "medium", "hard"],
+                "balance_by_type": False,
+                "shard_size": 12,
+            },
+        }
+    }
+
+
+@pytest.mark.slow
+def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from mmr1.catalog import Catalog
+    from mmr1.hashing import hash_directory
+    from mmr1.models import build_tiny_model
+    from mmr1.tracking import find_runs
+    from schemas.models import TinyVLMConfig
+
+    home = HomeConfig(root=tmp_path / "home").ensure()
+    model = build_tiny_model(TinyVLMConfig(), tmp_path / "tiny-model")
+    log_dir = tmp_path / "logs"
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    with servers.local_stack(
+        prefect_port=0,
+        with_mlflow=False,
+        deploy_names=["curate_rl", "estimate_vps"],
+        home=home,
+        prefect_home=tmp_path / "prefect",
+        log_dir=log_dir,
+        env=OFFLINE,
+        worker_query_seconds=1,
+    ) as stack:
+        timings["stack up"] = time.monotonic() - started
+        timings["prefect server"] = stack.prefect.startup_s
+        assert stack.worker is not None
+        timings["worker"] = stack.worker.startup_s
+        assert "curate_rl/curate_rl" in stack.deployments
+        run_started = time.monotonic()
+        result = servers.run_deployment(
+            "curate_rl/curate_rl",
+            stack.prefect.api_url,
+            log_dir=log_dir,
+            params=_curate_params(model),
+            watch_timeout=240,
+            env={"PREFECT_HOME": str(tmp_path / "prefect")},
+            check=False,
+        )
+        timings["flow run"] = time.monotonic() - run_started
+        worker_log = stack.worker.process.tail(60)
+        assert result.returncode == 0, f"{result.stdout}\n--- worker log:\n{worker_log}"
+        assert "Completed" in result.stdout
+        # Scheduled re-estimation: the deployment carries its cron, and a run with bare
+        # refs scores the latest pool with the latest checkpoint version.
+        inspect = subprocess.run(
+            [sys.executable, "-m", "prefect", "deployment", "inspect", "estimate_vps/estimate_vps"],
+            env={
+                **os.environ,
+                **OFFLINE,
+                "PREFECT_API_URL": stack.prefect.api_url,
+                "PREFECT_HOME": str(tmp_path / "prefect"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert "0 */6 * * *" in inspect.stdout
+        policy = Catalog(home.catalog)
+        for seed in (0, 1):
+            directory = build_tiny_model(TinyVLMConfig(seed=seed), tmp_path / f"policy-{seed}")
+            policy.register_checkpoint(
+                name="ops-policy",
+                stage="rl",
+                uri=str(directory),
+                content_hash=hash_directory(directory),
+            )
+        vps_run = servers.run_deployment(
+            "estimate_vps/estimate_vps",
+            stack.prefect.api_url,
+            log_dir=log_dir,
+            params={
+                "config": {
+                    "dataset": "ops-rl",
+                    "checkpoint": "ops-policy",
+                    "rollouts": 2,
+                    "sampling": {"max_new_tokens": 6},
+                    "rewards": {"num_workers": 0},
+                }
+            },
+            watch_timeout=240,
+            env={"PREFECT_HOME": str(tmp_path / "prefect")},
+            check=False,
+        )
+        assert vps_run.returncode == 0, f"{vps_run.stdout}\n{stack.worker.process.tail(60)}"
+        workers = stack.worker.process
+    assert not workers.running()
+    assert not port_in_use("127.0.0.1", stack.prefect.port)
+    print(f"\ntimings: {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
+
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout).group(1)
+    # The worker wrote to the test's home: catalog ...
+    catalog = Catalog(home.catalog)
+    [pool] = catalog.list_datasets(name="ops-rl")
+    assert pool.kind == "rl" and pool.prefect_flow_run_id == flow_run_id
+    assert pool.row_count > 0
+    assert pool.row_count + sum(catalog.quarantine_summary(pool.ref).values()) == 24
+    # ... and MLflow store: one finished run tagged with the Prefect flow run.
+    [run] = find_runs(home, "curate_rl")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mmr1.prefect_flow_run_id"] == flow_run_id
+    assert run.data.params["difficulty.rollouts"] == "2"
+    assert MlflowClient(home.tracking_uri).get_run(run.info.run_id).info.end_time
+    table = catalog.latest_vps_table("ops-rl")
+    assert table is not None
+    assert (table.dataset_ref, table.checkpoint_ref) == (pool.ref, "ops-policy@2")
+
+
+@pytest.mark.slow  # 8-11 s measured (the server alone starts in 5-6 s)
+def test_mlflow_server_shows_runs_logged_without_it(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from mmr1.tracking import start_run
+
+    home = HomeConfig(root=tmp_path / "home").ensure()
+    with start_run(home, "ops-check", run_name="before-the-server") as run:
+        run.log_metrics({"accuracy": 0.5})
+        run.log_text("hello", "notes/hello.txt")
+    with servers.mlflow_server(home, log_dir=tmp_path / "logs", port=0) as server:
+        print(f"\nmlflow server up in {server.startup_s:.1f} s")
+        response = httpx.post(
+            f"{server.url}/api/2.0/mlflow/experiments/search", json={"max_results": 100}
+        )
+        response.raise_for_status()
+        experiment = next(
+            e for e in response.json()["experiments"] if e["name"] == "mmr1/ops-check"
+        )
+        response = httpx.post(
+            f"{server.url}/api/2.0/mlflow/runs/search",
+            json={"experiment_ids": [experiment["experiment_id"]], "max_results": 10},
+        )
+        response.raise_for_status()
+        [found] = response.json()["runs"]
+        assert found["info"]["run_id"] == run.run_id
+        assert found["info"]["status"] == "FINISHED"
+        assert found["data"]["metrics"][0]["value"] == 0.5
+        # The client against the http URI sees the same run and its artifacts.
+        client = MlflowClient(server.url)
+        assert client.get_run(run.run_id).info.run_name == "before-the-server"
+        assert [a.path for a in client.list_artifacts(run.run_id, "notes")] == ["notes/hello.txt"]
+        # What the UI's artifact view fetches: the server reads the file store itself.
+        artifact = httpx.get(
+            f"{server.url}/get-artifact",
+            params={"path": "notes/hello.txt", "run_uuid": run.run_id},
+        )
+        assert artifact.status_code == 200 and artifact.text == "hello"
+        port = server.port
+    assert not port_in_use("127.0.0.1", port)
+    assert not (tmp_path / "mlartifacts").exists()  # nothing written outside the home
