@@ -241,3 +241,23 @@ def test_failed_work_rolls_back(tmp_path):
         lock_timeout_s=5,
     )
     assert rows == [(0,)]
+
+
+def test_a_file_being_created_is_retried_but_a_broken_one_is_not(tmp_path) -> None:
+    import os
+    import time
+
+    import duckdb
+
+    from mmr1.catalog.connection import is_file_being_created
+
+    path = tmp_path / "catalog.duckdb"
+    path.write_bytes(b"")
+    error = duckdb.IOException(
+        f'IO Error: The file "{path}" exists, but it is not a valid DuckDB database file!'
+    )
+    assert is_file_being_created(error, path)
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    assert not is_file_being_created(error, path)
+    assert not is_file_being_created(duckdb.IOException("IO Error: disk full"), path)

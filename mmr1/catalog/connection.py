@@ -69,6 +69,24 @@ def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and any(m in str(exc) for m in _LOCK_MARKERS)
 
 
+#: A file younger than this that DuckDB calls invalid is taken to be mid-creation.
+_CREATION_WINDOW_S = 10.0
+
+
+def is_file_being_created(exc: BaseException, path: Path) -> bool:
+    """True when another process has just created ``path`` and not yet written its header.
+
+    DuckDB then reports "exists, but it is not a valid DuckDB database file". A
+    file older than a few seconds with that error is really broken and is not retried.
+    """
+    if not (isinstance(exc, duckdb.IOException) and "not a valid DuckDB database" in str(exc)):
+        return False
+    try:
+        return time.time() - path.stat().st_mtime < _CREATION_WINDOW_S
+    except OSError:
+        return True  # vanished again: the creator is still at work
+
+
 def is_transaction_conflict(exc: BaseException) -> bool:
     """True for an optimistic write-write conflict between two open transactions."""
     return isinstance(exc, duckdb.TransactionException) and any(
@@ -149,7 +167,12 @@ def run_transaction(
         try:
             return _run_once(path, work)
         except duckdb.Error as exc:
-            if not (is_lock_conflict(exc) or is_transaction_conflict(exc)):
+            transient = (
+                is_lock_conflict(exc)
+                or is_transaction_conflict(exc)
+                or is_file_being_created(exc, path)
+            )
+            if not transient:
                 raise
             last_error = str(exc)
         finally:
