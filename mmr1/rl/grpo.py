@@ -36,7 +36,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -47,10 +46,8 @@ from typing import Any
 import polars as pl
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import set_seed
 from pydantic import BaseModel, Field
-from transformers import AutoConfig
 
 from mmr1.data.requests import build_requests
 from mmr1.data.shards import derive_seed
@@ -73,6 +70,7 @@ from mmr1.train.checkpoint import (
     step_dir_name,
     temp_dir_for,
 )
+from mmr1.train.job import make_accelerator
 from mmr1.train.sft import vision_tower
 from mmr1.vas.estimate import estimate_vps, read_pool_frame, read_vps_table, score_groups
 from mmr1.vas.sampler import MixedVarianceSampler
@@ -141,17 +139,8 @@ class GRPOTrainer:
         cfg = self.config
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        has_vision = getattr(AutoConfig.from_pretrained(self.model_path), "vision_config", None)
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            AcceleratorState._reset_state()
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            mixed_precision=self._mixed_precision(),
-            kwargs_handlers=[
-                DistributedDataParallelKwargs(
-                    find_unused_parameters=has_vision is not None and not cfg.freeze_vision
-                )
-            ],
+        self.accelerator = make_accelerator(
+            self.model_path, precision=cfg.precision, freeze_vision=cfg.freeze_vision
         )
         acc = self.accelerator
         if cfg.prompts_per_step % acc.num_processes:
@@ -238,14 +227,6 @@ class GRPOTrainer:
             self._load_checkpoint(resume_from)
         elif self.initial_vps is not None:
             self._apply_vps_table(*self.initial_vps)
-
-    def _mixed_precision(self) -> str:
-        precision = self.config.precision
-        if precision == "bf16" or (
-            precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        ):
-            return "bf16"
-        return "no"
 
     # ------------------------------------------------------------------ VPS tables
 

@@ -12,31 +12,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from mmr1.rl.snapshot import CatalogHooks
+from mmr1.train.job import read_job_config, setup_job_logging
 from mmr1.train.sft_main import mlflow_logger
 from schemas.grpo import GRPOConfig
 
 logger = logging.getLogger("mmr1.rl.grpo_main")
-
-
-def read_config(path: Path) -> GRPOConfig:
-    """A ``GRPOConfig`` from a JSON or YAML file; errors name the file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the GRPO config: {exc}") from exc
-    try:
-        return GRPOConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(f"{path}: invalid GRPO config:\n{exc}") from exc
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -60,14 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    rank = setup_job_logging()
     try:
-        config = read_config(args.config)
+        config = read_job_config(args.config, GRPOConfig, "GRPO")
     except ValueError as exc:
         logger.error("%s", exc)
         return 2

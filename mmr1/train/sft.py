@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import time
@@ -44,10 +43,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
-from transformers import AutoConfig
 
 from mmr1.data.io import read_sft_dataset
 from mmr1.models.loader import Policy, load_policy
@@ -65,6 +62,7 @@ from mmr1.train.checkpoint import (
 )
 from mmr1.train.data import IGNORE_INDEX, SFTCollator, SFTDataset, SFTEncoder
 from mmr1.train.evaluation import answerable, generation_metrics, heldout_loss, improves
+from mmr1.train.job import make_accelerator
 from mmr1.train.loss import token_cross_entropy
 from mmr1.train.sampling import SampleStream, StepBatchSampler, split_train_eval
 from mmr1.train.schedule import build_scheduler
@@ -116,19 +114,8 @@ class SFTRecipe:
         cfg = self.config
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        vision_config = getattr(AutoConfig.from_pretrained(self.model_path), "vision_config", None)
-        # A VLM with a trainable vision tower leaves it unused on text-only micro-batches.
-        find_unused = vision_config is not None and not cfg.freeze_vision
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            # Accelerate keeps one process-wide state and refuses a second Accelerator with
-            # another precision; a lone process (tests, in-process flow runs) starts afresh.
-            AcceleratorState._reset_state()
-        self.accelerator = Accelerator(
-            # Without cpu=True, processes started by torchrun on a GPU-less machine each
-            # believe they are alone (DistributedType.NO) and train on their own.
-            cpu=not torch.cuda.is_available(),
-            mixed_precision=self._mixed_precision(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
+        self.accelerator = make_accelerator(
+            self.model_path, precision=cfg.precision, freeze_vision=cfg.freeze_vision
         )
         acc = self.accelerator
         set_seed(cfg.seed)
@@ -162,14 +149,6 @@ class SFTRecipe:
         self._last_saved_step: int | None = None
         if resume_from is not None:
             self.load_checkpoint(resume_from)
-
-    def _mixed_precision(self) -> str:
-        if self.config.precision == "bf16":
-            return "bf16"
-        if self.config.precision == "auto":
-            if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-                return "bf16"
-        return "no"
 
     def _setup_model(self, path: Path) -> None:
         """Load fp32 master weights (from the base model, or the checkpoint being resumed)."""

@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
+from mmr1.train.job import read_job_config, setup_job_logging
 from schemas.sft import SFTConfig
 
 logger = logging.getLogger("mmr1.train.sft_main")
@@ -33,14 +30,7 @@ _METRIC_BATCH = 1000
 
 def read_config(path: Path) -> SFTConfig:
     """An ``SFTConfig`` from a JSON or YAML file (JSON is YAML); errors name the file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the SFT config: {exc}") from exc
-    try:
-        return SFTConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(f"{path}: invalid SFT config:\n{exc}") from exc
+    return read_job_config(path, SFTConfig, "SFT")
 
 
 def mlflow_logger(run_id: str, tracking_uri: str | None) -> Callable[[dict[str, float], int], None]:
@@ -77,12 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    rank = setup_job_logging()
     try:
         config = read_config(args.config)
     except ValueError as exc:
