@@ -184,8 +184,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         os.environ.setdefault(key, value)
     from flows.evaluate import evaluate
 
-    outcome = evaluate(config)
-    print(f"\n{outcome['leaderboard']}")
+    outcome = evaluate(config)  # the flow prints the leaderboard
     refs = " ".join(outcome["results"])
     print(f"\ninspect: mmr1 eval compare {refs}")
 
