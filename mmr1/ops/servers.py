@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 import yaml
 
+from mmr1.ops.mlflow_server import MlflowServer, mlflow_server
 from mmr1.ops.processes import (
     LOOPBACK,
     ManagedProcess,
@@ -67,7 +68,6 @@ _QUIET_DEFAULTS = {
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
-_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file")
 
 
 def default_log_dir(home: HomeConfig | None = None) -> Path:
@@ -414,90 +414,6 @@ def run_deployment(
         timeout=timeout,
         check=check,
     )
-
-
-# --------------------------------------------------------------------------- MLflow
-
-
-@dataclass(frozen=True)
-class MlflowServer:
-    """A running ``mlflow server`` over the home's tracking store."""
-
-    host: str
-    port: int
-    backend_store_uri: str
-    process: ManagedProcess
-    startup_s: float
-
-    @property
-    def url(self) -> str:
-        """UI and REST API, as a local client reaches them (a valid tracking URI)."""
-        return f"http://{client_host(self.host)}:{self.port}"
-
-
-@contextmanager
-def mlflow_server(
-    home: HomeConfig | None = None,
-    *,
-    log_dir: Path,
-    host: str = LOOPBACK,
-    port: int | None = None,
-    workers: int = 1,
-    env: Mapping[str, str] | None = None,
-    startup_timeout: float = 90.0,
-    stop_grace: float = 10.0,
-) -> Iterator[MlflowServer]:
-    """Serve the home's MLflow store (the embedded default) until the block exits.
-
-    The backend store is ``home.tracking_uri`` (SQLite under the home unless
-    ``MLFLOW_TRACKING_URI`` says otherwise), so runs logged without a server are
-    visible; new experiments and proxied artifacts go under ``home.artifacts``.
-    Flows keep writing to the store directly; the server is for reading.
-    """
-    home = (home or HomeConfig()).ensure()
-    store = home.tracking_uri
-    if store.split(":", 1)[0].split("+", 1)[0] not in _SQL_SCHEMES:
-        raise ServiceError(
-            f"MLflow tracking URI {store!r} is not a database or file store (already a "
-            "server?); unset MLFLOW_TRACKING_URI to serve the home's store"
-        )
-    port = resolve_port(host, port, "mlflow server", "--mlflow-port")
-    args = [
-        *cli_command("mlflow"),
-        "server",
-        "--backend-store-uri",
-        store,
-        "--default-artifact-root",
-        home.artifacts.as_uri(),
-        "--artifacts-destination",
-        str(home.artifacts),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    child_env = dict(os.environ)
-    for key, value in _QUIET_DEFAULTS.items():
-        child_env.setdefault(key, value)
-    child_env.update(env or {})
-    process = ManagedProcess.start(
-        "mlflow server",
-        args,
-        env=child_env,
-        log_path=log_dir / "mlflow-server.log",
-        cwd=home.root,  # anything MLflow writes relative to its cwd stays in the home
-    )
-    try:
-        waited = wait_for_http(
-            f"http://{client_host(host)}:{port}/health",
-            timeout=startup_timeout,
-            process=process,
-        )
-        yield MlflowServer(host, port, store, process, waited)
-    finally:
-        process.stop(stop_grace)
 
 
 # --------------------------------------------------------------------------- the stack

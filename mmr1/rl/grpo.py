@@ -33,21 +33,16 @@ and the step).
 from __future__ import annotations
 
 import importlib
-import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
-import polars as pl
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from pydantic import BaseModel, Field
 
 from mmr1.data.requests import build_requests
 from mmr1.data.shards import derive_seed
@@ -57,18 +52,13 @@ from mmr1.rewards import score_batch
 from mmr1.rl.advantages import group_advantages
 from mmr1.rl.batch import EncodedPrompt, Rollout, collate, encode_prompt, response_logprobs
 from mmr1.rl.losses import policy_loss
+from mmr1.rl.report import rollout_stats, write_samples
+from mmr1.rl.state import GRPOState, read_grpo_checkpoint, write_grpo_checkpoint
 from mmr1.train.checkpoint import (
-    OPTIMIZER_FILE,
-    STATE_FILE,
-    begin_atomic_dir,
-    commit_atomic_dir,
     latest_checkpoint,
-    load_rng_state,
     prune_checkpoints,
     save_pretrained_atomic,
-    save_rng_state,
     step_dir_name,
-    temp_dir_for,
 )
 from mmr1.train.job import make_accelerator
 from mmr1.train.sft import vision_tower
@@ -87,21 +77,6 @@ CheckpointCallback = Callable[[Path, int], None]
 VPSTableLookup = Callable[[], tuple[str, Path] | None]
 #: ``(responses, golds, choices) -> scores``; default: ``score_batch`` with the config's rewards.
 RewardFn = Callable[[list[str], list[str], list[list[str] | None]], list[RewardScore]]
-
-SAMPLER_FILE = "sampler.pt"
-
-
-class GRPOState(BaseModel):
-    """Loop state that is not a tensor."""
-
-    step: int = 0
-    prompts: int = Field(description="Pool size (a resumed run must see the same pool).")
-    seed: int
-    prompts_per_step: int
-    history: list[dict[str, float]] = Field(default_factory=list)
-    vps_tables: list[str] = Field(default_factory=list)
-    refreshes: int = 0
-    skipped_updates: int = 0
 
 
 class GRPOTrainer:
@@ -395,11 +370,12 @@ class GRPOTrainer:
             self.sampler.update_scores([i for i, _ in gathered], [v for _, v in gathered])
 
         self.state.step += 1
-        stats = self._rollout_stats(flat, scores, rewards, g)
+        stats = rollout_stats(acc, flat, scores, rewards, g)
         if acc.is_main_process and (
             self.state.step % cfg.samples_every == 0 or self.state.step == cfg.steps
         ):
-            self._write_samples(rows, samples, scores)
+            out = self.output_dir / "samples" / step_dir_name(self.state.step)
+            write_samples(out, rows, samples, scores, g)
         total = sum(timings.values())
         tokens = stats.pop("_tokens")
         return {
@@ -546,106 +522,21 @@ class GRPOTrainer:
             return float(sum(b["response_mask"].sum() for b in batches))
         return float(sum((b["response_mask"].sum(-1) > 0).sum() for b in batches))
 
-    def _rollout_stats(
-        self,
-        samples: Sequence[CompletionSample],
-        scores: Sequence[Any],
-        rewards: torch.Tensor,
-        group_size: int,
-    ) -> dict[str, float]:
-        acc = self.accelerator
-        grouped = rewards.view(-1, group_size)
-        zero_var = (grouped.max(dim=1).values == grouped.min(dim=1).values).float()
-        lengths = torch.tensor([len(s.token_ids) for s in samples], dtype=torch.float64)
-        local = torch.tensor(
-            [
-                float(len(samples)),
-                float(rewards.sum()),
-                float((rewards.double() ** 2).sum()),
-                sum(s.accuracy for s in scores),
-                sum(s.format for s in scores),
-                float(zero_var.sum()),
-                float(len(zero_var)),
-                float(lengths.sum()),
-                float(sum(s.finish_reason == "length" for s in samples)),
-            ],
-            dtype=torch.float64,
-            device=acc.device,
-        )
-        n, r_sum, r_sq, a_sum, f_sum, zv, groups, l_sum, trunc = acc.reduce(local, "sum").tolist()
-        max_len = float(acc.reduce(lengths.max().to(acc.device), "max"))
-        mean = r_sum / n
-        return {
-            "reward/mean": mean,
-            "reward/std": math.sqrt(max(r_sq / n - mean * mean, 0.0)),
-            "reward/accuracy": a_sum / n,
-            "reward/format": f_sum / n,
-            "zero_variance_frac": zv / groups,
-            "response/length_mean": l_sum / n,
-            "response/length_max": max_len,
-            "response/truncated_frac": trunc / n,
-            "_tokens": l_sum,
-        }
-
-    def _write_samples(
-        self,
-        rows: pl.DataFrame,
-        samples: Sequence[Sequence[CompletionSample]],
-        scores: Sequence[Any],
-    ) -> None:
-        """``samples/step-XXXXXX/`` with rollouts.jsonl and a thumbnail per prompt."""
-        from mmr1.data.io import decode_image
-        from schemas.records import ImageData
-
-        out = self.output_dir / "samples" / step_dir_name(self.state.step)
-        out.mkdir(parents=True, exist_ok=True)
-        g = self.config.group_size
-        lines = []
-        for i, row in enumerate(rows.head(4).iter_rows(named=True)):
-            thumbnail = None
-            if row["images"]:
-                image = decode_image(ImageData(**row["images"][0]))
-                image.thumbnail((128, 128))
-                thumbnail = f"prompt{i}.png"
-                image.save(out / thumbnail)
-            for j, sample in enumerate(samples[i]):
-                score = scores[i * g + j]
-                lines.append(
-                    json.dumps(
-                        {
-                            "prompt_id": row["row_id"],
-                            "problem": row["problem"],
-                            "answer": row["answer"],
-                            "image": thumbnail,
-                            "response": sample.text,
-                            "reward": score.overall,
-                            "accuracy": score.accuracy,
-                            "finish_reason": sample.finish_reason,
-                        }
-                    )
-                )
-        (out / "rollouts.jsonl").write_text("\n".join(lines) + "\n")
-
     # ----------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step-XXXXXX`` atomically (all processes must call this)."""
         acc = self.accelerator
-        final = self.checkpoint_root / step_dir_name(self.state.step)
-        tmp = temp_dir_for(final)
+        final = write_grpo_checkpoint(
+            acc,
+            self.checkpoint_root / step_dir_name(self.state.step),
+            model=acc.unwrap_model(self.model),
+            processor=self.policy.processor,
+            optimizer=self.optimizer,
+            sampler=self.sampler,
+            state=self.state,
+        )
         if acc.is_main_process:
-            begin_atomic_dir(final)
-        acc.wait_for_everyone()
-        save_rng_state(tmp, acc.process_index)
-        if acc.is_main_process:
-            acc.unwrap_model(self.model).save_pretrained(tmp)
-            self.policy.processor.save_pretrained(tmp)
-            torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-            torch.save(self.sampler.state_dict(), tmp / SAMPLER_FILE)
-            (tmp / STATE_FILE).write_text(self.state.model_dump_json(indent=2))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            commit_atomic_dir(tmp, final)
             prune_checkpoints(self.checkpoint_root, self.config.keep_last)
             if self.checkpoint_callback is not None:
                 self.checkpoint_callback(final, self.state.step)
@@ -653,23 +544,14 @@ class GRPOTrainer:
         return final
 
     def _load_checkpoint(self, path: Path) -> None:
-        state = GRPOState.model_validate_json((path / STATE_FILE).read_text())
-        if (state.prompts, state.seed, state.prompts_per_step) != (
-            self.pool.height,
-            self.config.seed,
-            self.config.prompts_per_step,
-        ):
-            raise ValueError(
-                f"cannot resume from {path}: it was written for {state.prompts} prompts, seed "
-                f"{state.seed}, {state.prompts_per_step} prompts per step; now "
-                f"{self.pool.height}, {self.config.seed}, {self.config.prompts_per_step}. Use a "
-                "new output directory or resume=False"
-            )
-        self.optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, weights_only=False))
-        self.sampler.load_state_dict(torch.load(path / SAMPLER_FILE, weights_only=False))
-        load_rng_state(path, self.accelerator.process_index)
-        self.state = state
-        logger.info("resumed from %s at step %d", path, state.step)
+        self.state = read_grpo_checkpoint(
+            path,
+            expected=(self.pool.height, self.config.seed, self.config.prompts_per_step),
+            optimizer=self.optimizer,
+            sampler=self.sampler,
+            rank=self.accelerator.process_index,
+        )
+        logger.info("resumed from %s at step %d", path, self.state.step)
 
 
 def load_reward_function(spec: str) -> RewardFn:

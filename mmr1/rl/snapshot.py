@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmr1.catalog import Catalog, CatalogError
+from mmr1.rl.state import SAMPLER_FILE
 from mmr1.storage import content_addressed
-from mmr1.train.checkpoint import OPTIMIZER_FILE, STATE_FILE
+from mmr1.train.checkpoint import OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE
 from schemas.catalog import CheckpointEntry
 
 logger = logging.getLogger(__name__)
 
 #: Training-state files that a loadable model snapshot leaves out.
-_TRAINING_ONLY = {OPTIMIZER_FILE, STATE_FILE, "sampler.pt", "scheduler.pt"}
+_TRAINING_ONLY = {OPTIMIZER_FILE, STATE_FILE, SAMPLER_FILE, SCHEDULER_FILE}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mmr1.eval.benchmarks.base import BenchmarkAdapter, RowBenchmark, summarize
+from mmr1.eval.benchmarks.base import Benchmark, BenchmarkAdapter, RowBenchmark, summarize
 from mmr1.eval.benchmarks.chartqa import ChartQAAdapter
 from mmr1.eval.benchmarks.logicvista import LogicVistaAdapter
 from mmr1.eval.benchmarks.mathverse import MathVerseAdapter
@@ -51,6 +51,7 @@ __all__ = [
     "MathVerseAdapter",
     "MathVisionAdapter",
     "MathVistaAdapter",
+    "Benchmark",
     "RowBenchmark",
     "SourceRow",
     "SyntheticAdapter",

@@ -297,8 +297,8 @@ def summarize(
 # ------------------------------------------------------------------ shared implementation
 
 
-class RowBenchmark(ABC):
-    """A benchmark read as rows (hub or local files); subclasses map rows and score."""
+class Benchmark(ABC):
+    """What every adapter shares: prompts, requests and aggregation; subclasses load and score."""
 
     name: ClassVar[str]
     default_split: ClassVar[str]
@@ -306,6 +306,47 @@ class RowBenchmark(ABC):
     breakdown_keys: ClassVar[tuple[str, ...]] = ()
     #: Breakdown key whose group accuracies are averaged for the overall number.
     macro_over: ClassVar[str | None] = None
+
+    @abstractmethod
+    def load(self, spec: BenchmarkSpec) -> list[EvalItem]:
+        """Items of the spec's split, in source order; errors name the file, row and field."""
+
+    def official_prompt(self, item: EvalItem) -> str:
+        """The benchmark's own prompt (default: the MMR1 evaluation prompt)."""
+        return evaluation_prompt(item.question, item.choices)
+
+    def build_request(self, item: EvalItem, prompt_style: str) -> GenerationRequest:
+        """``mmr1``: evaluation_prompt(question, choices); ``official``: the benchmark's prompt."""
+        if prompt_style == "mmr1":
+            prompt = evaluation_prompt(item.question, item.choices)
+        elif prompt_style == "official":
+            prompt = self.official_prompt(item)
+        else:
+            raise ValueError(f"unknown prompt_style {prompt_style!r} (expected mmr1 or official)")
+        if prompt.count(IMAGE_PLACEHOLDER) != len(item.images):
+            raise ValueError(
+                f"{self.name} item {item.item_id}: prompt has {prompt.count(IMAGE_PLACEHOLDER)} "
+                f"{IMAGE_PLACEHOLDER} placeholders for {len(item.images)} images"
+            )
+        images = [decode_image(ImageData(bytes=data)) for data in item.images]
+        return GenerationRequest(prompt=prompt, images=images, request_id=item.item_id)
+
+    @abstractmethod
+    def score(self, item: EvalItem, response: str) -> ItemScore:
+        """Score one response by the benchmark's rule."""
+
+    def aggregate(
+        self, items: Sequence[EvalItem], scores: Sequence[ItemScore], split: str
+    ) -> BenchmarkScore:
+        """Overall accuracy (see ``macro_over``) and the ``breakdown_keys`` breakdowns."""
+        return summarize(
+            self.name, split, items, scores, keys=self.breakdown_keys, macro_over=self.macro_over
+        )
+
+
+class RowBenchmark(Benchmark):
+    """A benchmark read as rows (hub or local files); subclasses map rows and score."""
+
     #: Columns holding the image, in order of preference.
     image_columns: ClassVar[tuple[str, ...]] = ("image",)
     #: Row columns the official prompt needs (checked at load for prompt_style "official").
@@ -341,10 +382,6 @@ class RowBenchmark(ABC):
     def make_item(self, row: SourceRow) -> EvalItem:
         """One source row as an item (raise ``row.error(field, problem)`` on bad input)."""
 
-    def official_prompt(self, item: EvalItem) -> str:
-        """The benchmark's own prompt (default: the MMR1 evaluation prompt)."""
-        return evaluation_prompt(item.question, item.choices)
-
     def row_query(self, item: EvalItem, column: str) -> str:
         """The item's official query column, after its image placeholders."""
         query = item.row.get(column)
@@ -354,31 +391,3 @@ class RowBenchmark(ABC):
                 "prompt needs (use prompt_style 'mmr1')"
             )
         return with_placeholders(query, len(item.images))
-
-    def build_request(self, item: EvalItem, prompt_style: str) -> GenerationRequest:
-        """``mmr1``: evaluation_prompt(question, choices); ``official``: the benchmark's prompt."""
-        if prompt_style == "mmr1":
-            prompt = evaluation_prompt(item.question, item.choices)
-        elif prompt_style == "official":
-            prompt = self.official_prompt(item)
-        else:
-            raise ValueError(f"unknown prompt_style {prompt_style!r} (expected mmr1 or official)")
-        if prompt.count(IMAGE_PLACEHOLDER) != len(item.images):
-            raise ValueError(
-                f"{self.name} item {item.item_id}: prompt has {prompt.count(IMAGE_PLACEHOLDER)} "
-                f"{IMAGE_PLACEHOLDER} placeholders for {len(item.images)} images"
-            )
-        images = [decode_image(ImageData(bytes=data)) for data in item.images]
-        return GenerationRequest(prompt=prompt, images=images, request_id=item.item_id)
-
-    @abstractmethod
-    def score(self, item: EvalItem, response: str) -> ItemScore:
-        """Score one response by the benchmark's rule."""
-
-    def aggregate(
-        self, items: Sequence[EvalItem], scores: Sequence[ItemScore], split: str
-    ) -> BenchmarkScore:
-        """Overall accuracy (see ``macro_over``) and the ``breakdown_keys`` breakdowns."""
-        return summarize(
-            self.name, split, items, scores, keys=self.breakdown_keys, macro_over=self.macro_over
-        )

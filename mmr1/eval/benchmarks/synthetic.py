@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import ClassVar
 
 from mmr1.data.io import iter_rl_dataset
-from mmr1.eval.benchmarks.base import RowBenchmark, with_placeholders
-from mmr1.eval.benchmarks.rows import BenchmarkDataError, SourceRow
+from mmr1.eval.benchmarks.base import Benchmark, with_placeholders
+from mmr1.eval.benchmarks.rows import BenchmarkDataError
 from mmr1.rewards import extract_final_answer, is_correct
 from schemas.eval import BenchmarkSpec, EvalItem, ItemScore
 from schemas.records import IMAGE_PLACEHOLDER, RLRecord
 
 
-class SyntheticAdapter(RowBenchmark):
+class SyntheticAdapter(Benchmark):
     """The synthetic benchmark (RL-record parquet), scored by the RL verifier."""
 
     name: ClassVar[str] = "synthetic"
@@ -85,9 +85,6 @@ class SyntheticAdapter(RowBenchmark):
             },
             row=record.model_dump(exclude={"images"}),
         )
-
-    def make_item(self, row: SourceRow) -> EvalItem:
-        raise NotImplementedError("the synthetic benchmark is read as RL records (see load)")
 
     def score(self, item: EvalItem, response: str) -> ItemScore:
         extracted = extract_final_answer(response) or ""

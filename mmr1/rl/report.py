@@ -1,0 +1,101 @@
+"""What a GRPO step reports: rollout statistics across ranks and sample rollouts on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from accelerate import Accelerator
+
+from mmr1.data.io import decode_image
+from schemas.generation import CompletionSample
+from schemas.records import ImageData
+
+
+def rollout_stats(
+    acc: Accelerator,
+    samples: Sequence[CompletionSample],
+    scores: Sequence[Any],
+    rewards: torch.Tensor,
+    group_size: int,
+) -> dict[str, float]:
+    """Reward, accuracy, format, zero-variance groups and lengths, reduced over all ranks.
+
+    ``rewards`` is (n_prompts * group_size,) ordered group by group; ``_tokens`` is
+    the global count of generated tokens (for throughput).
+    """
+    grouped = rewards.view(-1, group_size)
+    zero_var = (grouped.max(dim=1).values == grouped.min(dim=1).values).float()
+    lengths = torch.tensor([len(s.token_ids) for s in samples], dtype=torch.float64)
+    local = torch.tensor(
+        [
+            float(len(samples)),
+            float(rewards.sum()),
+            float((rewards.double() ** 2).sum()),
+            sum(s.accuracy for s in scores),
+            sum(s.format for s in scores),
+            float(zero_var.sum()),
+            float(len(zero_var)),
+            float(lengths.sum()),
+            float(sum(s.finish_reason == "length" for s in samples)),
+        ],
+        dtype=torch.float64,
+        device=acc.device,
+    )
+    n, r_sum, r_sq, a_sum, f_sum, zv, groups, l_sum, trunc = acc.reduce(local, "sum").tolist()
+    max_len = float(acc.reduce(lengths.max().to(acc.device), "max"))
+    mean = r_sum / n
+    return {
+        "reward/mean": mean,
+        "reward/std": math.sqrt(max(r_sq / n - mean * mean, 0.0)),
+        "reward/accuracy": a_sum / n,
+        "reward/format": f_sum / n,
+        "zero_variance_frac": zv / groups,
+        "response/length_mean": l_sum / n,
+        "response/length_max": max_len,
+        "response/truncated_frac": trunc / n,
+        "_tokens": l_sum,
+    }
+
+
+def write_samples(
+    out: Path,
+    rows: pl.DataFrame,
+    samples: Sequence[Sequence[CompletionSample]],
+    scores: Sequence[Any],
+    group_size: int,
+    max_prompts: int = 4,
+) -> None:
+    """``out/rollouts.jsonl`` (prompt, answer, response, reward) and a thumbnail per prompt."""
+    out.mkdir(parents=True, exist_ok=True)
+    g = group_size
+    lines = []
+    for i, row in enumerate(rows.head(max_prompts).iter_rows(named=True)):
+        thumbnail = None
+        if row["images"]:
+            image = decode_image(ImageData(**row["images"][0]))
+            image.thumbnail((128, 128))
+            thumbnail = f"prompt{i}.png"
+            image.save(out / thumbnail)
+        for j, sample in enumerate(samples[i]):
+            score = scores[i * g + j]
+            lines.append(
+                json.dumps(
+                    {
+                        "prompt_id": row["row_id"],
+                        "problem": row["problem"],
+                        "answer": row["answer"],
+                        "image": thumbnail,
+                        "response": sample.text,
+                        "reward": score.overall,
+                        "accuracy": score.accuracy,
+                        "finish_reason": sample.finish_reason,
+                    }
+                )
+            )
+    (out / "rollouts.jsonl").write_text("\n".join(lines) + "\n")
