@@ -69,20 +69,22 @@ def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and any(m in str(exc) for m in _LOCK_MARKERS)
 
 
-#: A file younger than this that DuckDB calls invalid is taken to be mid-creation.
-_CREATION_WINDOW_S = 10.0
+#: DuckDB's file starts with three 4 KiB header blocks; a shorter file is still being created.
+_HEADER_BYTES = 3 * 4096
 
 
 def is_file_being_created(exc: BaseException, path: Path) -> bool:
-    """True when another process has just created ``path`` and not yet written its header.
+    """True when another process has just created ``path`` and not yet written its headers.
 
-    DuckDB then reports "exists, but it is not a valid DuckDB database file". A
-    file older than a few seconds with that error is really broken and is not retried.
+    DuckDB then reports "exists, but it is not a valid DuckDB database file". Only
+    a file shorter than DuckDB's headers counts: a full-size file with that error is
+    really broken (or mid-write by a process that should hold the lock), and retrying
+    it could hide lost writes, so that error propagates.
     """
     if not (isinstance(exc, duckdb.IOException) and "not a valid DuckDB database" in str(exc)):
         return False
     try:
-        return time.time() - path.stat().st_mtime < _CREATION_WINDOW_S
+        return path.stat().st_size < _HEADER_BYTES
     except OSError:
         return True  # vanished again: the creator is still at work
 
