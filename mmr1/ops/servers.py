@@ -167,6 +167,24 @@ def _api(api_url: str) -> httpx.Client:
     return httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30.0, trust_env=False)
 
 
+#: Statuses a freshly started Prefect server answers while it is busy (SQLite locked, ...).
+_TRANSIENT = {429, 502, 503, 504}
+
+
+def _request(
+    client: httpx.Client, method: str, url: str, *, attempts: int = 6, **kwargs: Any
+) -> httpx.Response:
+    """``client.request`` retried with backoff (0.5 s, doubling) on transient statuses."""
+    delay = 0.5
+    for attempt in range(attempts):
+        response = client.request(method, url, **kwargs)
+        if response.status_code not in _TRANSIENT or attempt == attempts - 1:
+            return response
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
 def ensure_work_pool(
     api_url: str,
     pool: str = DEFAULT_POOL,
@@ -180,7 +198,7 @@ def ensure_work_pool(
     An existing pool of another type is an error (its workers could not run our flows).
     """
     with _api(api_url) as client:
-        response = client.get(f"work_pools/{pool}")
+        response = _request(client, "GET", f"work_pools/{pool}")
     if response.status_code == 200:
         existing = response.json().get("type")
         if existing != pool_type:
@@ -281,8 +299,8 @@ def prefect_worker(
 def list_deployments(api_url: str) -> list[str]:
     """Names ``flow/deployment`` of every deployment the server knows, sorted."""
     with _api(api_url) as client:
-        deployments = client.post("deployments/filter", json={"limit": 200})
-        flows = client.post("flows/filter", json={"limit": 200})
+        deployments = _request(client, "POST", "deployments/filter", json={"limit": 200})
+        flows = _request(client, "POST", "flows/filter", json={"limit": 200})
     deployments.raise_for_status()
     flows.raise_for_status()
     flow_names = {f["id"]: f["name"] for f in flows.json()}
@@ -319,12 +337,15 @@ def set_default_parameters(api_url: str, deployment: str, parameters: Mapping[st
     """
     flow_name, name = deployment.split("/", 1)
     with _api(api_url) as client:
-        found = client.get(f"deployments/name/{flow_name}/{name}")
+        found = _request(client, "GET", f"deployments/name/{flow_name}/{name}")
         if found.status_code == 404:
             raise ServiceError(f"deployment {deployment!r} does not exist on {api_url}")
         found.raise_for_status()
-        response = client.patch(
-            f"deployments/{found.json()['id']}", json={"parameters": dict(parameters)}
+        response = _request(
+            client,
+            "PATCH",
+            f"deployments/{found.json()['id']}",
+            json={"parameters": dict(parameters)},
         )
     if not response.is_success:
         raise ServiceError(
