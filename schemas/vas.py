@@ -7,6 +7,7 @@ VPS-weighted draws with B - B_w uniform draws per batch.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +65,14 @@ class SamplerConfig(ConfigModel):
         default=False,
         description="Drop the last, short uniform part of a pass instead of yielding it.",
     )
+
+    def weighted_per_batch(self) -> int:
+        """B_w = floor(mix_ratio * batch_size), robust to binary rounding.
+
+        A product within 1e-9 of an integer counts as that integer: in floating point
+        0.29 * 100 = 28.999999999999996, whose plain floor would give 28 instead of 29.
+        """
+        return math.floor(round(self.mix_ratio * self.batch_size, 9))
 
 
 class VPSScoreConfig(ConfigModel):

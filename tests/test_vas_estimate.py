@@ -10,6 +10,7 @@ import pytest
 from rl_fixtures import write_pool
 
 from mmr1.generation import get_backend
+from mmr1.generation.hf import trim_at_eos
 from mmr1.models import build_tiny_model
 from mmr1.vas.estimate import (
     ROLLOUTS_FILE,
@@ -24,7 +25,7 @@ from mmr1.vas.estimate import (
     vps_table,
     write_vps_table,
 )
-from mmr1.vas.vps import variance_promotion_score
+from mmr1.vas.vps import trajectory_diversity, variance_promotion_score
 from schemas.generation import CompletionSample, HFBackendConfig
 from schemas.models import TinyVLMConfig
 from schemas.vas import VPSEstimateConfig, VPSScoreConfig
@@ -113,6 +114,53 @@ def test_score_groups_matches_variance_promotion_score() -> None:
         ref = variance_promotion_score(a, t, 0.5, 0.5, 1.0, "distinct")
         assert (p, ovs, tds, vps) == (ref.pass_rate, ref.ovs, ref.tds, ref.vps)
     assert got[0][1] == pytest.approx(0.25) and got[1][1] == 0.0
+
+
+# Token ids 0..2 are reserved for pad / EOS below; content uses 3 and up.
+_EOS = 2
+_GROUPS = [
+    [[5, 6, 7, 8, 9, 10, 2], [5, 6, 2], [11, 2], [5, 6, 7, 12, 2]],
+    # the last rollout hit max_new_tokens: no EOS, the full width, never padded
+    [[3, 4, 2], [3, 4, 2], [7, 8, 9, 2], [7, 8, 9, 9, 9, 9, 9, 9]],
+]
+_ACCURACIES = [[1, 0, 1, 0], [1, 1, 0, 1]]
+
+
+@pytest.mark.parametrize(
+    ("pad", "eos_ids"),
+    [(0, {_EOS}), (_EOS, {_EOS}), (1, {_EOS, 1})],
+    ids=["pad-distinct", "pad-is-eos", "pad-is-second-eos"],
+)
+@pytest.mark.parametrize("method", ["self_bleu", "distinct", "edit"])
+def test_padding_does_not_change_tds(pad: int, eos_ids: set[int], method: str) -> None:
+    """Rows right-padded by batched generation score exactly like the unpadded rollouts.
+
+    The path is the estimator's: ``generate`` rows -> ``trim_at_eos`` (the hf backend)
+    -> ``CompletionSample.token_ids`` -> ``trajectory_units`` -> ``score_groups``.
+    (Qwen pads with <|endoftext|>, which is also one of its EOS ids.)
+    """
+    width = max(len(t) for group in _GROUPS for t in group)
+    padded = [[t + [pad] * (width - len(t)) for t in group] for group in _GROUPS]
+    trajectories = []
+    for k, group in enumerate(padded):
+        units = []
+        for row in group:
+            ids, _ = trim_at_eos(row, eos_ids)
+            sample = CompletionSample(text="answer", token_ids=ids)
+            units.append(trajectory_units(sample, "tokens", f"p{k}"))
+        trajectories.append(units)
+    assert trajectories == _GROUPS
+    config = VPSScoreConfig(tds_method=method)
+    assert score_groups(_ACCURACIES, trajectories, config) == score_groups(
+        _ACCURACIES, _GROUPS, config
+    )
+    # Control: TDS on the raw padded ids (the released code's defect) is different.
+    for raw, clean in zip(padded, _GROUPS, strict=True):
+        assert trajectory_diversity(raw, method) != pytest.approx(
+            trajectory_diversity(clean, method), abs=1e-3
+        )
+    if method == "self_bleu":  # shared pad n-grams make short answers look alike
+        assert trajectory_diversity(padded[0], method) < trajectory_diversity(_GROUPS[0], method)
 
 
 def test_table_round_trip_and_summary(tmp_path) -> None:

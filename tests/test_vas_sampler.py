@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import multiprocessing
+import random
 from collections import Counter
 from itertools import islice
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import chisquare
 
 from mmr1.vas.sampler import MixedVarianceSampler
 from schemas.vas import SamplerConfig
@@ -130,7 +135,7 @@ def test_invalid_indices_and_state_rejected() -> None:
         sampler.update_scores([5], [0.1])
     with pytest.raises(ValueError, match="2 scores"):
         sampler.update_scores([0], [0.1, 0.2])
-    with pytest.raises(ValueError, match="6 prompts"):
+    with pytest.raises(ValueError, match="num_prompts=5 in the state but 6 here"):
         make(n=6).load_state_dict(sampler.state_dict())
 
 
@@ -140,3 +145,121 @@ def test_next_batch_continues_across_passes_like_iteration() -> None:
     iterated = MixedVarianceSampler(10, config)
     expected = [b for _ in range(3) for b in iterated]
     assert [stepped.next_batch() for _ in range(len(expected))] == expected
+
+
+def test_weighted_count_is_exact_for_decimal_ratios() -> None:
+    assert math.floor(0.29 * 100) == 28  # the float trap: 0.29 * 100 = 28.999...
+    assert SamplerConfig(batch_size=100, mix_ratio=0.29).weighted_per_batch() == 29
+    sampler = make(n=300, batch_size=100, mix_ratio=0.29)
+    assert (sampler.num_weighted, sampler.num_uniform) == (29, 71)
+    for hundredths in range(101):
+        for batch_size in range(1, 201):
+            config = SamplerConfig(batch_size=batch_size, mix_ratio=hundredths / 100)
+            assert config.weighted_per_batch() == hundredths * batch_size // 100, (
+                hundredths,
+                batch_size,
+            )
+
+
+def _weighted_counts(scores: list[float], floor: float, batches: int, seed: int) -> list[int]:
+    """How often each prompt is drawn in ``batches`` all-weighted batches of 100."""
+    sampler = make(n=len(scores), batch_size=100, mix_ratio=1.0, floor=floor, seed=seed)
+    sampler.update_scores(range(len(scores)), scores)
+    counts = Counter(i for _ in range(batches) for i in sampler.next_batch())
+    return [counts[i] for i in range(len(scores))]
+
+
+def _chisquare_p(observed: list[int], weights: list[float]) -> float:
+    total = sum(observed)
+    expected = [total * w / sum(weights) for w in weights]
+    return float(chisquare(observed, expected).pvalue)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_draws_are_proportional_to_score_plus_floor(seed: int) -> None:
+    # The module docstring's P(i) = (s_i + floor) / sum_j (s_j + floor), tested on 20k draws.
+    scores = [0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
+    floor = 0.05
+    observed = _weighted_counts(scores, floor, batches=200, seed=seed)
+    assert _chisquare_p(observed, [s + floor for s in scores]) > 1e-3
+    # Negative controls: the same counts reject a squared weighting and a missing floor.
+    assert _chisquare_p(observed, [(s + floor) ** 2 for s in scores]) < 1e-3
+    assert _chisquare_p(observed, scores) < 1e-3
+
+
+def _rank_stream(global_seed: int) -> list[list[int]]:
+    """The global batches one rank sees, with its global RNGs seeded ``global_seed``.
+
+    Module level so a spawned process can run it. Every global generator (python,
+    numpy, torch) is seeded and consumed differently per rank, so a sampler that
+    touched any of them would diverge across ranks.
+    """
+    random.seed(global_seed)
+    np.random.seed(global_seed)
+    torch.manual_seed(global_seed)
+    random.random()
+    np.random.rand(global_seed + 1)
+    torch.rand(global_seed + 1)
+    sampler = MixedVarianceSampler(23, SamplerConfig(batch_size=8, mix_ratio=0.5, seed=11))
+    stream = [batch for _ in range(2) for batch in sampler]
+    sampler.update_scores(range(23), [(7 * i % 23) / 23 for i in range(23)])
+    torch.manual_seed(global_seed + 100)
+    stream += [sampler.next_batch() for _ in range(2 * len(sampler) + 1)]
+    sampler.update_scores([3, 5], [2.0, 0.0])
+    np.random.seed(global_seed + 200)
+    stream += [batch for _ in range(2) for batch in sampler]
+    return stream
+
+
+def test_ranks_with_different_global_rng_agree_on_the_stream() -> None:
+    rank0 = _rank_stream(global_seed=1)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        rank1 = pool.apply(_rank_stream, (2,))
+    assert len(rank0) == 2 * 6 + 13 + 5 + 6  # 2 passes, 13 steps, rest of the pass, 1 pass
+    assert rank1 == rank0
+    assert _rank_stream(global_seed=3) == rank0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("batch_size", 8),
+        ("mix_ratio", 0.25),
+        ("floor", 0.01),
+        ("prior", 0.5),
+        ("drop_last", True),
+        ("seed", 4),
+    ],
+)
+def test_state_from_a_differently_configured_sampler_is_refused(field: str, value: object) -> None:
+    settings: dict[str, object] = {"batch_size": 6, "seed": 3}
+    original = make(n=13, **settings)
+    original.update_scores([0, 1], [0.3, 0.9])
+    take(original, 3)
+    other = make(n=13, **(settings | {field: value}))
+    before = other.state_dict()
+    with pytest.raises(ValueError, match=f"{field}=.* in the state but {value!r} here"):
+        other.load_state_dict(original.state_dict())
+    after = other.state_dict()
+    assert torch.equal(after["raw_scores"], before["raw_scores"])  # nothing restored
+    assert (after["pass"], after["batch"]) == (before["pass"], before["batch"])
+
+
+def test_state_records_the_settings_and_older_states_still_load() -> None:
+    original = make(n=13, batch_size=6, seed=3, floor=0.01)
+    original.update_scores(range(13), [i / 13 for i in range(13)])
+    take(original, 4)
+    state = original.state_dict()
+    assert state["num_prompts"] == 13 and state["seed"] == 3
+    assert state["config"] == {
+        "batch_size": 6,
+        "mix_ratio": 0.5,
+        "floor": 0.01,
+        "prior": None,
+        "drop_last": False,
+    }
+    expected = take(original, 8)
+    del state["config"]  # as written before the settings were recorded
+    restored = make(n=13, batch_size=6, seed=3, floor=0.01)
+    restored.load_state_dict(state)
+    assert take(restored, 8) == expected

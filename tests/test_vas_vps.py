@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mmr1.vas.vps import outcome_variance, trajectory_diversity, variance_promotion_score
-from schemas.vas import VPSRecord
+from schemas.presets import load_config
+from schemas.vas import VPSEstimateConfig, VPSRecord
 
 
 def test_outcome_variance_peaks_at_half() -> None:
@@ -97,3 +98,13 @@ def test_vps_record_is_frozen() -> None:
     record = variance_promotion_score([1, 0], [[1], [2]])
     with pytest.raises(ValueError):
         record.vps = 0.0  # type: ignore[misc]
+
+
+def test_paper_preset_uses_the_raw_outcome_variance() -> None:
+    score = load_config(VPSEstimateConfig, "vps-paper").score
+    assert (score.alpha, score.beta, score.ovs_scale) == (0.8, 0.2, 1.0)
+    record = variance_promotion_score(
+        [1, 0, 1, 0], [[1, 2, 3]] * 4, score.alpha, score.beta, score.ovs_scale
+    )
+    assert record.ovs == pytest.approx(0.25)  # p(1 - p) at p = 0.5, as in the paper
+    assert record.vps == pytest.approx(0.8 * 0.25)

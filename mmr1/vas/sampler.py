@@ -8,7 +8,9 @@ Per batch of B prompts (METHOD.md section 6):
 A pass ends when the permutation is exhausted (the last batch's uniform part may be
 short, or is dropped with ``drop_last``); the next pass reshuffles with a seed derived
 from (seed, pass). If every score is equal (including all zero) the weighted part is
-exactly uniform. Prompts without a score get the config prior.
+exactly uniform. Prompts without a score get the config prior. B_w is computed
+with ``SamplerConfig.weighted_per_batch`` so that e.g. lambda = 0.29, B = 100 gives 29
+(the float product is 28.999...).
 
 Distributed use: all randomness comes from this object's ``torch.Generator`` (never
 the global RNG), so samplers built with the same seed, n and score updates on every
@@ -29,6 +31,10 @@ from torch.utils.data import Sampler
 from schemas.vas import SamplerConfig
 
 _GOLDEN = 0x9E3779B97F4A7C15
+
+#: Config fields that shape the stream; a state dict records them and refuses to load
+#: into a sampler configured differently (``num_prompts`` and ``seed`` are checked too).
+_STREAM_FIELDS = ("batch_size", "mix_ratio", "floor", "prior", "drop_last")
 
 
 def _pass_seed(seed: int, pass_index: int) -> int:
@@ -52,7 +58,7 @@ class MixedVarianceSampler(Sampler[list[int]]):
             raise ValueError(f"MixedVarianceSampler needs at least one prompt, got {num_prompts}")
         self.num_prompts = num_prompts
         self.config = config
-        self.num_weighted = math.floor(config.mix_ratio * config.batch_size)
+        self.num_weighted = config.weighted_per_batch()
         self.num_uniform = config.batch_size - self.num_weighted
         if len(self) == 0:
             raise ValueError(
@@ -152,11 +158,21 @@ class MixedVarianceSampler(Sampler[list[int]]):
         while self._batch < len(self):
             yield self._next_batch()
 
+    def _stream_settings(self) -> dict[str, Any]:
+        settings = {"num_prompts": self.num_prompts, "seed": self.config.seed}
+        return settings | {name: getattr(self.config, name) for name in _STREAM_FIELDS}
+
     def state_dict(self) -> dict[str, Any]:
-        """Scores, pass, batch position within the pass and the generator state."""
+        """Scores, pass, batch position, generator state and the settings that shape the stream.
+
+        The settings are ``num_prompts``, ``seed`` and, under ``"config"``,
+        batch_size, mix_ratio, floor, prior and drop_last.
+        """
+        settings = self._stream_settings()
         return {
-            "num_prompts": self.num_prompts,
-            "seed": self.config.seed,
+            "num_prompts": settings.pop("num_prompts"),
+            "seed": settings.pop("seed"),
+            "config": settings,
             "raw_scores": self._raw_scores.clone(),
             "known": self._known.clone(),
             "pass": self._pass,
@@ -165,11 +181,26 @@ class MixedVarianceSampler(Sampler[list[int]]):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict``; the sampler must have the same n and seed."""
-        if state["num_prompts"] != self.num_prompts or state["seed"] != self.config.seed:
+        """Restore a ``state_dict`` written by a sampler with the same settings.
+
+        Raises ``ValueError`` naming every setting that differs (n, seed, batch_size,
+        mix_ratio, floor, prior, drop_last): the saved positions and generator state
+        only reproduce the stream under the settings that produced them. State dicts
+        written before the settings were recorded (no ``"config"`` key) are checked on
+        n and seed only.
+        """
+        saved = {"num_prompts": state["num_prompts"], "seed": state["seed"]}
+        saved |= state.get("config", {})
+        current = self._stream_settings()
+        mismatched = [
+            f"{name}={saved[name]!r} in the state but {current[name]!r} here"
+            for name in current
+            if name in saved and saved[name] != current[name]
+        ]
+        if mismatched:
             raise ValueError(
-                f"sampler state is for {state['num_prompts']} prompts and seed {state['seed']}, "
-                f"this sampler has {self.num_prompts} prompts and seed {self.config.seed}"
+                "sampler state was saved by a differently configured sampler: "
+                + "; ".join(mismatched)
             )
         self._raw_scores = state["raw_scores"].clone().to(torch.float64)
         self._known = state["known"].clone().to(torch.bool)

@@ -203,11 +203,12 @@ def trajectory_diversity(
 
     - ``self_bleu``: ``1 - mean_i BLEU(y_i; others)``, BLEU over 1..3-grams with
       uniform weights, clipped counts (max over references), closest-length brevity
-      penalty and epsilon smoothing (see ``_bleu``). Identical rollouts give 0.
+      penalty and epsilon smoothing (see ``_self_bleu_diversity``). Identical rollouts
+      give 0.
     - ``distinct``: distinct-n ratio, unique / total n-grams pooled over the rollouts,
       averaged over n = 1..3.
-    - ``edit``: mean pairwise Levenshtein distance normalised by the longer length.
-      Identical rollouts give 0.
+    - ``edit``: ``mean_{i<j} lev(y_i, y_j) / max(|y_i|, |y_j|)``, the Levenshtein
+      distance normalised by the longer length. Identical rollouts give 0.
 
     Fewer than two trajectories give 0.0. The result is clamped to [0, 1].
     """
@@ -231,6 +232,8 @@ def variance_promotion_score(
 ) -> VPSRecord:
     """``VPS = alpha * ovs_scale * p(1 - p) + beta * TDS`` for one prompt.
 
+    ``p = mean(accuracies)`` over the binary accuracies (``outcome_variance``) and
+    ``TDS = trajectory_diversity(trajectories, tds_method)`` on unpadded sequences.
     Paper main text: alpha = 0.8, beta = 0.2 and the raw OVS (``ovs_scale=1``); the
     default ``ovs_scale=4`` puts OVS in [0, 1] like TDS so alpha and beta weigh
     comparable quantities.
