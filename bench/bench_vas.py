@@ -48,7 +48,6 @@ Quick run (~10 s): ``python bench/bench_vas.py --quick``.
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import time
 from itertools import islice
@@ -157,7 +156,10 @@ def sampling_part(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         stats = batch_statistics(indices, pass_rates, group_size, args.seed)
         # The sampler puts its floor(lambda * B) weighted draws first in each batch.
-        head = pass_rates[indices[:, : math.floor(mix_ratio * batch_size)]]
+        weighted_count = SamplerConfig(
+            batch_size=batch_size, mix_ratio=mix_ratio
+        ).weighted_per_batch()
+        head = pass_rates[indices[:, :weighted_count]]
         weighted = f"{zero_variance_probability(head, group_size).mean():.3f}" if head.size else "-"
         print(
             f"{label:34s} {stats['analytic']:17.3f} {stats['monte_carlo']:12.3f} "

@@ -93,7 +93,13 @@ def test_greedy_is_deterministic_and_batch_independent(tiny_dir: Path, backend: 
     batched = backend.generate(requests, sampling)
     assert batched == backend.generate(requests, sampling)
     for completion in batched:
-        assert completion.samples[0] == completion.samples[1]
+        # Two copies of one prompt in a batch: same tokens; the log-probs may differ in
+        # the last bits, since a CPU GEMM kernel can treat rows in different blocks.
+        first, second = completion.samples
+        assert first.token_ids == second.token_ids
+        assert first.finish_reason == second.finish_reason
+        gap = torch.tensor(first.logprobs) - torch.tensor(second.logprobs)
+        assert gap.abs().max() < 1e-5
     # One request per batch: same tokens, same log-probs (images stay with their rows).
     single = HFBackend(HFBackendConfig(model=str(tiny_dir), batch_size=1), policy=backend.policy)
     alone = single.generate(requests, sampling)
