@@ -217,6 +217,7 @@ class EvaluateConfig(ConfigModel):
         if repeated:
             raise ValueError(
                 f"benchmarks {repeated} appear more than once: evaluate one split per "
-                "benchmark per run (results and the leaderboard are keyed by benchmark)"
+                "benchmark per run (a run's MLflow metrics and artifacts are keyed by "
+                "benchmark; the leaderboard tells splits apart)"
             )
         return self

@@ -329,16 +329,21 @@ def publish_leaderboard(
     )
     create_table_artifact(
         key="leaderboard",
-        table=[
-            {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}
-            for row in rows
-        ],
+        table=[_table_row(row) for row in rows],
         description="Accuracy (%) per benchmark; avg5 = mean of the paper's five",
     )
     create_markdown_artifact(
         key="leaderboard-summary",
         markdown="# Leaderboard\nAccuracy in %; Avg-5 = mean of the paper's five benchmarks "
-        "(only when all five were evaluated).\n\n" + markdown,
+        "(only when all five are complete runs on the paper's splits; `*` cells are not "
+        "comparable with the paper).\n\n" + markdown,
         description="Leaderboard (markdown)",
     )
     return text
+
+
+def _table_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A leaderboard row as flat cells: rounded scores, notes joined into one string."""
+    cells = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}
+    cells["notes"] = "; ".join(f"{name}: {why}" for name, why in (row.get("notes") or {}).items())
+    return cells

@@ -15,6 +15,7 @@ from mmr1.eval.scoring import (
     latex_value,
     levenshtein,
     logicvista_correct,
+    logicvista_extract,
     mathverse_correct,
     mathvision_correct,
     mathvision_equal,
@@ -24,7 +25,9 @@ from mmr1.eval.scoring import (
     mathvista_normalize,
     nearest_choice,
     normalize_answer,
+    relaxed_match,
 )
+from mmr1.eval.scoring.text import answer_phrase
 
 # ------------------------------------------------------------------------ ChartQA
 
@@ -59,10 +62,88 @@ def test_chartqa_relaxed_accuracy(prediction: str, gold: str, expected: bool) ->
     assert chartqa_relaxed(prediction, gold) is expected
 
 
-def test_chartqa_extracts_the_box_else_uses_the_whole_response() -> None:
+@pytest.mark.parametrize(
+    ("prediction", "gold", "expected"),
+    [
+        # Inclusive on both sides, in exact arithmetic (floats give 0.050000000000000044).
+        ("1.05", "1", True),
+        ("0.95", "1", True),
+        ("1.0501", "1", False),
+        ("0.9499", "1", False),
+        ("0.76", "0.8", True),
+        ("0.84", "0.8", True),
+        ("0.7599", "0.8", False),
+        ("0.8401", "0.8", False),
+        ("-1.05", "-1", True),
+        ("-0.95", "-1", True),
+        # Percentages are divided by exactly 100 before the comparison.
+        ("105%", "1", True),
+        ("95%", "1", True),
+        ("105.01%", "1", False),
+        ("1.05", "100%", True),
+        ("76%", "0.8", True),
+        ("75.99%", "0.8", False),
+        ("84%", "80%", True),
+        ("84.01%", "80%", False),
+    ],
+)
+def test_chartqa_five_percent_boundary_is_inclusive(
+    prediction: str, gold: str, expected: bool
+) -> None:
+    assert chartqa_relaxed(prediction, gold) is expected
+    assert relaxed_match(prediction, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("prediction", "gold", "expected"),
+    [
+        ("1e3", "1000", True),  # float() reads exponents, so the exact parse does too
+        ("1.05e2", "100", True),
+        ("-0.5", "-0.5", True),
+        ("-0.5", "0.5", False),  # 200% off
+        (".5", "0.5", True),
+        ("12.", "12", True),
+        ("12", " 12 ", True),  # the gold parses with its stray whitespace, as in float()
+        ("1e-999", "0", False),  # beyond a float's range: the float value (0), zero gold
+        ("0", "0.0", False),  # zero gold: string comparison
+        # Non-finite values are never correct, not even against themselves.
+        ("nan", "nan", False),
+        ("NaN", "5", False),
+        ("inf", "inf", False),
+        ("Infinity", "1e400", False),
+        ("inf", "0", False),
+        ("5", "nan", False),
+        ("nan%", "nan%", False),
+    ],
+)
+def test_chartqa_number_forms(prediction: str, gold: str, expected: bool) -> None:
+    assert relaxed_match(prediction, gold) is expected
+
+
+def test_chartqa_extracts_the_box_else_the_answer_phrase_else_the_whole_response() -> None:
     assert chartqa_extract("so \\boxed{12.5}") == "12.5"
+    assert chartqa_extract("<answer> 12.5 </answer>") == "12.5"
     assert chartqa_extract("  12.5 \n") == "12.5"
-    assert chartqa_extract("the answer is 12.5") == "the answer is 12.5"
+    assert chartqa_extract("the answer is 12.5") == "12.5"
+    assert chartqa_extract("The bars differ by 3.\nAnswer: 45%") == "45%"
+    assert chartqa_extract("First the answer is 3. Then the answer is $12$.") == "12"
+    assert chartqa_extract("The answer is \\text{Yes}.") == "Yes"
+    # The box beats a later phrase; no phrase: the whole response.
+    assert chartqa_extract("\\boxed{7} so the answer is 9") == "7"
+    assert chartqa_extract("Yes") == "Yes"
+    assert chartqa_relaxed("Reading the chart, the answer is 10.5.", "10") is True
+    assert chartqa_relaxed("Reading the chart, the answer is 10.6.", "10") is False
+    assert chartqa_relaxed("So the answer is: yes", "Yes") is True
+
+
+def test_answer_phrase_is_case_insensitive_and_keeps_positions() -> None:
+    assert answer_phrase("The Answer Is: 12") == "12"
+    assert answer_phrase("ANSWER: B") == "B"
+    assert answer_phrase("First the answer is 3. The answers are A and C.") == "A and C"
+    # "İ" lowers to two characters: the search must still cut at the right place.
+    assert answer_phrase("İstanbul: the ANSWER is 7.") == "7"
+    assert answer_phrase("İİİ the answer is B because A fails.") == "B because A fails"
+    assert answer_phrase("no phrase here") is None
 
 
 def test_chartqa_max_over_golds() -> None:
@@ -183,6 +264,26 @@ def test_mathvista_nearest_choice_by_levenshtein() -> None:
     assert nearest_choice("ab", ["abc", "abd"]) == "abc"  # first on ties
 
 
+def test_mathvista_gold_with_stray_whitespace_still_matches() -> None:
+    # The official safe_equal compares stripped strings on both sides.
+    integer = mathvista_row(answer_type="integer", answer=" 1000\n")
+    assert mathvista_correct("1000", integer) is True
+    assert mathvista_correct(mathvista_extract("\\boxed{1000}", integer), integer) is True
+    assert mathvista_correct("999", integer) is False
+    floating = mathvista_row(answer_type="float", precision=1.0, answer="1.2 ")
+    assert mathvista_correct("1.23", floating) is True
+    choice = mathvista_row(
+        question_type="multi_choice",
+        answer_type="text",
+        choices=["3 ", "5", "7 ", "9"],
+        answer="7",
+    )
+    assert mathvista_correct(mathvista_extract("\\boxed{C}", choice), choice) is True
+    assert mathvista_correct(mathvista_extract("\\boxed{A}", choice), choice) is False
+    text = mathvista_row(answer_type="text", answer=" yes ")
+    assert mathvista_correct("yes", text) is True
+
+
 # ------------------------------------------------------------------------ MathVision
 
 
@@ -292,6 +393,57 @@ def test_logicvista_choice_letters() -> None:
     assert choice_letters("a/c") == frozenset({"A", "C"})
     assert choice_letters("option B") == frozenset({"B"})
     assert choice_letters("a cat") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("response", "letters"),
+    [
+        # Boxed: lists, compact runs, labelled forms.
+        ("\\boxed{ABC}", "ABC"),
+        ("\\boxed{AC}", "AC"),
+        ("\\boxed{(AC)}", "AC"),
+        ("\\boxed{A, C}", "AC"),
+        ("\\boxed{A,\\ C}", "AC"),
+        ("\\boxed{(A) and (C)}", "AC"),
+        ("\\boxed{\\text{A and C}}", "AC"),
+        ("\\boxed{options A and C}", "AC"),
+        ("\\boxed{AA}", ""),  # not distinct: not a run
+        ("\\boxed{ABCDEF}", ""),  # longer than 5: not a run
+        ("\\boxed{ace}", ""),  # lower case: a word, not a run
+        # An <answer> block written as a sentence is read through its phrase.
+        ("<answer>The answer is D</answer>", "D"),
+        # No box: the letters right after the last "answer is" phrase.
+        ("The answer is B because A is wrong.", "B"),
+        ("A fails, so the answer is B because A is wrong.", "B"),
+        ("Answer: B, since C fails", "B"),
+        ("The correct options are A and C.", "AC"),
+        ("The answer is (B) 12 cm as measured.", "B"),
+        ("The answer is B - the red one.", "B"),
+        ("Final answer: a/c", "AC"),
+        ("The answer is not clear from A or B.", ""),
+        # Last resort, the last line, only when it is itself an answer.
+        ("A triangle has three sides.\nB", "B"),
+        ("Checking each option.\nTherefore, B.", "B"),
+        ("Checking each option.\nA and C are correct.", "AC"),
+        ("Checking each option.\nSo A is wrong.", ""),
+        ("A triangle has three sides, so B and C fit.", ""),
+        ("I cannot tell.", ""),
+    ],
+)
+def test_logicvista_extraction(response: str, letters: str) -> None:
+    assert logicvista_extract(response) == frozenset(letters)
+
+
+def test_logicvista_never_reads_prose_capitals_or_reduces_to_one_letter() -> None:
+    # The old last fallback collected every standalone capital: {A, B} here.
+    assert logicvista_correct("The answer is B because A is wrong.", "B") is True
+    assert logicvista_correct("\\boxed{ABC}", "A, B, C") is True
+    assert logicvista_correct("\\boxed{ABC}", "A, C") is False
+    assert logicvista_correct("\\boxed{AC}", "A, C") is True
+    assert logicvista_correct("\\boxed{(A) and (C)}", "A, C") is True
+    assert logicvista_correct("The answer is A.", "A, C") is False
+    assert logicvista_correct("\\boxed{A}", "A, C") is False
+    assert logicvista_correct("\\boxed{c, a}", "a, c") is True
 
 
 # ------------------------------------------------------------------------ MathVerse

@@ -1,34 +1,56 @@
 """The leaderboard: one row per checkpoint, one column per benchmark, the paper's average.
 
-Rows are built from the catalog's eval results (:class:`EvalResultEntry`):
-for every (checkpoint, benchmark) the most recent result counts, its accuracy
-shown in percent. ``avg5`` is the headline number of MMR1 (paper Table 2)::
+Rows are built from the catalog's eval results (:class:`EvalResultEntry`, which
+stores the ``split`` and ``n_items`` of every run, but not a ``limit``). The
+paper's numbers (Table 2) are on fixed splits (:data:`PAPER_SPLITS`), so a
+result is *comparable* only when it is on that split and covers all of it
+(``n_items`` equals the split's size; a ``limit=`` run does not).
+
+For every (checkpoint, benchmark) the cell is the most recent comparable
+result; only when there is none does the most recent other result (another
+split, or part of a split) fill the cell, marked ``*`` and explained in the
+row's ``notes`` and in a footnote under the table. A MathVision ``testmini`` or a
+``limit=100`` run therefore never replaces a full ``test`` result. Benchmarks
+outside the paper (``synthetic``) have no reference split: their latest result
+counts. ``avg5`` is the headline number of MMR1 (paper Table 2)::
 
     avg5 = mean(MathVerse, MathVista, MathVision, LogicVista, ChartQA)
 
-and is only given when all five are present: an average over fewer benchmarks
-would not be comparable. The paper's published numbers can be added as
-reference rows (:data:`PAPER_REFERENCE`, METHOD.md section 9). A result
-computed on part of a split (``limit``) is shown like any other; its
-``n_items`` is in the catalog.
+and is only given when all five cells are comparable: an average over fewer
+benchmarks, other splits or partial runs would not be comparable with the
+paper's. The paper's published numbers can be added as reference rows
+(:data:`PAPER_REFERENCE`, METHOD.md section 9), including the averages of its
+3B ablation (Table 3), which has no per-benchmark numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from mmr1.catalog import Catalog
 from schemas.catalog import EvalResultEntry
 
-#: The five benchmarks of the paper's average, in its table order.
-PAPER_BENCHMARKS: tuple[str, ...] = (
-    "mathverse",
-    "mathvista",
-    "mathvision",
-    "logicvista",
-    "chartqa",
-)
+
+class PaperSplit(NamedTuple):
+    """The split a paper number is on, and its size in items."""
+
+    split: str
+    n_items: int
+
+
+#: The five benchmarks of the paper's average, in its table order, with the split
+#: and size each is reported on (BENCHMARKS.md; METHOD.md section 9).
+PAPER_SPLITS: dict[str, PaperSplit] = {
+    "mathverse": PaperSplit("testmini", 3940),
+    "mathvista": PaperSplit("testmini", 1000),
+    "mathvision": PaperSplit("test", 3040),
+    "logicvista": PaperSplit("test", 448),
+    "chartqa": PaperSplit("test", 2500),
+}
+PAPER_BENCHMARKS: tuple[str, ...] = tuple(PAPER_SPLITS)
+#: Keys of a leaderboard row that are not benchmark columns.
+ROW_FIELDS: tuple[str, ...] = ("checkpoint", "source", "avg5", "notes")
 #: Column titles for the terminal and markdown tables.
 TITLES: dict[str, str] = {
     "mathverse": "MathVerse",
@@ -39,9 +61,13 @@ TITLES: dict[str, str] = {
     "synthetic": "Synthetic",
     "avg5": "Avg-5",
 }
+#: Marks a cell that is not comparable with the paper (see ``notes``).
+MARK = "*"
+FOOTNOTE_TITLE = f"{MARK} not comparable with the paper (other split or partial run); not in Avg-5:"
 
 #: Published accuracies (%) of MMR1 (Table 2): MathVerse and MathVista testmini,
-#: MathVision test, LogicVista, ChartQA test. Qwen2.5-VL-7B: only its average is given.
+#: MathVision test, LogicVista, ChartQA test. Qwen2.5-VL-7B: only its average is
+#: given, as for the 3B ablation (Table 3: each row adds one stage to the one above).
 PAPER_REFERENCE: tuple[dict[str, Any], ...] = (
     {
         "checkpoint": "MMR1-7B-RL (paper)",
@@ -62,7 +88,24 @@ PAPER_REFERENCE: tuple[dict[str, Any], ...] = (
         "avg5": 52.7,
     },
     {"checkpoint": "Qwen2.5-VL-7B (paper)", "avg5": 55.0},
+    {"checkpoint": "3B base (paper ablation)", "avg5": 48.7},
+    {"checkpoint": "3B + cold-start (paper ablation)", "avg5": 48.7},
+    {"checkpoint": "3B + GRPO (paper ablation)", "avg5": 51.8},
+    {"checkpoint": "3B + VAS (paper ablation)", "avg5": 52.9},
 )
+
+
+def comparability_note(result: EvalResultEntry) -> str | None:
+    """Why ``result`` is not comparable with the paper's number, or None when it is.
+
+    None also for a benchmark outside the paper (nothing to compare with).
+    """
+    paper = PAPER_SPLITS.get(result.benchmark)
+    if paper is None or (result.split, result.n_items) == tuple(paper):
+        return None
+    if result.split != paper.split:
+        return f"split {result.split}, {result.n_items} items (paper: {paper.split})"
+    return f"{paper.split}, {result.n_items} of {paper.n_items} items"
 
 
 def average5(scores: Mapping[str, float | None]) -> float | None:
@@ -75,62 +118,103 @@ def average5(scores: Mapping[str, float | None]) -> float | None:
 
 def benchmark_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Benchmark columns of ``rows``: the paper's five first, then the others sorted."""
-    seen = {key for row in rows for key in row if key not in ("checkpoint", "source", "avg5")}
+    seen = {key for row in rows for key in row if key not in ROW_FIELDS}
     others = sorted(seen - set(PAPER_BENCHMARKS))
     return [name for name in PAPER_BENCHMARKS if name in seen] + others
+
+
+def _cell_result(results: Sequence[EvalResultEntry]) -> EvalResultEntry:
+    """The result a cell shows: the latest comparable one, else the latest of all.
+
+    ``results`` are one checkpoint's results on one benchmark, oldest first.
+    """
+    comparable = [result for result in results if comparability_note(result) is None]
+    return (comparable or list(results))[-1]
 
 
 def build_leaderboard(
     results: Sequence[EvalResultEntry], include_reference: bool = True
 ) -> list[dict[str, Any]]:
-    """One row per checkpoint (first-seen order) with its latest accuracy (%) per benchmark.
+    """One row per checkpoint (first-seen order) with one accuracy (%) per benchmark.
 
     Each row has ``checkpoint`` (``name@version``), ``source`` (``catalog`` or
     ``paper``), one key per benchmark that any row has (None where this row
-    has no result) and ``avg5`` (:func:`average5`). Reference rows, when
-    included, come after the checkpoints.
+    has no result), ``avg5`` (:func:`average5` over the comparable cells) and
+    ``notes``: benchmark -> why that cell is not comparable with the paper
+    (:func:`comparability_note`; empty when all are). Which result fills a cell
+    is in the module doc. Reference rows, when included, come after the
+    checkpoints.
     """
     order = list(dict.fromkeys(result.checkpoint_ref for result in results))
-    latest: dict[tuple[str, str], EvalResultEntry] = {}
+    grouped: dict[tuple[str, str], list[EvalResultEntry]] = {}
     for result in sorted(results, key=lambda r: r.created_at):  # stable: ties keep input order
-        latest[(result.checkpoint_ref, result.benchmark)] = result
+        if "accuracy" in result.metrics:
+            grouped.setdefault((result.checkpoint_ref, result.benchmark), []).append(result)
     rows: list[dict[str, Any]] = []
     for checkpoint in order:
-        row: dict[str, Any] = {"checkpoint": checkpoint, "source": "catalog"}
-        for (ref, benchmark), result in latest.items():
-            if ref == checkpoint and "accuracy" in result.metrics:
-                row[benchmark] = 100.0 * result.metrics["accuracy"]
+        row: dict[str, Any] = {"checkpoint": checkpoint, "source": "catalog", "notes": {}}
+        for (ref, benchmark), group in grouped.items():
+            if ref != checkpoint:
+                continue
+            chosen = _cell_result(group)
+            row[benchmark] = 100.0 * chosen.metrics["accuracy"]
+            note = comparability_note(chosen)
+            if note is not None:
+                row["notes"][benchmark] = note
         rows.append(row)
     if include_reference:
-        rows.extend({**ref, "source": "paper"} for ref in PAPER_REFERENCE)
+        rows.extend({**ref, "source": "paper", "notes": {}} for ref in PAPER_REFERENCE)
     columns = benchmark_columns(rows)
     table = []
     for row in rows:
         scores = {name: row.get(name) for name in columns}
-        avg = row["avg5"] if row["source"] == "paper" else average5(scores)
+        if row["source"] == "paper":
+            avg = row["avg5"]
+        else:
+            avg = average5({k: v for k, v in scores.items() if k not in row["notes"]})
         table.append(
-            {"checkpoint": row["checkpoint"], "source": row["source"], **scores, "avg5": avg}
+            {
+                "checkpoint": row["checkpoint"],
+                "source": row["source"],
+                **scores,
+                "avg5": avg,
+                "notes": dict(row["notes"]),
+            }
         )
     return table
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, marked: bool = False) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    return str(value)
+    text = f"{value:.1f}" if isinstance(value, float) else str(value)
+    return text + MARK if marked else text
 
 
 def _grid(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     columns = ["checkpoint", *benchmark_columns(rows), "avg5"]
     header = [TITLES.get(name, name) if name != "checkpoint" else "Checkpoint" for name in columns]
-    body = [[_cell(row.get(name)) for name in columns] for row in rows]
+    body = [
+        [_cell(row.get(name), name in (row.get("notes") or {})) for name in columns] for row in rows
+    ]
     return header, body
 
 
+def footnotes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per marked cell: whose, which benchmark, why (empty when none is marked)."""
+    return [
+        f"{row['checkpoint']} {TITLES.get(benchmark, benchmark)}: {note}"
+        for row in rows
+        for benchmark, note in (row.get("notes") or {}).items()
+    ]
+
+
 def render_leaderboard(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A fixed-width text table: accuracies in % with one decimal, ``-`` where missing."""
+    """A fixed-width text table: accuracies in % with one decimal, ``-`` where missing.
+
+    A cell marked ``*`` is not comparable with the paper; the footnotes under
+    the table say why.
+    """
     if not rows:
         return "no evaluation results"
     header, body = _grid(rows)
@@ -142,17 +226,25 @@ def render_leaderboard(rows: Sequence[Mapping[str, Any]]) -> str:
         return "  ".join([first, *rest]).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(header), rule, *(line(cells) for cells in body)])
+    lines = [line(header), rule, *(line(cells) for cells in body)]
+    notes = footnotes(rows)
+    if notes:
+        lines += ["", FOOTNOTE_TITLE, *(f"  {note}" for note in notes)]
+    return "\n".join(lines)
 
 
 def render_leaderboard_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The same table in GitHub markdown (for Prefect artifacts and MLflow)."""
+    """The same table in GitHub markdown (for Prefect artifacts and MLflow), footnotes below."""
     if not rows:
         return "_no evaluation results_"
     header, body = _grid(rows)
     align = [":--"] + ["--:"] * (len(header) - 1)
-    lines = [header, align, *body]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    escaped = [[cell.replace(MARK, "\\" + MARK) for cell in cells] for cells in body]
+    lines = ["| " + " | ".join(cells) + " |" for cells in [header, align, *escaped]]
+    notes = footnotes(rows)
+    if notes:
+        lines += ["", "\\" + FOOTNOTE_TITLE, "", *(f"- {note}" for note in notes)]
+    return "\n".join(lines)
 
 
 def compare(

@@ -3,7 +3,7 @@
 Official rule. A response is first reduced to an extraction: quick paths (the
 response equals one choice's text; ``int(response)``; ``float(response)``), else
 an LLM extractor. The extraction is then normalised by question/answer type and
-compared to the gold ``answer`` string by exact equality:
+compared to the gold ``answer`` string by exact equality, both sides stripped:
 
 - ``multi_choice``: a letter written as ``(X)`` anywhere, or exactly ``X``, maps to
   ``choices[idx]``; anything else maps to the choice with the smallest
@@ -150,6 +150,10 @@ def mathvista_normalize(extracted: str, row: Mapping[str, Any]) -> str | None:
 
 
 def mathvista_correct(extracted: str, row: Mapping[str, Any]) -> bool:
-    """Official MathVista correctness of an extraction against ``row["answer"]``."""
+    """Official MathVista correctness of an extraction against ``row["answer"]``.
+
+    Like the official ``safe_equal``, both sides are stripped before the exact
+    comparison (a gold or a choice text with stray whitespace still matches).
+    """
     normalized = mathvista_normalize(extracted, row)
-    return normalized is not None and normalized == str(row.get("answer", ""))
+    return normalized is not None and normalized.strip() == str(row.get("answer", "")).strip()

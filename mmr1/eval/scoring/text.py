@@ -15,11 +15,12 @@ from mmr1.rewards import extract_final_answer
 from mmr1.rewards.normalize import strip_math_delimiters, unwrap_text_commands
 
 # "the answer is X", "final answer: X", "the correct options are A and C", "Answer: B".
-_ANSWER_PHRASE = re.compile(
-    r"(?:final\s+|correct\s+)?(?:answer|option|options|choice|choices)\s*"
-    r"(?:is|are|should\s+be|:)\s*:?",
-    re.IGNORECASE,
-)
+# Only where a phrase ends matters, so no "final"/"correct" prefix is matched. A
+# case-insensitive search is ~5x slower than a plain one, so the lowered text is
+# searched (same positions unless lowering changes the length; then the slow one).
+_PHRASE = r"(?:answer|option|choice)s?\s*(?:is|are|should\s+be|:)\s*:?"
+_ANSWER_PHRASE = re.compile(_PHRASE, re.IGNORECASE)
+_ANSWER_PHRASE_LOWER = re.compile(_PHRASE)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 _MARKDOWN = re.compile(r"\*\*|__")
 
@@ -33,7 +34,11 @@ def clean_answer(text: str) -> str:
 
 def answer_phrase(response: str) -> str | None:
     """Text after the last "answer is" / "answer:" phrase, up to the line or sentence end."""
-    matches = list(_ANSWER_PHRASE.finditer(response))
+    lowered = response.lower()
+    if len(lowered) == len(response):
+        matches = list(_ANSWER_PHRASE_LOWER.finditer(lowered))
+    else:
+        matches = list(_ANSWER_PHRASE.finditer(response))
     if not matches:
         return None
     rest = response[matches[-1].end() :].strip()
