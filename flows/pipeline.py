@@ -26,7 +26,7 @@ from tasks.context import catalog, flow_tracking
 from tasks.datasets import synthesize_benchmark
 from tasks.models import build_base_model
 from tasks.observe import run_name
-from tasks.pipeline import StageRunner
+from tasks.pipeline import StageRunner, recorded_evaluation
 
 
 def _rated_by(config: CurateRLConfig, model_ref: str) -> CurateRLConfig:
@@ -138,14 +138,19 @@ def mmr1_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
         checkpoints = [ref for ref in (base, sft_model, rl_model) if ref]
         results: dict[str, Any] = {}
         if "evaluate" not in config.skip:
+            eval_config = _evaluate_config(config, checkpoints, bench)
             outcome = stages.run(
                 "evaluate",
                 evaluate,
-                _evaluate_config(config, checkpoints, bench),
+                eval_config,
                 {f"checkpoint{i}": ref for i, ref in enumerate(checkpoints)},
                 output=lambda result: None,
+                # Reused: the accuracies (and leaderboard) the reused run recorded.
+                reused=lambda found: recorded_evaluation(eval_config, found),
             )
             results = outcome.get("results", {}) if isinstance(outcome, dict) else {}
+            if stages.outcomes["evaluate"]["action"] == "reused" and outcome.get("leaderboard"):
+                print(outcome["leaderboard"])
 
         refs = {
             "base_model": base,

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from prefect import task
+from prefect import Task, task
+from prefect.client.schemas.objects import TaskRun
 from prefect.logging import get_run_logger
+from prefect.states import State
+from prefect.tasks import exponential_backoff
 from pydantic import BaseModel
 
 from mmr1.cot.generate import generate_cot
@@ -29,6 +32,7 @@ from mmr1.data.difficulty import bucket_and_filter, estimate_pass_rates
 from mmr1.data.frame import StepResult
 from mmr1.data.sources import read_source
 from mmr1.data.validate import validate_frame
+from mmr1.generation.openai_compat import ChatCompletionError
 from mmr1.hashing import hash_file
 from schemas.curation import (
     CoTConfig,
@@ -46,6 +50,40 @@ from tasks.context import catalog, flow_run_id
 from tasks.generation import build_backend
 
 PASS_RATES_FILE = "pass_rates.parquet"
+
+# Model calls already back off per request (mmr1.generation); task retries outlast a
+# longer outage (a restarting vLLM or teacher server, a rate-limit window). Safe
+# because both steps resume from the shards they have written: a retry regenerates
+# only the missing ones. 3 retries, 30/60/120 s apart (+-50% jitter).
+TEACHER_RETRIES = 3
+TEACHER_BACKOFF_S = 30.0
+
+
+def is_bad_input(error: BaseException) -> bool:
+    """An error that a retry cannot fix: bad config or data, or a request the server refused.
+
+    ``ValueError``/``TypeError``/``LookupError`` come from configs, frames, shard
+    manifests and the catalog; a chat-completions error with a 4xx status other
+    than 408/429 is a refused request (bad model name, key, payload).
+    """
+    if isinstance(error, ChatCompletionError):
+        status = error.status
+        return status is not None and 400 <= status < 500 and status not in (408, 429)
+    return isinstance(error, ValueError | TypeError | LookupError | ImportError)
+
+
+def retry_unless_bad_input(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Prefect ``retry_condition_fn``: retry outages and crashes, not :func:`is_bad_input`."""
+    error = state.data  # the engine wraps the raised exception as Failed(data=exc)
+    return not (isinstance(error, BaseException) and is_bad_input(error))
+
+
+teacher_retries: dict[str, Any] = {
+    "retries": TEACHER_RETRIES,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=TEACHER_BACKOFF_S),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_unless_bad_input,
+}
 
 
 class StepOutput(BaseModel):
@@ -180,7 +218,7 @@ def _difficulty_backend(config: DifficultyConfig):
     return build_backend(HFBackendConfig(model=uri))
 
 
-@task(name="estimate-difficulty")
+@task(name="estimate-difficulty", **teacher_retries)
 def estimate_difficulty(
     previous: StepOutput, config: DifficultyConfig, work_dir: str, seed: int
 ) -> StepOutput:
@@ -246,7 +284,7 @@ def register_sources(
     return refs
 
 
-@task(name="generate-cot")
+@task(name="generate-cot", **teacher_retries)
 def generate_cot_step(
     previous: StepOutput,
     config: CoTConfig,

@@ -1,8 +1,9 @@
 """Stage bookkeeping of the ``mmr1-pipeline`` flow: keys, reuse, pins, attempts.
 
 A stage's key hashes its name, its resolved config (which names the pinned
-versions of its inputs) and the code version (:func:`mmr1.hashing.source_version`
-of the pipeline's packages). Before running a stage the pipeline looks for a
+versions of its inputs) and the code version (:func:`mmr1.hashing.code_version`:
+the pipeline's packages with their assets, and the versions of the libraries
+that shape results). Before running a stage the pipeline looks for a
 completed attempt with the same key whose output is still in the catalog and
 reuses it; every attempt (completed, failed or reused) is recorded in the
 catalog's ``stage_runs`` table, so a rerun after a failure picks up at the
@@ -18,14 +19,35 @@ from typing import Any
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from mmr1.hashing import hash_bytes, source_version
+from mmr1.eval.benchmarks import get_adapter
+from mmr1.eval.leaderboard import compare
+from mmr1.hashing import code_version as hash_code
+from mmr1.hashing import hash_bytes
+from schemas.catalog import EvalResultEntry, StageRunEntry
+from schemas.eval import EvaluateConfig
 from tasks.context import catalog, flow_run_id, tracked_run
 
 CODE_PACKAGES = ("mmr1", "schemas", "tasks", "flows")
+# Presets reach a stage through its resolved config, which the key holds already:
+# editing an unrelated preset must not invalidate every stage.
+UNKEYED_DIRS = ("presets",)
+# Libraries whose version changes what a stage computes (models, training, rollouts,
+# answer verification), and this project's own version. Missing ones are left out.
+KEY_DISTRIBUTIONS = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "math-verify",
+    "vllm",
+    "deepspeed",
+    "mmr1-pipeline",
+)
 
 
 def code_version() -> str:
-    return source_version(*CODE_PACKAGES)
+    """The code part of every stage key (cached per process)."""
+    return hash_code(CODE_PACKAGES, KEY_DISTRIBUTIONS, exclude_dirs=UNKEYED_DIRS)
 
 
 def stage_key(stage: str, config: BaseModel) -> str:
@@ -54,8 +76,14 @@ class StageRunner:
         inputs: dict[str, str | None],
         *,
         output: Callable[[Any], str | None] = lambda result: result,
+        reused: Callable[[StageRunEntry], Any] | None = None,
     ) -> Any:
-        """The stage's output ref: pinned, skipped (None), reused, or computed by ``flow_fn``."""
+        """The stage's output ref: pinned, skipped (None), reused, or computed by ``flow_fn``.
+
+        ``output`` picks the catalog ref out of the flow's return value (None for a
+        stage without one, which then returns the value itself); ``reused`` rebuilds
+        that value from the completed attempt being reused (default: its output ref).
+        """
         logger = get_run_logger()
         cat = catalog()
         if stage in self.pins:
@@ -92,7 +120,7 @@ class StageRunner:
                     mlflow_run_id=self.mlflow_run_id,
                 )
                 self._note(stage, "reused", found.output_ref or "-")
-                return found.output_ref
+                return found.output_ref if reused is None else reused(found)
         try:
             result = flow_fn(config, parent_mlflow_run_id=self.mlflow_run_id)
         except BaseException as exc:
@@ -125,3 +153,49 @@ class StageRunner:
     def _note(self, stage: str, action: str, ref: str) -> None:
         self.outcomes[stage] = {"stage": stage, "action": action, "output": ref}
         tracked_run(self.mlflow_run_id).set_tags({f"mmr1.stage.{stage}": f"{action} {ref}"})
+
+
+def recorded_evaluation(config: EvaluateConfig, found: StageRunEntry) -> dict[str, Any]:
+    """What the ``evaluate`` flow returned in the attempt ``found``, read back from the catalog.
+
+    The same shape as the flow's return value (``results``: pinned checkpoint ref ->
+    benchmark -> accuracy, and the ``leaderboard`` text), so a pipeline run that
+    reuses its evaluation reports the same numbers as the run that computed them.
+    Each cell is the result written by that attempt (its evaluate run is nested
+    under the attempt's MLflow run); when the MLflow store no longer knows that
+    run, the latest recorded result of the same checkpoint, benchmark and split.
+    """
+    cat = catalog()
+    client = tracked_run(found.mlflow_run_id or "").client
+    parents: dict[str, str | None] = {}
+
+    def written_by_found(result: EvalResultEntry) -> bool:
+        run_id = result.mlflow_run_id
+        if not run_id or not found.mlflow_run_id:
+            return False
+        if run_id not in parents:
+            try:
+                parents[run_id] = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+            except Exception:  # a run of another (or a reset) MLflow store
+                parents[run_id] = None
+        return parents[run_id] == found.mlflow_run_id
+
+    refs = [cat.get_checkpoint(ref.removeprefix("checkpoint:")).ref for ref in config.checkpoints]
+    results: dict[str, dict[str, float]] = {}
+    for ref in dict.fromkeys(refs):
+        scores: dict[str, float] = {}
+        for spec in config.benchmarks:
+            split = spec.split or get_adapter(spec.name).default_split
+            recorded = [
+                r
+                for r in cat.eval_results(checkpoint_ref=ref, benchmark=spec.name)
+                if r.split == split and "accuracy" in r.metrics
+            ]
+            chosen = [r for r in recorded if written_by_found(r)] or recorded
+            if chosen:
+                scores[spec.name] = chosen[-1].metrics["accuracy"]
+        results[ref] = scores
+    return {
+        "results": results,
+        "leaderboard": compare(cat, list(results), config.reference_rows),
+    }

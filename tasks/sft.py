@@ -13,15 +13,18 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from mmr1.hashing import hash_bytes
 from mmr1.storage import content_addressed
 from mmr1.train.launch import launch_command
 from mmr1.train.sft import SFTResult, run_sft
+from schemas.catalog import CheckpointEntry
 from schemas.sft_flow import SFTStageConfig
 from tasks.context import catalog, flow_run_id, home, tracked_run
 from tasks.jobs import run_job
+from tasks.observe import Progress
 
 
 def _work_dir(config: SFTStageConfig, dataset_ref: str, model_ref: str) -> Path:
@@ -90,12 +93,22 @@ def train_sft(config: SFTStageConfig, mlflow_run_id: str) -> str:
     )
     work = _work_dir(config, dataset.ref, base.ref)
     if config.launch.kind == "inprocess":
+        # max_steps may be unset (epochs decide): the recipe reports its horizon first.
+        progress = Progress(config.train.max_steps or 0)
+
+        def log_step(metrics: dict[str, float], step: int) -> None:
+            run.log_metrics(metrics, step=step)
+            if "total_steps" in metrics:
+                progress.total = int(metrics["total_steps"])
+            elif progress.total:
+                progress(step)
+
         result = run_sft(
             config.train,
             model_path=Path(base.uri),
             dataset_path=Path(dataset.uri),
             output_dir=work,
-            metrics_callback=lambda metrics, step: run.log_metrics(metrics, step=step),
+            metrics_callback=log_step,
         )
     else:
         result = _launch(config, base.uri, dataset.uri, work, mlflow_run_id)
@@ -131,4 +144,50 @@ def train_sft(config: SFTStageConfig, mlflow_run_id: str) -> str:
         result.dropped_too_long,
         entry.ref,
     )
+    _publish(entry, result, config)
     return f"checkpoint:{entry.ref}"
+
+
+def _publish(entry: CheckpointEntry, result: SFTResult, config: SFTStageConfig) -> None:
+    """The run's training summary as a Prefect markdown artifact (``sft-<output name>``)."""
+    history = result.history
+    first, last = (history[0], history[-1]) if history else ({}, {})
+
+    def number(value: object) -> str:
+        return f"{value:.4g}" if isinstance(value, int | float) else "-"
+
+    def row(name: str) -> str:
+        return f"| {name} | {number(first.get(name))} | {number(last.get(name))} |"
+
+    best = config.train.best_metric
+    lines = [
+        f"# SFT -> `{entry.ref}`",
+        f"{result.steps} steps ({result.skipped_steps} skipped for a non-finite gradient), "
+        f"{result.train_samples} train / {result.eval_samples} eval samples "
+        f"({result.dropped_too_long} dropped as too long), "
+        f"{result.tokens_per_s:.0f} tokens/s; kept the checkpoint with the best {best} "
+        f"({number(result.best_metric)}).",
+        "",
+        "| metric | first log step | last log step |",
+        "|---|---|---|",
+        row("loss"),
+        row("grad_norm"),
+        row("lr"),
+        row("epoch"),
+    ]
+    if result.eval_history:
+        names = sorted({k for h in result.eval_history for k in h if k != "step"})
+        lines += [
+            "",
+            "| step | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+            *(
+                f"| {h['step']} | " + " | ".join(number(h.get(n)) for n in names) + " |"
+                for h in result.eval_history
+            ),
+        ]
+    create_markdown_artifact(
+        key=f"sft-{entry.name.lower().replace('_', '-').replace('.', '-')}",
+        markdown="\n".join(lines),
+        description=f"SFT training summary for {entry.ref}",
+    )

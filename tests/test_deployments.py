@@ -55,6 +55,32 @@ def test_schedule_anchor_is_a_valid_cron_schedule(spec) -> None:
     assert vps["schedules"][0] is schedule  # an alias of the anchor, not a copy
 
 
+def test_scheduled_vps_follows_the_grpo_policy(spec, monkeypatch) -> None:
+    # Prefect merges schedule parameters over the deployment's shallowly
+    # ({**deployment, **schedule}), so the schedule's `config` replaces the preset's
+    # as a whole: it must be complete, and score the RL pool with the GRPO policy.
+    from mmr1.ops.servers import preset_parameters
+    from schemas.presets import PRESETS_DIR
+
+    monkeypatch.chdir(ROOT)
+    schedule = spec["definitions"]["schedules"]["vps_every_6h"]
+    scheduled = schedule["parameters"]["config"]
+    deployment = preset_parameters(ROOT / "deployments" / "prefect.yaml")
+    manual = deployment["estimate_vps/estimate_vps"]["config"]
+    grpo = yaml.safe_load((PRESETS_DIR / "grpo-demo.yaml").read_text())
+    assert scheduled["checkpoint"] == grpo["output_name"] == "tiny-grpo"
+    assert scheduled["dataset"] == grpo["dataset"]
+    assert scheduled == {**manual, "checkpoint": grpo["output_name"]}
+    assert manual["checkpoint"] != scheduled["checkpoint"]  # why the schedule has its own
+    [vps] = [d for d in spec["deployments"] if d["name"] == "estimate_vps"]
+    merged = {**deployment["estimate_vps/estimate_vps"], **schedule["parameters"]}
+    assert merged["config"]["checkpoint"] == "tiny-grpo"
+    flow = load_flow_from_entrypoint(vps["entrypoint"])
+    validated = flow.validate_parameters(merged)
+    assert validated["config"].checkpoint == "tiny-grpo"
+    assert validated["config"].sampling.max_new_tokens == manual["sampling"]["max_new_tokens"]
+
+
 def test_file_validates_as_prefect_deploy_reads_it(spec) -> None:
     # `prefect deploy` validates the file with this model and, on errors, prints a
     # warning and deploys nothing; catch that here rather than in a silent no-op.

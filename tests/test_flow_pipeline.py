@@ -49,6 +49,12 @@ SMALL = [
 STAGES = ["curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "evaluate"]
 
 
+def _is_partial(name: str) -> bool:
+    """Names of unfinished writes: mmr1/storage.py's ``.staging-<uuid>`` directories,
+    mmr1/train/checkpoint.py's ``.tmp-step-*`` and the ``.<file>.<uuid>.tmp`` files."""
+    return name.startswith((".staging-", ".tmp-")) or name.endswith(".tmp")
+
+
 @pytest.fixture(scope="module")
 def runs(prefect_harness, tmp_path_factory: pytest.TempPathFactory):
     from flows.pipeline import mmr1_pipeline
@@ -65,8 +71,30 @@ def runs(prefect_harness, tmp_path_factory: pytest.TempPathFactory):
             mmr1_pipeline(config)
         mp.delenv("MMR1_TEST_FAIL_REWARD")
         catalog = Catalog(home.catalog)
-        after_failure = {r.stage: r.status for r in catalog.stage_runs()}
+        after_failure = {
+            "statuses": {r.stage: r.status for r in catalog.stage_runs()},
+            "rl_checkpoints": [c.ref for c in catalog.list_checkpoints(stage="rl")],
+            "grpo_checkpoints": [c.ref for c in catalog.list_checkpoints(name="tiny-grpo")],
+            "checkpoints": {c.ref: c.uri for c in catalog.list_checkpoints()},
+            "staging": [
+                str(path)
+                for root in (home.checkpoints, home.datasets)
+                for path in root.rglob(".*")
+                if _is_partial(path.name)
+            ],
+        }
         second = mmr1_pipeline(config)
+        # A later evaluation of the SFT model elsewhere (`mmr1 eval`, other settings):
+        # the reused evaluation must still report its own run's numbers.
+        [own] = catalog.eval_results(checkpoint_ref=second["sft_model"], benchmark="synthetic")
+        catalog.record_eval_result(
+            checkpoint_ref=own.checkpoint_ref,
+            benchmark=own.benchmark,
+            split=own.split,
+            scorer=own.scorer,
+            n_items=own.n_items,
+            metrics={**own.metrics, "accuracy": 1.0 - own.metrics["accuracy"]},
+        )
         third = mmr1_pipeline(config)
         pinned_config = config.model_copy(
             update={"pin": {"sft": second["sft_model"]}, "skip": ["curate_sft", "evaluate"]}
@@ -81,7 +109,7 @@ def _statuses(catalog: Catalog, flow_run_id: str) -> dict[str, str]:
 
 def test_failure_is_recorded_and_nothing_half_written(runs) -> None:
     home, after_failure, *_ = runs
-    assert after_failure == {
+    assert after_failure["statuses"] == {
         "curate_rl": "completed",
         "curate_sft": "completed",
         "sft": "completed",
@@ -91,6 +119,13 @@ def test_failure_is_recorded_and_nothing_half_written(runs) -> None:
     catalog = Catalog(home.catalog)
     failed = [r for r in catalog.stage_runs(stage="grpo_vas") if r.status == "failed"]
     assert "injected reward failure" in (failed[0].error or "")
+    # Nothing of the failed GRPO stage was registered, and no staging copy was left behind.
+    assert after_failure["rl_checkpoints"] == [] and after_failure["grpo_checkpoints"] == []
+    assert after_failure["staging"] == []
+    # What was registered before the failure is complete on disk.
+    assert set(after_failure["checkpoints"]) == {"tiny-qwen2.5-vl@1", "tiny-sft@1"}
+    for uri in after_failure["checkpoints"].values():
+        assert (Path(uri) / "config.json").is_file()
 
 
 def test_rerun_resumes_at_the_failed_stage_then_reuses_everything(runs) -> None:
@@ -110,6 +145,10 @@ def test_rerun_resumes_at_the_failed_stage_then_reuses_everything(runs) -> None:
     assert _statuses(catalog, flow_id) == dict.fromkeys(STAGES, "reused")
     keys = ("base_model", "benchmark", "rl_pool", "sft", "sft_model", "vps", "rl_model")
     assert {k: second[k] for k in keys} == {k: third[k] for k in keys}
+    # A reused evaluation reports the accuracies the reused run computed.
+    assert len(second["evaluation"]) == 3
+    assert all(set(scores) == {"synthetic"} for scores in second["evaluation"].values())
+    assert third["evaluation"] == second["evaluation"]
     assert (
         pipeline_runs[third["mlflow_run_id"]]
         .data.tags["mmr1.stage.grpo_vas"]
@@ -180,3 +219,53 @@ def test_skipping_a_needed_stage_names_the_fix() -> None:
 
     with pytest.raises(ValueError, match=r"pin it instead \(pin: \{sft: REF\}\)"):
         _require(None, "sft", "grpo_vas")
+
+
+def test_teacher_steps_retry_outages_but_not_bad_input(
+    prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The curation stages' model calls (estimate-difficulty, generate-cot) retry at
+    # task level on outages; bad input fails at once. Driven through Prefect's engine.
+    import polars as pl
+    from prefect import flow
+
+    import tasks.curation as curation
+    from mmr1.data.frame import StepResult
+    from mmr1.generation.openai_compat import ChatCompletionError
+    from schemas.curation import CoTConfig
+
+    assert curation.estimate_difficulty.retry_condition_fn is curation.retry_unless_bad_input
+    assert curation.estimate_difficulty.retries == curation.generate_cot_step.retries == 3
+    kept = tmp_path / "kept.parquet"
+    pl.DataFrame({"row_id": ["a", "b"]}).write_parquet(kept)
+    previous = curation.StepOutput(
+        stage="prev", kept=str(kept), quarantined="", n_in=2, n_kept=2, n_quarantined=0, reasons={}
+    )
+    errors: list[BaseException] = []
+    calls: list[int] = []
+
+    def teacher(frame, config, shard_dir, seed, **kwargs):
+        calls.append(1)
+        if errors:
+            raise errors.pop(0)
+        return StepResult(frame)
+
+    monkeypatch.setattr(curation, "generate_cot", teacher)
+    step = curation.generate_cot_step.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+
+    @flow
+    def cot_step() -> curation.StepOutput:
+        return step(previous, CoTConfig(), [], str(tmp_path / "work"), 0)
+
+    def outage(status: int | None) -> ChatCompletionError:
+        return ChatCompletionError("teacher down", url="http://t", status=status, body_snippet="")
+
+    errors[:] = [outage(503), outage(None)]
+    assert cot_step().n_kept == 2
+    assert len(calls) == 3
+    for bad in (ValueError("row 'a': no question"), outage(401)):
+        calls.clear()
+        errors[:] = [bad]
+        with pytest.raises(type(bad)):
+            cot_step()
+        assert len(calls) == 1, bad

@@ -90,11 +90,54 @@ def _check_outputs(home, ref: str, flow_run_count: int) -> None:
     assert "plots/loss_curve.png" in artifacts
 
 
-def test_sft_flow_in_process(sft_home) -> None:
+def _prefect_view(flow_run_id: str) -> tuple[str, list[str], dict[str, str]]:
+    """The flow run's name, tags and artifacts (key -> markdown) as the Prefect API has them."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
+            )
+        )
+    return run.name, run.tags, {a.key: str(a.data) for a in artifacts if a.key}
+
+
+def test_sft_flow_in_process(sft_home, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.sft import sft
 
+    # An MLflow UI known to serve the local store: its run URL becomes a tag.
+    monkeypatch.setenv("MMR1_MLFLOW_UI_URL", "http://mlflow.test:5000/")
     ref = sft(_config())
     _check_outputs(sft_home, ref, flow_run_count=1)
+    [run] = find_runs(sft_home, "sft")
+    name, tags, artifacts = _prefect_view(run.data.tags["mmr1.prefect_flow_run_id"])
+    url = f"http://mlflow.test:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert {f"mlflow:{run.info.run_id}", f"mlflow-url:{url}"} <= set(tags)
+    assert f"]({url})" in artifacts["mlflow-sft"]
+    # Progress lands in the run name; the last step is always written.
+    assert name == "sft[tiny-sft] step 4/4"
+    summary = artifacts["sft-tiny-sft"]
+    assert summary.startswith(f"# SFT -> `{ref.removeprefix('checkpoint:')}`")
+    assert "4 steps (0 skipped" in summary
+    assert "| loss |" in summary and "eval_loss" in summary
+
+
+def test_mlflow_ui_url_is_known_only_for_a_server_or_a_configured_ui(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks.observe import mlflow_ui_url
+
+    monkeypatch.delenv("MMR1_MLFLOW_UI_URL", raising=False)
+    assert mlflow_ui_url("sqlite:////tmp/home/mlflow.db") is None  # no URL, no URL tag
+    assert mlflow_ui_url("https://mlflow.example.org/") == "https://mlflow.example.org"
+    monkeypatch.setenv("MMR1_MLFLOW_UI_URL", "http://127.0.0.1:5001")
+    assert mlflow_ui_url("sqlite:////tmp/home/mlflow.db") == "http://127.0.0.1:5001"
+    assert mlflow_ui_url("http://tracking:5000") == "http://tracking:5000"
 
 
 @pytest.mark.slow

@@ -264,7 +264,15 @@ def _curate_params(model: Path) -> dict:
     }
 
 
+# Each flow run may take its full watch timeout on a slow machine; the stack's start-up
+# and the deploy come on top. The test's own clear errors (with the worker's log) must
+# fire before pytest's timeout would kill it.
+WATCH_TIMEOUT_S = 240
+STACK_BUDGET_S = 300  # server + worker start-up, prefect deploy, inspect, teardown
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(2 * WATCH_TIMEOUT_S + STACK_BUDGET_S)
 def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -300,7 +308,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
             stack.prefect.api_url,
             log_dir=log_dir,
             params=_curate_params(model),
-            watch_timeout=240,
+            watch_timeout=WATCH_TIMEOUT_S,
             env={"PREFECT_HOME": str(tmp_path / "prefect")},
             check=False,
         )
@@ -311,7 +319,16 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
         # Scheduled re-estimation: the deployment carries its cron, and a run with bare
         # refs scores the latest pool with the latest checkpoint version.
         inspect = subprocess.run(
-            [sys.executable, "-m", "prefect", "deployment", "inspect", "estimate_vps/estimate_vps"],
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "deployment",
+                "inspect",
+                "estimate_vps/estimate_vps",
+                "--output",
+                "json",
+            ],
             env={
                 **os.environ,
                 **OFFLINE,
@@ -323,7 +340,15 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
             timeout=120,
             check=True,
         )
-        assert "0 */6 * * *" in inspect.stdout
+        deployed = json.loads(inspect.stdout)
+        [schedule] = deployed["schedules"]
+        assert schedule["schedule"]["cron"] == "0 */6 * * *"
+        assert schedule["active"] is False
+        # The schedule scores with the GRPO policy; a scheduled run's parameters are
+        # {**deployment, **schedule} (shallow), so its config must name the checkpoint.
+        scheduled = {**deployed["parameters"], **schedule["parameters"]}
+        assert scheduled["config"]["checkpoint"] == "tiny-grpo"
+        assert scheduled["config"]["dataset"] == "synthetic-rl"
         policy = Catalog(home.catalog)
         for seed in (0, 1):
             directory = build_tiny_model(TinyVLMConfig(seed=seed), tmp_path / f"policy-{seed}")
@@ -346,7 +371,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
                     "rewards": {"num_workers": 0},
                 }
             },
-            watch_timeout=240,
+            watch_timeout=WATCH_TIMEOUT_S,
             env={"PREFECT_HOME": str(tmp_path / "prefect")},
             check=False,
         )
