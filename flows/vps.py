@@ -1,7 +1,7 @@
 """The ``estimate_vps`` flow: a VPS table version for (RL pool, checkpoint).
 
 Scheduled as a deployment with bare refs (``dataset: synthetic-rl``,
-``checkpoint: grpo``), it re-estimates against whatever versions are latest
+``checkpoint: tiny-grpo``), it re-estimates against whatever versions are latest
 when it runs, so a long GRPO run elsewhere can pick fresh scores from the
 catalog.
 """

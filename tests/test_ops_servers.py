@@ -289,7 +289,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
     started = time.monotonic()
     with servers.local_stack(
         prefect_port=0,
-        with_mlflow=False,
+        mlflow_port=0,
         deploy_names=["curate_rl", "estimate_vps"],
         home=home,
         prefect_home=tmp_path / "prefect",
@@ -316,6 +316,13 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
         worker_log = stack.worker.process.tail(60)
         assert result.returncode == 0, f"{result.stdout}\n--- worker log:\n{worker_log}"
         assert "Completed" in result.stdout
+        # With the MLflow server up, the flow run links its MLflow run's page by a tag.
+        assert stack.mlflow is not None
+        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout).group(1)
+        flow_run = httpx.get(f"{stack.prefect.api_url}/flow_runs/{flow_run_id}", timeout=30)
+        flow_run.raise_for_status()
+        url_tags = [t for t in flow_run.json()["tags"] if t.startswith("mlflow-url:")]
+        assert url_tags and url_tags[0].startswith(f"mlflow-url:{stack.mlflow.url}/#/experiments/")
         # Scheduled re-estimation: the deployment carries its cron, and a run with bare
         # refs scores the latest pool with the latest checkpoint version.
         inspect = subprocess.run(
@@ -381,7 +388,6 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
     assert not port_in_use("127.0.0.1", stack.prefect.port)
     print(f"\ntimings: {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
 
-    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout).group(1)
     # The worker wrote to the test's home: catalog ...
     catalog = Catalog(home.catalog)
     [pool] = catalog.list_datasets(name="ops-rl")

@@ -497,8 +497,9 @@ def local_stack(
     """Prefect server, (MLflow server,) work pool, deployments, worker; all stopped on exit.
 
     ``env`` goes to the worker and so to every flow run (plus ``MMR1_HOME`` of
-    ``home`` when given). ``register`` False skips ``prefect deploy``;
-    ``deploy_names`` limits it to some deployments.
+    ``home`` when given, and ``MMR1_MLFLOW_UI_URL`` when the MLflow server runs).
+    ``register`` False skips ``prefect deploy``; ``deploy_names`` limits it to some
+    deployments.
     """
     home = home or HomeConfig()
     log_dir = log_dir or default_log_dir(home)
@@ -514,6 +515,9 @@ def local_stack(
             services.mlflow = stack.enter_context(
                 mlflow_server(home, host=host, port=mlflow_port, log_dir=log_dir)
             )
+            # Flow runs keep logging to the store directly; this only tells them where
+            # its UI is, so they can tag their Prefect run with the MLflow run's page.
+            run_env.setdefault("MMR1_MLFLOW_UI_URL", services.mlflow.url)
         ensure_work_pool(prefect.api_url, pool, log_dir=log_dir, env=run_env)
         if register:
             services.deployments = deploy(
