@@ -8,7 +8,10 @@ re-estimation every 35 steps with N = 32 rollouts per prompt.
 
 Vocabulary: a **step** is one rollout batch (``prompts_per_step`` prompts x
 ``group_size`` rollouts); it makes ``ppo_epochs * ceil(prompts_per_step /
-mini_batch_prompts)`` optimiser updates.
+mini_batch_prompts)`` optimiser updates. With one update per rollout batch (the
+default, as in the paper) training is on-policy: the old log-probs are the
+current ones, so the PPO ratio is exactly 1 and ``loss/clip_frac`` is 0 at every
+step. That is expected; clipping only acts from the second update on a batch.
 """
 
 from __future__ import annotations
@@ -18,10 +21,32 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from schemas.base import ConfigModel
-from schemas.generation import SamplingParams
+from schemas.generation import SamplingParams, VLLMBackendConfig
 from schemas.rewards import RewardConfig
 from schemas.sft_flow import LaunchConfig
 from schemas.vas import VPSScoreConfig
+
+
+class VLLMRolloutConfig(VLLMBackendConfig):
+    """The colocated vLLM engine of ``rollout_backend: vllm`` (one per training process).
+
+    Weights are pushed from the trained policy into the engine lazily: after an
+    optimiser update the engine is marked stale and synced right before the next
+    generation (training rollouts or a VPS re-estimation).
+    """
+
+    model: str | None = Field(  # type: ignore[assignment]
+        default=None,
+        description="Checkpoint the engine starts from; None: the policy's own starting "
+        "checkpoint (its weights are replaced by the policy's after every update anyway).",
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.3,
+        gt=0.0,
+        le=1.0,
+        description="Share of the GPU the engine may take; the rest holds the policy, the "
+        "reference, optimizer states and activations.",
+    )
 
 
 class GRPOConfig(ConfigModel):
@@ -48,7 +73,19 @@ class GRPOConfig(ConfigModel):
         description="Rollout sampling (n and seed are set per step).",
     )
     rollout_batch_size: int = Field(
-        default=16, ge=1, description="Prompts per generation forward (hf backend)."
+        default=16,
+        ge=1,
+        description="Prompts per generation call (one forward batch of the hf backend).",
+    )
+    rollout_backend: Literal["hf", "vllm"] = Field(
+        default="hf",
+        description="'hf': generate with the very module being trained (CPU or GPU); 'vllm': "
+        "a colocated vLLM engine per process (GPU trainer environment), synced with the "
+        "policy weights before generating after each update.",
+    )
+    vllm: VLLMRolloutConfig = Field(
+        default_factory=VLLMRolloutConfig,
+        description="Engine settings for rollout_backend 'vllm' (ignored for 'hf').",
     )
     truncated: Literal["keep", "mask"] = Field(
         default="keep",
@@ -65,7 +102,9 @@ class GRPOConfig(ConfigModel):
         default=0.2, ge=0.0, description="PPO epsilon_high (> clip_low: clip-higher)."
     )
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = Field(
-        default="token-mean", description="How per-token losses are aggregated (paper: token)."
+        default="token-mean",
+        description="How per-token losses are aggregated (paper: token-mean). "
+        "seq-mean-token-sum-norm (Dr.GRPO) divides by rows x sampling.max_new_tokens.",
     )
     kl_coef: float = Field(
         default=0.01, ge=0.0, description="k3 KL coefficient; 0 skips the reference model."
@@ -74,11 +113,17 @@ class GRPOConfig(ConfigModel):
     lr: float = Field(default=1e-6, gt=0.0, description="AdamW learning rate (constant).")
     weight_decay: float = Field(default=0.01, ge=0.0)
     betas: tuple[float, float] = Field(default=(0.9, 0.999))
-    max_grad_norm: float = Field(default=1.0, gt=0.0, description="Global gradient clipping.")
+    max_grad_norm: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Global gradient clipping (under DeepSpeed: its gradient_clipping).",
+    )
     freeze_vision: bool = Field(default=False, description="Paper: the vision tower is trained.")
     gradient_checkpointing: bool = False
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="auto: bf16 autocast on GPUs that support it, else fp32."
+        default="auto",
+        description="auto: bf16 autocast on GPUs that support it, else fp32. The frozen "
+        "reference runs exactly like the policy (same dtype, same autocast).",
     )
     # -- sampling of prompts (VAS)
     sampling_mode: Literal["uniform", "vas"] = Field(
@@ -144,6 +189,17 @@ class GRPOConfig(ConfigModel):
                 f"mini_batch_prompts ({self.mini_batch_prompts}) > prompts_per_step "
                 f"({self.prompts_per_step})"
             )
+        if self.rollout_backend == "vllm":
+            if self.vllm.tensor_parallel_size != 1:
+                raise ValueError(
+                    "rollout_backend 'vllm' colocates one engine with each training process: "
+                    f"vllm.tensor_parallel_size must be 1, got {self.vllm.tensor_parallel_size}"
+                )
+            if self.vllm.max_model_len <= self.sampling.max_new_tokens:
+                raise ValueError(
+                    f"vllm.max_model_len ({self.vllm.max_model_len}) must exceed "
+                    f"sampling.max_new_tokens ({self.sampling.max_new_tokens}) plus the prompt"
+                )
         return self
 
 

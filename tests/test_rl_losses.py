@@ -16,6 +16,7 @@ from mmr1.rl.losses import (
     LOSS_AGGREGATIONS,
     aggregate_loss,
     kl_k3,
+    normaliser_units,
     policy_loss,
     register_loss_aggregation,
 )
@@ -112,6 +113,63 @@ def test_aggregations_with_unequal_lengths(agg: str) -> None:
     assert (logp.grad[~MASK.bool()] == 0).all()
 
 
+def test_token_sum_norm_divides_by_the_given_constant_length() -> None:
+    losses = torch.tensor([[1.0, 2.0, 3.0], [4.0, 99.0, 99.0], [7.0, 7.0, 7.0]])
+    # (6 + 4 + 0) / (3 rows * 8): the width of the padded tensor (3) plays no part.
+    got = aggregate_loss(losses, MASK, "seq-mean-token-sum-norm", norm_len=8)
+    assert got.item() == pytest.approx(10 / 24)
+    wider = torch.cat([losses, torch.full((3, 4), 5.0)], dim=1)
+    wider_mask = torch.cat([MASK, torch.zeros(3, 4, dtype=MASK.dtype)], dim=1)
+    assert aggregate_loss(wider, wider_mask, "seq-mean-token-sum-norm", norm_len=8).item() == (
+        pytest.approx(10 / 24)
+    )
+    # The other aggregations ignore norm_len.
+    for agg in ("token-mean", "seq-mean-token-mean"):
+        got = aggregate_loss(losses, MASK, agg, norm_len=8)
+        assert got.item() == pytest.approx(AGGREGATED[agg])
+
+
+def test_normaliser_units_count_what_each_aggregation_divides_by() -> None:
+    assert normaliser_units(MASK, "token-mean").item() == 4  # real tokens
+    assert normaliser_units(MASK, "seq-mean-token-mean").item() == 2  # non-empty rows
+    assert normaliser_units(MASK, "seq-mean-token-sum-norm").item() == 3  # every row
+
+
+@pytest.mark.parametrize("agg", sorted(LOSS_AGGREGATIONS))
+def test_micro_batches_accumulate_to_the_whole_batch_gradient(agg: str) -> None:
+    """Micro-batches padded to their own widths, weighted by their units, give the
+    gradient of the whole batch: unequal lengths, an empty (masked) row, a KL term."""
+    generator = torch.Generator().manual_seed(3)
+    lengths = [7, 2, 0, 5, 1, 3, 6]  # row 2 is a masked truncation: no trainable token
+    rows, width, norm_len = len(lengths), max(lengths), 9
+    mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).double()
+    old = torch.randn(rows, width, generator=generator, dtype=torch.float64) - 1.0
+    logp = old + 0.4 * torch.randn(rows, width, generator=generator, dtype=torch.float64)
+    ref = logp + 0.3 * torch.randn(rows, width, generator=generator, dtype=torch.float64)
+    advantages = torch.randn(rows, generator=generator, dtype=torch.float64)
+    kwargs = {"agg": agg, "kl_coef": 0.05, "norm_len": norm_len, "clip_high": 0.28}
+
+    whole_logp = logp.clone().requires_grad_(True)
+    whole, _ = policy_loss(whole_logp, old, advantages, mask, ref_logp=ref, **kwargs)
+    whole.backward()
+
+    split_logp = logp.clone().requires_grad_(True)
+    total_units = normaliser_units(mask, agg)
+    accumulated = torch.zeros((), dtype=torch.float64)
+    for micro in ([0, 1, 2], [3, 4], [5, 6]):
+        w = max(max(lengths[i] for i in micro), 1)  # collate pads to the micro-batch's longest
+        loss, _ = policy_loss(
+            split_logp[micro, :w], old[micro, :w], advantages[micro], mask[micro, :w],
+            ref_logp=ref[micro, :w], **kwargs,
+        )  # fmt: skip
+        weighted = loss * normaliser_units(mask[micro, :w], agg) / total_units
+        weighted.backward()
+        accumulated = accumulated + weighted.detach()
+    torch.testing.assert_close(accumulated, whole.detach())
+    torch.testing.assert_close(split_logp.grad, whole_logp.grad)
+    assert whole_logp.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("agg", sorted(AGGREGATED))
 def test_all_padding_batch_gives_zero_loss(agg: str) -> None:
     logp = torch.zeros(2, 3, requires_grad=True)
@@ -186,6 +244,7 @@ def reference_policy_loss(
     agg: str,
     ref: torch.Tensor | None,
     kl_coef: float,
+    norm_len: int | None = None,
 ) -> torch.Tensor:
     """The loss written token by token, the way the METHOD.md formulas read."""
     batch, length = logp.shape
@@ -211,7 +270,8 @@ def reference_policy_loss(
         means = [sum(terms) / len(terms) for terms in rows if terms]
         return sum(means) / len(means) if means else torch.tensor(0.0)
     assert agg == "seq-mean-token-sum-norm"
-    return sum(sum(terms) / length if terms else 0.0 for terms in rows) / batch
+    norm = norm_len or length
+    return sum(sum(terms) / norm if terms else 0.0 for terms in rows) / batch
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -232,16 +292,17 @@ def test_vectorised_matches_loop_reference(seed: int, agg: str) -> None:
     clip_low, clip_high = 0.2, 0.2 + 0.1 * (seed % 3)
     use_ref = seed % 3 != 0
     kl_coef = 0.05 if use_ref else 0.0
+    norm_len = None if seed % 2 else length + seed  # the padded width, or a constant beyond it
 
     fast_logp = logp.clone().requires_grad_(True)
     fast, metrics = policy_loss(
         fast_logp, old, advantages, mask, clip_low, clip_high, agg,
-        ref if use_ref else None, kl_coef,
+        ref if use_ref else None, kl_coef, norm_len=norm_len,
     )  # fmt: skip
     slow_logp = logp.clone().requires_grad_(True)
     slow = reference_policy_loss(
         slow_logp, old, advantages, mask, clip_low, clip_high, agg,
-        ref if use_ref else None, kl_coef,
+        ref if use_ref else None, kl_coef, norm_len,
     )  # fmt: skip
     torch.testing.assert_close(fast, torch.as_tensor(slow, dtype=torch.float64))
     fast.backward()
@@ -265,4 +326,11 @@ def test_bad_arguments_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="mask has shape"):
         policy_loss(x, x, torch.zeros(2), torch.ones(2, 4))
     with pytest.raises(ValueError, match="already registered"):
-        register_loss_aggregation("token-mean")(lambda loss, mask: loss.sum())
+        register_loss_aggregation("token-mean", units=lambda mask: mask.sum())(
+            lambda loss, mask, norm_len: loss.sum()
+        )
+    with pytest.raises(ValueError, match="norm_len must be >= 1"):
+        policy_loss(x, x, torch.zeros(2), torch.ones(2, 3), agg="seq-mean-token-sum-norm",
+                    norm_len=0)  # fmt: skip
+    with pytest.raises(ValueError, match="unknown loss aggregation 'sum'"):
+        normaliser_units(torch.ones(2, 3), "sum")

@@ -6,7 +6,13 @@ trainer, the tests and the benches share one definition of each quantity.
 """
 
 from mmr1.rl.advantages import ADVANTAGE_SCALES, group_advantages
-from mmr1.rl.losses import LOSS_AGGREGATIONS, aggregate_loss, kl_k3, policy_loss
+from mmr1.rl.losses import (
+    LOSS_AGGREGATIONS,
+    aggregate_loss,
+    kl_k3,
+    normaliser_units,
+    policy_loss,
+)
 
 __all__ = [
     "ADVANTAGE_SCALES",
@@ -14,5 +20,6 @@ __all__ = [
     "aggregate_loss",
     "group_advantages",
     "kl_k3",
+    "normaliser_units",
     "policy_loss",
 ]

@@ -10,6 +10,15 @@ and the per-token losses are reduced to a scalar by one of ``LOSS_AGGREGATIONS``
 over the response mask. Paper / released yaml: clip_low = clip_high = 0.2,
 token-mean, kl_coef = 0.01 with the frozen SFT model as reference.
 
+Gradient accumulation: a batch split into micro-batches (each padded to its own
+width) gives the whole-batch gradient when micro-batch k's loss is weighted by
+``normaliser_units(mask_k) / sum_j normaliser_units(mask_j)`` and, for
+``seq-mean-token-sum-norm``, every micro-batch uses the same ``norm_len`` (the
+trainer passes ``max_new_tokens``).
+
+On-policy (one update per rollout batch) the old log-probs are the current ones,
+so ``ratio`` is exactly 1 and ``clip_frac`` 0 at every step: expected, not a bug.
+
 Numerical guards (same as verl): the log-ratios ``logp - old_logp`` and
 ``ref - logp`` are clamped to [-20, 20] before ``exp``. For k3 this changes
 nothing (|k3| already exceeds 10 at |x| >= 20 and is then clamped anyway); for the
@@ -31,27 +40,42 @@ LOG_RATIO_LIMIT = 20.0
 K3_LIMIT = 10.0
 """The k3 estimate is clamped to [-K3_LIMIT, K3_LIMIT] (released code, verl ``low_var_kl``)."""
 
-LossAggregation = Callable[[Tensor, Tensor], Tensor]
-"""``(loss, mask) -> scalar``; ``loss`` float (batch, response_len), ``mask`` bool, same shape."""
+LossAggregation = Callable[[Tensor, Tensor, int], Tensor]
+"""``(loss, mask, norm_len) -> scalar``; ``loss`` float (batch, response_len), ``mask`` bool,
+same shape; ``norm_len`` the constant length of ``seq-mean-token-sum-norm`` (others ignore it)."""
 
 LOSS_AGGREGATIONS: dict[str, LossAggregation] = {}
 """How per-token losses become one scalar, by name."""
 
+NormaliserUnits = Callable[[Tensor], Tensor]
+"""``mask -> 0-d count``: what an aggregation divides the summed loss by, up to ``norm_len``."""
 
-def register_loss_aggregation(name: str) -> Callable[[LossAggregation], LossAggregation]:
-    """Decorator adding an aggregation to ``LOSS_AGGREGATIONS``; a taken name raises."""
+NORMALISER_UNITS: dict[str, NormaliserUnits] = {}
+"""The units of each aggregation in ``LOSS_AGGREGATIONS`` (see :func:`normaliser_units`)."""
+
+
+def register_loss_aggregation(
+    name: str, *, units: NormaliserUnits
+) -> Callable[[LossAggregation], LossAggregation]:
+    """Decorator adding an aggregation (and its ``units``) to the registries; a taken name raises.
+
+    ``units(mask)`` must count what the aggregation divides the summed loss by
+    (up to the constant ``norm_len``), so that micro-batch accumulation weighted
+    by units reproduces the whole-batch loss exactly.
+    """
 
     def add(function: LossAggregation) -> LossAggregation:
         if name in LOSS_AGGREGATIONS:
             raise ValueError(f"loss aggregation {name!r} is already registered")
         LOSS_AGGREGATIONS[name] = function
+        NORMALISER_UNITS[name] = units
         return function
 
     return add
 
 
-@register_loss_aggregation("token-mean")
-def _token_mean(loss: Tensor, mask: Tensor) -> Tensor:
+@register_loss_aggregation("token-mean", units=lambda mask: mask.sum())
+def _token_mean(loss: Tensor, mask: Tensor, norm_len: int) -> Tensor:
     """``sum_{b,t} m_bt l_bt / sum_{b,t} m_bt``: every real token of the batch weighs the same.
 
     0 when the batch has no real token.
@@ -60,8 +84,8 @@ def _token_mean(loss: Tensor, mask: Tensor) -> Tensor:
     return total / mask.sum().clamp(min=1)
 
 
-@register_loss_aggregation("seq-mean-token-mean")
-def _seq_mean_token_mean(loss: Tensor, mask: Tensor) -> Tensor:
+@register_loss_aggregation("seq-mean-token-mean", units=lambda mask: mask.any(dim=1).sum())
+def _seq_mean_token_mean(loss: Tensor, mask: Tensor, norm_len: int) -> Tensor:
     """``mean_b (sum_t m_bt l_bt / sum_t m_bt)`` over sequences with at least one real token.
 
     Every sequence weighs the same whatever its length (the original GRPO form).
@@ -73,24 +97,31 @@ def _seq_mean_token_mean(loss: Tensor, mask: Tensor) -> Tensor:
     return (per_sequence * present).sum() / present.sum().clamp(min=1)
 
 
-@register_loss_aggregation("seq-mean-token-sum-norm")
-def _seq_mean_token_sum_norm(loss: Tensor, mask: Tensor) -> Tensor:
-    """``mean_b (sum_t m_bt l_bt) / L`` with ``L = mask.shape[1]``, the padded response length.
+@register_loss_aggregation(
+    "seq-mean-token-sum-norm", units=lambda mask: torch.tensor(mask.shape[0], device=mask.device)
+)
+def _seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, norm_len: int) -> Tensor:
+    """``sum_b (sum_t m_bt l_bt) / (batch * norm_len)``: Dr.GRPO's constant normaliser.
 
-    Dr.GRPO: a constant normaliser (the maximum response length of the batch, and
-    the batch size over *all* rows, empty ones contributing 0) so no length bias
-    enters through per-sequence division. Note the loss scale then depends on how
-    far the batch is padded; pad to the configured maximum response length for a
-    normaliser that is constant across steps.
+    Every row counts in ``batch``, empty ones (all padding, or masked truncations)
+    contributing 0, and ``norm_len`` is a constant, the maximum response length
+    (``max_new_tokens``), so no length bias enters through a per-sequence division
+    and the loss scale does not depend on how far a micro-batch happens to be
+    padded. Direct callers that omit it get the tensor width.
     """
-    sums = torch.where(mask, loss, torch.zeros_like(loss)).sum(dim=1)
-    return sums.sum() / (loss.shape[0] * loss.shape[1]) if loss.numel() else sums.sum()
+    sums = torch.where(mask, loss, torch.zeros_like(loss)).sum()
+    return sums / (loss.shape[0] * norm_len) if loss.shape[0] else sums
 
 
-def aggregate_loss(loss: Tensor, mask: Tensor, agg: str = "token-mean") -> Tensor:
+def aggregate_loss(
+    loss: Tensor, mask: Tensor, agg: str = "token-mean", norm_len: int | None = None
+) -> Tensor:
     """Reduce per-token ``loss`` (batch, response_len) over ``mask`` with aggregation ``agg``.
 
-    ``mask`` (batch, response_len): nonzero / True for real response tokens. See
+    ``mask`` (batch, response_len): nonzero / True for real response tokens.
+    ``norm_len``: the constant length ``seq-mean-token-sum-norm`` divides by
+    (None: ``response_len``, the padded width; pass the maximum response length
+    for a normaliser that is the same for every micro-batch). See
     ``LOSS_AGGREGATIONS`` for the choices; an unknown name raises ``ValueError``.
     """
     if agg not in LOSS_AGGREGATIONS:
@@ -102,7 +133,27 @@ def aggregate_loss(loss: Tensor, mask: Tensor, agg: str = "token-mean") -> Tenso
             f"loss and mask must both be (batch, response_len); got {tuple(loss.shape)} "
             f"and {tuple(mask.shape)}"
         )
-    return LOSS_AGGREGATIONS[agg](loss, mask.bool())
+    if norm_len is None:
+        norm_len = max(int(loss.shape[1]), 1)
+    elif norm_len < 1:
+        raise ValueError(f"norm_len must be >= 1, got {norm_len}")
+    return LOSS_AGGREGATIONS[agg](loss, mask.bool(), int(norm_len))
+
+
+def normaliser_units(mask: Tensor, agg: str) -> Tensor:
+    """What ``agg`` divides the summed loss by, up to the constant ``norm_len``: a 0-d tensor.
+
+    token-mean: the real tokens; seq-mean-token-mean: the rows with at least one
+    real token; seq-mean-token-sum-norm: every row (empty ones included).
+    Gradient accumulation weights micro-batch ``k``'s loss by
+    ``units_k / sum_j units_j``, which makes the accumulated gradient that of the
+    aggregation over the whole batch, for every registered aggregation.
+    """
+    if agg not in NORMALISER_UNITS:
+        raise ValueError(
+            f"unknown loss aggregation {agg!r}; choose one of {sorted(LOSS_AGGREGATIONS)}"
+        )
+    return NORMALISER_UNITS[agg](mask.bool())
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
@@ -134,6 +185,7 @@ def policy_loss(
     agg: str = "token-mean",
     ref_logp: Tensor | None = None,
     kl_coef: float = 0.0,
+    norm_len: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO-clip policy loss of GRPO with an optional k3 KL penalty, and its metrics.
 
@@ -146,7 +198,8 @@ def policy_loss(
     Per token: ``ratio = exp(logp - old_logp)``,
     ``pg = -min(ratio * A, clip(ratio, 1 - clip_low, 1 + clip_high) * A)`` and, when
     ``ref_logp`` is given, ``loss = pg + kl_coef * kl_k3(logp, ref_logp)``; the result
-    is reduced with ``aggregate_loss(loss, mask, agg)``.
+    is reduced with ``aggregate_loss(loss, mask, agg, norm_len)`` (``norm_len``:
+    the constant length of ``seq-mean-token-sum-norm``; None: the tensor width).
 
     Returns ``(loss, metrics)``; metrics are detached 0-d tensors:
 
@@ -194,11 +247,11 @@ def policy_loss(
     unclipped = -ratio * advantages
     clipped = -ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
     pg_per_token = torch.maximum(unclipped, clipped)
-    pg_loss = aggregate_loss(pg_per_token, real, agg)
+    pg_loss = aggregate_loss(pg_per_token, real, agg, norm_len)
 
     if ref_logp is not None:
         kl_per_token = kl_k3(logp, torch.where(real, ref_logp.detach(), zero))
-        loss = aggregate_loss(pg_per_token + kl_coef * kl_per_token, real, agg)
+        loss = aggregate_loss(pg_per_token + kl_coef * kl_per_token, real, agg, norm_len)
         kl = _masked_mean(kl_per_token.detach(), real)
     else:
         loss = pg_loss

@@ -3,7 +3,9 @@
 A checkpoint directory holds ``save_pretrained`` weights and processor, the
 optimizer, the sampler state (scores, pass, position, generator), the loop
 state (``trainer_state.json``, written last as the completeness marker) and
-one RNG file per rank.
+one RNG file per rank. Under DeepSpeed the optimizer is partitioned across
+ranks: the engine's own checkpoint (``deepspeed/``: fp32 master weights and
+every rank's optimizer partition) replaces ``optimizer.pt``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from mmr1.train.checkpoint import (
 from mmr1.vas.sampler import MixedVarianceSampler
 
 SAMPLER_FILE = "sampler.pt"
+DEEPSPEED_TAG = "deepspeed"
+"""Sub-directory of a checkpoint holding a DeepSpeed engine's ``save_checkpoint``."""
 
 
 class GRPOState(BaseModel):
@@ -51,17 +55,24 @@ def write_grpo_checkpoint(
     optimizer: torch.optim.Optimizer,
     sampler: MixedVarianceSampler,
     state: GRPOState,
+    engine: Any | None = None,
 ) -> Path:
-    """Write ``final`` via a temp dir and a rename (every process must call this)."""
+    """Write ``final`` via a temp dir and a rename (every process must call this).
+
+    ``engine``: the DeepSpeed engine, whose optimizer state every rank saves.
+    """
     tmp = temp_dir_for(final)
     if acc.is_main_process:
         begin_atomic_dir(final)
     acc.wait_for_everyone()
     save_rng_state(tmp, acc.process_index)
+    if engine is not None:
+        engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, save_latest=False)
     if acc.is_main_process:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        if engine is None:
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save(sampler.state_dict(), tmp / SAMPLER_FILE)
         (tmp / STATE_FILE).write_text(state.model_dump_json(indent=2))
     acc.wait_for_everyone()
@@ -78,11 +89,14 @@ def read_grpo_checkpoint(
     optimizer: torch.optim.Optimizer,
     sampler: MixedVarianceSampler,
     rank: int,
+    engine: Any | None = None,
 ) -> GRPOState:
     """Restore optimizer, sampler and RNG in place; return the loop state.
 
     ``expected`` is (pool size, seed, prompts per step) of the run resuming: a
     checkpoint of another data plan is refused rather than silently continued.
+    ``engine``: the DeepSpeed engine; it reloads its weights (fp32 master copy
+    included) and this rank's optimizer partition from the checkpoint.
     """
     state = GRPOState.model_validate_json((Path(path) / STATE_FILE).read_text())
     saved = (state.prompts, state.seed, state.prompts_per_step)
@@ -92,7 +106,15 @@ def read_grpo_checkpoint(
             f"{saved[1]}, {saved[2]} prompts per step; now {expected[0]}, {expected[1]}, "
             f"{expected[2]}. Use a new output directory or resume=False"
         )
-    optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, weights_only=False))
+    if engine is not None:
+        if not (Path(path) / DEEPSPEED_TAG).is_dir():
+            raise ValueError(
+                f"cannot resume from {path} under DeepSpeed: it has no {DEEPSPEED_TAG}/ engine "
+                "checkpoint (it was written without DeepSpeed); use resume=False"
+            )
+        engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG, load_lr_scheduler_states=False)
+    else:
+        optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, weights_only=False))
     sampler.load_state_dict(torch.load(path / SAMPLER_FILE, weights_only=False))
     load_rng_state(path, rank)
     return state

@@ -32,13 +32,20 @@ def mixed_precision(precision: str) -> str:
     return "no"
 
 
+def deepspeed_requested() -> bool:
+    """True when ``accelerate launch`` (or the caller) asked for DeepSpeed via the environment."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
 def make_accelerator(model_path: Path, *, precision: str, freeze_vision: bool) -> Accelerator:
     """The job's Accelerator: CPU when there is no GPU, DDP tolerant of an idle vision tower.
 
     A VLM with a trainable vision tower leaves it unused on text-only batches, so
     DDP must look for unused parameters then. A lone process (tests, in-process
     flow runs) resets Accelerate's process-wide state, which otherwise refuses a
-    second Accelerator with another precision.
+    second Accelerator with another precision. A DeepSpeed launch
+    (``ACCELERATE_USE_DEEPSPEED=true``) is honoured on CPU too (``cpu=True``
+    would silently drop it), which is how DeepSpeed configs are tested here.
     """
     vision_config = getattr(AutoConfig.from_pretrained(model_path), "vision_config", None)
     find_unused = vision_config is not None and not freeze_vision
@@ -47,7 +54,7 @@ def make_accelerator(model_path: Path, *, precision: str, freeze_vision: bool) -
     return Accelerator(
         # Without cpu=True, processes started by torchrun on a GPU-less machine each
         # believe they are alone (DistributedType.NO) and train on their own.
-        cpu=not torch.cuda.is_available(),
+        cpu=not torch.cuda.is_available() and not deepspeed_requested(),
         mixed_precision=mixed_precision(precision),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
     )
