@@ -26,6 +26,7 @@ from mmr1.models import build_tiny_model
 from mmr1.rl.advantages import group_advantages
 from mmr1.rl.batch import EncodedPrompt, Rollout, collate, encode_prompt, response_logprobs
 from mmr1.rl.grpo import GRPOTrainer, run_grpo
+from mmr1.rl.update import UpdateOutcome
 from mmr1.vas.estimate import read_pool_frame
 from schemas.generation import Completion, CompletionSample, HFBackendConfig, SamplingParams
 from schemas.grpo import GRPOConfig
@@ -196,7 +197,7 @@ def _capture_gradients(trainer: GRPOTrainer) -> dict[str, torch.Tensor]:
         trainer.optimizer.zero_grad(set_to_none=True)
         return 1.0, True
 
-    trainer._optimizer_step = capture  # type: ignore[method-assign]
+    trainer.updater.optimizer_step = capture  # type: ignore[method-assign]
     return captured
 
 
@@ -204,7 +205,7 @@ def _update_gradients(
     trainer: GRPOTrainer, prompts: list[EncodedPrompt], rollouts: list[Rollout]
 ) -> dict[str, torch.Tensor]:
     captured = _capture_gradients(trainer)
-    trainer._update(prompts, rollouts, {})
+    trainer.updater.update(prompts, rollouts, {}, step=1)
     return dict(captured)
 
 
@@ -230,15 +231,17 @@ def test_micro_batches_accumulate_to_the_whole_mini_batch_gradient(
     whole = _update_gradients(trainer, prompts, rollouts)
     assert whole and any(bool(g.abs().sum() > 0) for g in whole.values())
     # Micro-batches of 3 rows, each padded to its own longest response.
-    trainer.config = trainer.config.model_copy(update={"micro_batch_size": 3})
+    trainer.updater.config = trainer.updater.config.model_copy(update={"micro_batch_size": 3})
     split = _update_gradients(trainer, prompts, rollouts)
     assert split.keys() == whole.keys()
     for name in whole:
         _assert_close(split[name], whole[name])
     if agg == "seq-mean-token-sum-norm":
         # The constant is sampling.max_new_tokens: doubling it halves the gradient.
-        sampling = trainer.config.sampling.model_copy(update={"max_new_tokens": 2 * MAX_NEW})
-        trainer.config = trainer.config.model_copy(update={"sampling": sampling})
+        sampling = trainer.updater.config.sampling.model_copy(
+            update={"max_new_tokens": 2 * MAX_NEW}
+        )
+        trainer.updater.config = trainer.updater.config.model_copy(update={"sampling": sampling})
         halved = _update_gradients(trainer, prompts, rollouts)
         for name in whole:
             _assert_close(2 * halved[name], whole[name])
@@ -279,16 +282,16 @@ def test_masked_truncations_give_no_gradient_but_count_in_group_stats(
 ) -> None:
     trainer = GRPOTrainer(grpo_config(truncated="mask", kl_coef=0.01), tiny_dir, pool_dir, tmp_path)
     trainer.setup(resume=False)
-    trainer.backend = _ScriptedBackend(trainer.policy.tokenizer)
+    trainer.rollouts.backend = _ScriptedBackend(trainer.policy.tokenizer)
     grads = _capture_gradients(trainer)
     seen = []
-    update = trainer._update
+    update = trainer.updater.update
 
-    def spy(prompts: list, rollouts: list, timings: dict) -> dict:
+    def spy(prompts: list, rollouts: list, timings: dict, *, step: int) -> UpdateOutcome:
         seen.append((prompts, rollouts))
-        return update(prompts, rollouts, timings)
+        return update(prompts, rollouts, timings, step=step)
 
-    trainer._update = spy  # type: ignore[method-assign]
+    trainer.updater.update = spy  # type: ignore[method-assign]
     metrics = trainer.step()
     step_grads = dict(grads)
     ((prompts, rollouts),) = seen
@@ -340,7 +343,7 @@ def test_reference_computes_like_the_policy_so_kl_starts_at_zero(
     kwargs = {"temperature": 1.0, "suppress_ids": trainer.suppress_ids}
     with torch.no_grad():
         policy = response_logprobs(trainer.model, batch, **kwargs)[0]
-    reference = trainer._reference_logprobs(batch)
+    reference = trainer.updater.reference_logprobs(batch)
     assert torch.equal(policy[mask], reference[mask])
     if precision == "bf16":
         # The policy really runs in bf16: the same weights without autocast differ.
@@ -406,18 +409,18 @@ def test_vllm_engine_gets_the_new_weights_once_per_changed_step_before_generatin
     )
     trainer = GRPOTrainer(config, tiny_dir, pool_dir, tmp_path)
     trainer.setup(resume=False)
-    assert trainer.backend._llm.kwargs["model"] == str(tiny_dir)
+    assert trainer.rollouts.backend._llm.kwargs["model"] == str(tiny_dir)
     events = StandInLLM.events
     model = trainer.accelerator.unwrap_model(trainer.model)
     initial = {n: t.clone() for n, t in model.state_dict().items()}
-    optimizer_step = trainer._optimizer_step
+    optimizer_step = trainer.updater.optimizer_step
 
     def step_and_record(params: list[torch.nn.Parameter]) -> tuple[float, bool]:
         result = optimizer_step(params)
         events.append(("update", {n: t.clone() for n, t in model.state_dict().items()}))
         return result
 
-    trainer._optimizer_step = step_and_record  # type: ignore[method-assign]
+    trainer.updater.optimizer_step = step_and_record  # type: ignore[method-assign]
     try:
         result = trainer.train()
     finally:

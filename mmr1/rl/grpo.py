@@ -3,32 +3,19 @@
 One step, for a global batch of B prompts drawn by ``MixedVarianceSampler``
 (identical on every rank; rank r takes the contiguous slice r of B / W):
 
-1. **Rollouts**: G samples per prompt from the current policy: the ``hf``
-   backend generating with the very module being trained, or (``rollout_backend:
-   vllm``) a colocated vLLM engine per process whose weights are replaced by
-   the policy's lazily, right before the first generation after an update
-   (training rollouts or a VPS re-estimation). Prompts are generated in chunks
-   of ``rollout_batch_size``; chunk c of the global batch samples with
+1. **Rollouts**: G samples per prompt from the current policy, through a
+   :class:`~mmr1.rl.rollout.RolloutSource` (the trained module itself, or a
+   colocated vLLM engine synced lazily after updates). Prompts are generated in
+   chunks of ``rollout_batch_size``; chunk c of the global batch samples with
    ``derive_seed(seed, "grpo", step, c)``, so the samples do not depend on the
    number of processes when (B / W) is a multiple of it.
 2. **Rewards** from the shared verifier (parallel, time-bounded), then group
    advantages ``(r - mean_g) / (std_g + eps)``.
-3. **Log-probs** of the responses under the policy (and the frozen reference
-   when ``kl_coef > 0``; it has the policy's parameter dtype and runs under the
-   same autocast, so the KL is exactly 0 before the first update); with several
-   updates per rollout batch the "old" log-probs are recomputed before the
-   first update. With one update per rollout batch the old log-probs *are*
-   the current ones: the ratio is exactly 1 and ``loss/clip_frac`` 0 (on-policy;
-   expected).
-4. **Updates**: ``ppo_epochs`` passes over mini-batches of prompts; each
-   mini-batch accumulates micro-batches whose losses are weighted by
-   ``normaliser_units`` so the sum equals the configured aggregation over the
-   whole global mini-batch (token-mean: divided by the global count of response
-   tokens; seq-mean-token-sum-norm: by rows x ``max_new_tokens``), then one
-   clipped AdamW step (skipped on a non-finite gradient norm). Under DeepSpeed
-   (ZeRO-1/2) the engine does the accumulation boundary, clipping, step and
-   non-finite skip itself (see :meth:`GRPOTrainer._optimizer_step`).
-5. **VPS**: the sampled prompts' scores are updated from their G rollouts
+3. **Updates** (:class:`~mmr1.rl.update.PolicyUpdater`): log-probs of the policy
+   and the frozen reference, then ``ppo_epochs`` passes of clipped AdamW steps
+   over mini-batches, each the configured loss aggregation over the global
+   mini-batch (skipped on a non-finite gradient norm; DDP or DeepSpeed ZeRO-1/2).
+4. **VPS**: the sampled prompts' scores are updated from their G rollouts
    (``online_vps``); every ``vps_update_every`` steps the pool is re-scored,
    by rolling out the current policy or by reading the newest catalog table.
 
@@ -48,10 +35,8 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -59,14 +44,14 @@ from accelerate.utils import DistributedType, set_seed
 
 from mmr1.data.requests import build_requests
 from mmr1.data.shards import derive_seed
-from mmr1.generation.hf import HFBackend
 from mmr1.models.loader import Policy, load_policy, vision_special_token_ids
 from mmr1.rewards import score_batch
 from mmr1.rl.advantages import group_advantages
-from mmr1.rl.batch import EncodedPrompt, Rollout, collate, encode_prompt, response_logprobs
-from mmr1.rl.losses import normaliser_units, policy_loss
+from mmr1.rl.batch import Rollout, encode_prompt
 from mmr1.rl.report import rollout_stats, write_samples
+from mmr1.rl.rollout import RolloutSource
 from mmr1.rl.state import GRPOState, read_grpo_checkpoint, write_grpo_checkpoint
+from mmr1.rl.update import PolicyUpdater, configure_deepspeed, load_reference
 from mmr1.train.checkpoint import (
     latest_checkpoint,
     prune_checkpoints,
@@ -77,7 +62,7 @@ from mmr1.train.job import make_accelerator
 from mmr1.train.sft import vision_tower
 from mmr1.vas.estimate import estimate_vps, read_pool_frame, read_vps_table, score_groups
 from mmr1.vas.sampler import MixedVarianceSampler
-from schemas.generation import CompletionSample, HFBackendConfig
+from schemas.generation import CompletionSample
 from schemas.grpo import GRPOConfig, GRPOResult
 from schemas.rewards import RewardScore
 from schemas.vas import SamplerConfig, VPSEstimateConfig
@@ -196,12 +181,27 @@ class GRPOTrainer:
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         if self.deepspeed:
             per_rank_rows = mini // acc.num_processes * cfg.group_size
-            self._configure_deepspeed(
-                math.ceil(per_rank_rows / cfg.micro_batch_size),
-                model.config.get_text_config().hidden_size,
+            configure_deepspeed(
+                acc,
+                cfg,
+                micro_steps=math.ceil(per_rank_rows / cfg.micro_batch_size),
+                hidden_size=model.config.get_text_config().hidden_size,
             )
         self.model, self.optimizer = acc.prepare(model, optimizer)
-        self.reference = self._load_reference() if cfg.kl_coef > 0 else None
+        self.reference = (
+            load_reference(acc, self.model, self.model_path) if cfg.kl_coef > 0 else None
+        )
+        self.updater = PolicyUpdater(
+            cfg,
+            acc,
+            self.model,
+            self.optimizer,
+            reference=self.reference,
+            suppress_ids=self.suppress_ids,
+            pad_id=self.pad_id,
+            is_vlm=self.policy.is_vlm,
+            deepspeed=self.deepspeed,
+        )
         self.state = GRPOState(
             prompts=self.pool.height, seed=cfg.seed, prompts_per_step=cfg.prompts_per_step
         )
@@ -209,113 +209,24 @@ class GRPOTrainer:
             self._load_checkpoint(resume_from)
         elif self.initial_vps is not None:
             self._apply_vps_table(*self.initial_vps)
-        self.backend = self._build_backend(resume_from or self.model_path)
-        # The engine starts from the weights the policy starts from.
-        self._weights_stale = False
-
-    def _configure_deepspeed(self, micro_steps: int, hidden_size: int) -> None:
-        """Fill the DeepSpeed config's "auto" entries from this recipe (before ``prepare``).
-
-        The engine accumulates ``micro_steps`` micro-batches per optimiser update
-        (the boundary is also set explicitly per micro-batch), clips at
-        ``max_grad_norm`` and sees micro-batches of ``micro_batch_size`` rows (no
-        dataloader is prepared, so Accelerate cannot infer it). The bucket size
-        Accelerate derives from ``config.hidden_size`` is filled from the text
-        model's (a Qwen2.5-VL config keeps it in ``text_config``, where Accelerate
-        does not look).
-
-        Only ZeRO-1/2: under ZeRO-3 the hf rollouts would run the policy's forward
-        a different number of times on each process (generation lengths differ),
-        which deadlocks ZeRO-3's per-forward parameter gathers, and the reference
-        and the vLLM weight sync would need gathered parameters too.
-        """
-        cfg = self.config
-        plugin = self.accelerator.state.deepspeed_plugin
-        ds = plugin.deepspeed_config
-        stage = int(ds.get("zero_optimization", {}).get("stage", 0))
-        if stage not in (1, 2):
-            raise ValueError(
-                f"GRPO under DeepSpeed supports ZeRO stages 1 and 2, the config has stage {stage}: "
-                "stage 3 shards the parameters that every process's rollouts need whole (use "
-                "deployments/accelerate/deepspeed_zero2.yaml), and stage 0 is plain data "
-                "parallelism (use ddp_gpu.yaml)"
-            )
-        zero = ds["zero_optimization"]
-        if zero.get("reduce_bucket_size") == "auto":
-            zero["reduce_bucket_size"] = hidden_size * hidden_size
-        wanted = {
-            "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-            "gradient_accumulation_steps": micro_steps,
-            "gradient_clipping": cfg.max_grad_norm,
-        }
-        for key, value in wanted.items():
-            if ds.get(key, "auto") == "auto":
-                ds[key] = value
-            elif key == "gradient_clipping" and float(ds[key]) != float(value):
-                raise ValueError(
-                    f"the DeepSpeed config sets gradient_clipping={ds[key]} but max_grad_norm is "
-                    f'{value}: set it to "auto" (or to the same value)'
-                )
-        if ds.get("train_batch_size", "auto") == "auto":
-            ds["train_batch_size"] = (
-                ds["train_micro_batch_size_per_gpu"]
-                * ds["gradient_accumulation_steps"]
-                * self.accelerator.num_processes
-            )
-
-    def _load_reference(self) -> torch.nn.Module:
-        """The frozen starting model, computing exactly as the prepared policy does.
-
-        Same parameter dtype as the prepared policy (fp32 master weights under
-        autocast; bf16 when DeepSpeed holds the module in bf16) and its forward
-        runs under ``accelerator.autocast()`` (see :meth:`_reference_logprobs`),
-        so before the first update the two log-probs, hence the KL, agree.
-        """
-        acc = self.accelerator
-        dtype = next(acc.unwrap_model(self.model).parameters()).dtype
-        reference = load_policy(self.model_path, device=acc.device, dtype=dtype).model
-        return reference.requires_grad_(False).eval()
-
-    def _build_backend(self, start: Path) -> Any:
-        """The rollout backend: the policy module itself (hf) or a colocated vLLM engine."""
-        cfg, acc = self.config, self.accelerator
-        if cfg.rollout_backend == "vllm":
-            from mmr1.generation.vllm import VLLMBackend  # vLLM is imported only here
-
-            engine = cfg.vllm.model_copy(update={"model": cfg.vllm.model or str(start)})
-            return VLLMBackend(engine, seed=derive_seed(cfg.seed, "vllm", acc.process_index))
-        return HFBackend(
-            HFBackendConfig(model=str(self.model_path), batch_size=cfg.rollout_batch_size),
+        self.rollouts = RolloutSource.build(
+            cfg,
             policy=Policy(
                 model=acc.unwrap_model(self.model),
                 processor=self.policy.processor,
                 device=acc.device,
                 is_vlm=self.policy.is_vlm,
             ),
+            start=resume_from or self.model_path,
+            process_index=acc.process_index,
         )
-
-    def _sync_rollout_weights(self) -> float:
-        """Push the policy's weights into this process's engine if an update made it stale.
-
-        Called right before every generation; a no-op for the hf backend (it
-        generates with the trained module) and when nothing changed since the
-        last sync. Returns the seconds spent.
-        """
-        update = getattr(self.backend, "update_weights", None)
-        if not self._weights_stale or update is None:
-            return 0.0
-        began = time.perf_counter()
-        with torch.no_grad():
-            update(self.accelerator.unwrap_model(self.model).state_dict().items())
-        self._weights_stale = False
-        return time.perf_counter() - began
 
     def close(self) -> None:
         """Release the rollout backend (a vLLM engine's GPU memory)."""
-        backend = getattr(self, "backend", None)
-        if backend is not None:
-            backend.close()
-            self.backend = None
+        rollouts = getattr(self, "rollouts", None)
+        if rollouts is not None:
+            rollouts.close()
+            self.rollouts = None
 
     # ------------------------------------------------------------------ VPS tables
 
@@ -362,10 +273,10 @@ class GRPOTrainer:
                 restart=True,
             )
             out_dir = self.output_dir / "vps" / f"{step_dir_name(self.state.step)}-rank{rank}"
-            synced = self._sync_rollout_weights()
+            synced = self._sync_rollouts()
             estimate = estimate_vps(
                 shard,
-                self.backend,
+                self.rollouts.backend,
                 estimate_config,
                 out_dir,
                 dataset_ref=str(self.dataset_path),
@@ -427,7 +338,7 @@ class GRPOTrainer:
     def step(self) -> dict[str, float]:
         """One rollout batch: generate, score, update, refresh scores. Returns the metrics."""
         cfg, acc = self.config, self.accelerator
-        timings: dict[str, float] = {"weight_sync": self._sync_rollout_weights()}
+        timings: dict[str, float] = {"weight_sync": self._sync_rollouts()}
         began = time.perf_counter()
         global_batch = self.sampler.next_batch()
         per_rank = cfg.prompts_per_step // acc.num_processes
@@ -446,7 +357,7 @@ class GRPOTrainer:
                 }
             )
             chunk = requests[start : start + cfg.rollout_batch_size]
-            samples.extend(c.samples for c in self.backend.generate(chunk, sampling))
+            samples.extend(c.samples for c in self.rollouts.backend.generate(chunk, sampling))
         timings["generate"] = time.perf_counter() - began
 
         began = time.perf_counter()
@@ -474,7 +385,10 @@ class GRPOTrainer:
             )
             for i, sample in enumerate(flat)
         ]
-        update = self._update(prompts, rollouts, timings)
+        outcome = self.updater.update(prompts, rollouts, timings, step=self.state.step + 1)
+        if outcome.applied:
+            self.rollouts.mark_stale()
+        self.state.skipped_updates += outcome.skipped
 
         vps_before = self.sampler.scores
         pool_vps = float(vps_before.mean())
@@ -500,7 +414,7 @@ class GRPOTrainer:
         tokens = stats.pop("_tokens")
         return {
             **stats,
-            **update,
+            **outcome.metrics,
             "vps/sampled_mean": sampled_vps,
             "vps/pool_mean": pool_vps,
             **{f"time/{k}_s": v for k, v in timings.items()},
@@ -508,182 +422,9 @@ class GRPOTrainer:
             "tokens_per_s": tokens / timings["generate"] if timings["generate"] > 0 else 0.0,
         }
 
-    def _update(
-        self,
-        prompts: Sequence[EncodedPrompt],
-        rollouts: Sequence[Rollout],
-        timings: dict[str, float],
-    ) -> dict[str, float]:
-        cfg, acc = self.config, self.accelerator
-        temperature = cfg.sampling.temperature
-        g = cfg.group_size
-        per_rank_mini = (cfg.mini_batch_prompts or cfg.prompts_per_step) // acc.num_processes
-        minis = [
-            list(range(p * g, min(p + per_rank_mini, len(prompts)) * g))
-            for p in range(0, len(prompts), per_rank_mini)
-        ]
-        single_update = cfg.ppo_epochs == 1 and len(minis) == 1
-        batches: dict[int, dict[str, torch.Tensor]] = {}
-
-        def batch_of(indices: list[int]) -> dict[str, torch.Tensor]:
-            key = indices[0]
-            if key not in batches:
-                batch = collate(
-                    prompts, [rollouts[i] for i in indices], self.pad_id, is_vlm=self.policy.is_vlm
-                )
-                batches[key] = {k: v.to(acc.device) for k, v in batch.items()}
-            return batches[key]
-
-        began = time.perf_counter()
-        old: dict[int, torch.Tensor] = {}
-        ref: dict[int, torch.Tensor] = {}
-        with torch.no_grad():
-            for mini in minis:
-                for micro in self._chunks(mini):
-                    batch = batch_of(micro)
-                    if not single_update:
-                        old[micro[0]] = response_logprobs(
-                            self.model,
-                            batch,
-                            temperature=temperature,
-                            suppress_ids=self.suppress_ids,
-                        )[0]
-                    if self.reference is not None:
-                        ref[micro[0]] = self._reference_logprobs(batch)
-        timings["logprobs"] = time.perf_counter() - began
-
-        began = time.perf_counter()
-        sums: dict[str, float] = {}
-        weight_total = 0.0
-        grad_norms: list[float] = []
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        # Accelerate divides the loss by its accumulation steps (1 under DDP; under
-        # DeepSpeed the engine divides by its own, the same number): undo it, the
-        # unit weights below already make the sum the mini-batch's aggregation.
-        accumulation = acc.gradient_accumulation_steps
-        for _ in range(cfg.ppo_epochs):
-            for mini in minis:
-                micros = self._chunks(mini)
-                counts = torch.stack(
-                    [normaliser_units(batch_of(m)["response_mask"], cfg.loss_agg) for m in micros]
-                )
-                total_units = float(acc.reduce(counts.sum().double().reshape(1), "sum")[0])
-                for k, micro in enumerate(micros):
-                    batch = batch_of(micro)
-                    last = k == len(micros) - 1
-                    with self._accumulating(last):
-                        logp, entropy = response_logprobs(
-                            self.model,
-                            batch,
-                            temperature=temperature,
-                            suppress_ids=self.suppress_ids,
-                            with_entropy=True,
-                        )
-                        mask = batch["response_mask"]
-                        adv = torch.tensor(
-                            [rollouts[i].advantage for i in micro], device=acc.device
-                        )
-                        loss, metrics = policy_loss(
-                            logp,
-                            logp.detach() if single_update else old[micro[0]],
-                            adv,
-                            mask,
-                            clip_low=cfg.clip_low,
-                            clip_high=cfg.clip_high,
-                            agg=cfg.loss_agg,
-                            ref_logp=ref.get(micro[0]),
-                            kl_coef=cfg.kl_coef,
-                            norm_len=cfg.sampling.max_new_tokens,
-                        )
-                        # DDP / DeepSpeed average over processes: scale back to the sum.
-                        scale = float(counts[k]) / max(total_units, 1.0) * acc.num_processes
-                        acc.backward(loss * (scale * accumulation))
-                    tokens = float(mask.sum())
-                    weight_total += tokens
-                    for name, value in metrics.items():
-                        sums[name] = sums.get(name, 0.0) + float(value) * tokens
-                    if entropy is not None:
-                        sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * mask).sum())
-                norm, applied = self._optimizer_step(params)
-                if applied:
-                    self._weights_stale = True
-                else:
-                    self.state.skipped_updates += 1
-                    logger.warning(
-                        "step %d: non-finite grad norm (%s), update skipped",
-                        self.state.step + 1,
-                        norm,
-                    )
-                grad_norms.append(norm)
-        timings["update"] = time.perf_counter() - began
-        local = torch.tensor(
-            [weight_total, *[sums.get(n, 0.0) for n in _TOKEN_METRICS]],
-            dtype=torch.float64,
-            device=acc.device,
-        )
-        reduced = acc.reduce(local, "sum").tolist()
-        weight = max(reduced[0], 1.0)
-        out = {
-            f"loss/{n}" if n != "entropy" else "entropy": v / weight
-            for n, v in zip(_TOKEN_METRICS, reduced[1:], strict=True)
-        }
-        out["grad_norm"] = sum(grad_norms) / len(grad_norms)
-        out["updates"] = float(len(grad_norms))
-        return out
-
-    def _chunks(self, indices: list[int]) -> list[list[int]]:
-        size = self.config.micro_batch_size
-        return [indices[i : i + size] for i in range(0, len(indices), size)]
-
-    def _reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Log-probs of the batch's responses under the frozen reference, (rows, R).
-
-        Under the accelerator's autocast: the prepared policy's forward runs in
-        it, so with equal weights the two agree exactly (bf16 included).
-        """
-        with torch.no_grad(), self.accelerator.autocast():
-            return response_logprobs(
-                self.reference,
-                batch,
-                temperature=self.config.sampling.temperature,
-                suppress_ids=self.suppress_ids,
-            )[0]
-
-    def _accumulating(self, last: bool) -> Any:
-        """Context of one micro-batch's backward; ``last`` ends the accumulation.
-
-        DDP: skip the gradient all-reduce until the last micro-batch. DeepSpeed:
-        ``accelerator.backward`` runs the engine's backward and, when
-        ``sync_gradients`` is set, its step (clip, update or skip, zero grad), so
-        the flag marks the accumulation boundary (the engine reduces gradients as
-        its ZeRO stage requires; ``no_sync`` does not apply).
-        """
-        acc = self.accelerator
-        if self.deepspeed:
-            acc.gradient_state._set_sync_gradients(last)
-            return nullcontext()
-        return nullcontext() if last else acc.no_sync(self.model)
-
-    def _optimizer_step(self, params: list[torch.nn.Parameter]) -> tuple[float, bool]:
-        """Clip and step after a mini-batch; returns (global grad norm, update applied).
-
-        Without DeepSpeed: clip to ``max_grad_norm`` and skip the step on a
-        non-finite norm. Under DeepSpeed the engine has already done both inside
-        the last ``backward`` (its ``gradient_clipping`` is ``max_grad_norm``, and
-        ZeRO skips a step whose gradients overflow); read its norm and verdict.
-        """
-        acc = self.accelerator
-        if self.deepspeed:
-            acc.gradient_state._set_sync_gradients(True)
-            norm = acc.clip_grad_norm_(params, self.config.max_grad_norm)
-            value = float("nan") if norm is None else float(norm)
-            return value, bool(self.model.was_step_applied())
-        norm = acc.clip_grad_norm_(params, self.config.max_grad_norm)
-        applied = bool(torch.isfinite(norm))
-        if applied:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(norm), applied
+    def _sync_rollouts(self) -> float:
+        """Bring the rollout backend in step with the policy (before generating); seconds."""
+        return self.rollouts.sync(self.accelerator.unwrap_model(self.model))
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -729,9 +470,6 @@ def load_reward_function(spec: str) -> RewardFn:
     if not callable(function):
         raise ValueError(f"reward_function {spec!r} is not callable")
     return function  # type: ignore[no-any-return]
-
-
-_TOKEN_METRICS = ("pg_loss", "kl", "clip_frac", "ratio_mean", "approx_kl", "entropy")
 
 
 def _gather(acc: Accelerator, pairs: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -1,0 +1,309 @@
+"""The optimisation half of a GRPO step: log-probs, clipped loss, accumulation, updates.
+
+Given a rollout batch (encoded prompts and their scored responses with
+advantages), :class:`PolicyUpdater` makes ``ppo_epochs`` passes over
+mini-batches of prompts. Each mini-batch accumulates micro-batches whose losses
+are weighted by ``normaliser_units`` so the sum equals the configured
+aggregation over the whole global mini-batch (token-mean: divided by the
+global count of response tokens; seq-mean-token-sum-norm: by rows x
+``max_new_tokens``), then takes one clipped AdamW step, skipped on a non-finite
+gradient norm.
+
+With several updates per rollout batch the "old" log-probs are computed once,
+before the first update; with one update they *are* the current ones, so the
+ratio is exactly 1 and ``loss/clip_frac`` 0 (on-policy; expected). The frozen
+reference has the policy's parameter dtype and runs under the same autocast, so
+the KL is exactly 0 before the first update.
+
+Under DeepSpeed (ZeRO-1/2) the engine does the accumulation boundary, clipping,
+step and non-finite skip itself; :func:`configure_deepspeed` fills its config
+from the recipe before ``prepare``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from mmr1.models.loader import load_policy
+from mmr1.rl.batch import EncodedPrompt, Rollout, collate, response_logprobs
+from mmr1.rl.losses import normaliser_units, policy_loss
+from mmr1.train.deepspeed import fill_auto_entries, zero_stage
+from schemas.grpo import GRPOConfig
+
+logger = logging.getLogger(__name__)
+
+#: Per-token metrics averaged over all response tokens of a rollout batch.
+TOKEN_METRICS = ("pg_loss", "kl", "clip_frac", "ratio_mean", "approx_kl", "entropy")
+
+
+def configure_deepspeed(
+    accelerator: Accelerator, config: GRPOConfig, *, micro_steps: int, hidden_size: int
+) -> None:
+    """Check the ZeRO stage and fill the DeepSpeed config's "auto" entries (before ``prepare``).
+
+    The engine accumulates ``micro_steps`` micro-batches per optimiser update
+    (the boundary is also set explicitly per micro-batch, see
+    :meth:`PolicyUpdater._accumulating`) and clips at ``max_grad_norm``.
+
+    Only ZeRO-1/2: under ZeRO-3 the hf rollouts would run the policy's forward
+    a different number of times on each process (generation lengths differ),
+    which deadlocks ZeRO-3's per-forward parameter gathers, and the reference
+    and the vLLM weight sync would need gathered parameters too.
+    """
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    stage = zero_stage(ds)
+    if stage not in (1, 2):
+        raise ValueError(
+            f"GRPO under DeepSpeed supports ZeRO stages 1 and 2, the config has stage {stage}: "
+            "stage 3 shards the parameters that every process's rollouts need whole (use "
+            "deployments/accelerate/deepspeed_zero2.yaml), and stage 0 is plain data "
+            "parallelism (use ddp_gpu.yaml)"
+        )
+    fill_auto_entries(
+        ds,
+        micro_batch_size=config.micro_batch_size,
+        accumulation_steps=micro_steps,
+        max_grad_norm=config.max_grad_norm,
+        hidden_size=hidden_size,
+        num_processes=accelerator.num_processes,
+    )
+
+
+def load_reference(
+    accelerator: Accelerator, prepared_model: torch.nn.Module, model_path: Path
+) -> torch.nn.Module:
+    """The frozen starting model, computing exactly as the prepared policy does.
+
+    Same parameter dtype as the prepared policy (fp32 master weights under
+    autocast; bf16 when DeepSpeed holds the module in bf16); its forward runs
+    under ``accelerator.autocast()`` (:meth:`PolicyUpdater.reference_logprobs`),
+    so before the first update the two log-probs, hence the KL, agree.
+    """
+    dtype = next(accelerator.unwrap_model(prepared_model).parameters()).dtype
+    reference = load_policy(model_path, device=accelerator.device, dtype=dtype).model
+    return reference.requires_grad_(False).eval()
+
+
+@dataclass
+class UpdateOutcome:
+    """What one rollout batch's updates did: metrics, and updates applied / skipped."""
+
+    metrics: dict[str, float]
+    applied: int
+    skipped: int
+
+
+class PolicyUpdater:
+    """Updates a prepared policy from rollout batches (module docstring)."""
+
+    def __init__(
+        self,
+        config: GRPOConfig,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        optimizer: Any,
+        *,
+        reference: torch.nn.Module | None,
+        suppress_ids: Sequence[int],
+        pad_id: int,
+        is_vlm: bool,
+        deepspeed: bool,
+    ) -> None:
+        self.config = config
+        self.accelerator = accelerator
+        self.model = model
+        self.optimizer = optimizer
+        self.reference = reference
+        self.suppress_ids = suppress_ids
+        self.pad_id = pad_id
+        self.is_vlm = is_vlm
+        self.deepspeed = deepspeed
+
+    def update(
+        self,
+        prompts: Sequence[EncodedPrompt],
+        rollouts: Sequence[Rollout],
+        timings: dict[str, float],
+        *,
+        step: int,
+    ) -> UpdateOutcome:
+        """Train on one rollout batch; ``timings`` gains ``logprobs`` and ``update`` seconds.
+
+        ``rollouts`` are grouped prompt by prompt (G consecutive rows per prompt of
+        ``prompts``); ``step`` (1-based) only labels log messages.
+        """
+        cfg, acc = self.config, self.accelerator
+        temperature = cfg.sampling.temperature
+        g = cfg.group_size
+        per_rank_mini = (cfg.mini_batch_prompts or cfg.prompts_per_step) // acc.num_processes
+        minis = [
+            list(range(p * g, min(p + per_rank_mini, len(prompts)) * g))
+            for p in range(0, len(prompts), per_rank_mini)
+        ]
+        single_update = cfg.ppo_epochs == 1 and len(minis) == 1
+        batches: dict[int, dict[str, torch.Tensor]] = {}
+
+        def batch_of(indices: list[int]) -> dict[str, torch.Tensor]:
+            key = indices[0]
+            if key not in batches:
+                batch = collate(
+                    prompts, [rollouts[i] for i in indices], self.pad_id, is_vlm=self.is_vlm
+                )
+                batches[key] = {k: v.to(acc.device) for k, v in batch.items()}
+            return batches[key]
+
+        began = time.perf_counter()
+        old: dict[int, torch.Tensor] = {}
+        ref: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for mini in minis:
+                for micro in self._chunks(mini):
+                    batch = batch_of(micro)
+                    if not single_update:
+                        old[micro[0]] = response_logprobs(
+                            self.model,
+                            batch,
+                            temperature=temperature,
+                            suppress_ids=self.suppress_ids,
+                        )[0]
+                    if self.reference is not None:
+                        ref[micro[0]] = self.reference_logprobs(batch)
+        timings["logprobs"] = time.perf_counter() - began
+
+        began = time.perf_counter()
+        sums: dict[str, float] = {}
+        weight_total = 0.0
+        grad_norms: list[float] = []
+        applied = skipped = 0
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        # Accelerate divides the loss by its accumulation steps (1 under DDP; under
+        # DeepSpeed the engine divides by its own, the same number): undo it, the
+        # unit weights below already make the sum the mini-batch's aggregation.
+        accumulation = acc.gradient_accumulation_steps
+        for _ in range(cfg.ppo_epochs):
+            for mini in minis:
+                micros = self._chunks(mini)
+                counts = torch.stack(
+                    [normaliser_units(batch_of(m)["response_mask"], cfg.loss_agg) for m in micros]
+                )
+                total_units = float(acc.reduce(counts.sum().double().reshape(1), "sum")[0])
+                for k, micro in enumerate(micros):
+                    batch = batch_of(micro)
+                    with self._accumulating(last=k == len(micros) - 1):
+                        logp, entropy = response_logprobs(
+                            self.model,
+                            batch,
+                            temperature=temperature,
+                            suppress_ids=self.suppress_ids,
+                            with_entropy=True,
+                        )
+                        mask = batch["response_mask"]
+                        adv = torch.tensor(
+                            [rollouts[i].advantage for i in micro], device=acc.device
+                        )
+                        loss, metrics = policy_loss(
+                            logp,
+                            logp.detach() if single_update else old[micro[0]],
+                            adv,
+                            mask,
+                            clip_low=cfg.clip_low,
+                            clip_high=cfg.clip_high,
+                            agg=cfg.loss_agg,
+                            ref_logp=ref.get(micro[0]),
+                            kl_coef=cfg.kl_coef,
+                            norm_len=cfg.sampling.max_new_tokens,
+                        )
+                        # DDP / DeepSpeed average over processes: scale back to the sum.
+                        scale = float(counts[k]) / max(total_units, 1.0) * acc.num_processes
+                        acc.backward(loss * (scale * accumulation))
+                    tokens = float(mask.sum())
+                    weight_total += tokens
+                    for name, value in metrics.items():
+                        sums[name] = sums.get(name, 0.0) + float(value) * tokens
+                    if entropy is not None:
+                        sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * mask).sum())
+                norm, stepped = self.optimizer_step(params)
+                if stepped:
+                    applied += 1
+                else:
+                    skipped += 1
+                    logger.warning("step %d: non-finite grad norm (%s), update skipped", step, norm)
+                grad_norms.append(norm)
+        timings["update"] = time.perf_counter() - began
+        local = torch.tensor(
+            [weight_total, *[sums.get(n, 0.0) for n in TOKEN_METRICS]],
+            dtype=torch.float64,
+            device=acc.device,
+        )
+        reduced = acc.reduce(local, "sum").tolist()
+        weight = max(reduced[0], 1.0)
+        out = {
+            f"loss/{n}" if n != "entropy" else "entropy": v / weight
+            for n, v in zip(TOKEN_METRICS, reduced[1:], strict=True)
+        }
+        out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        out["updates"] = float(len(grad_norms))
+        return UpdateOutcome(metrics=out, applied=applied, skipped=skipped)
+
+    def _chunks(self, indices: list[int]) -> list[list[int]]:
+        size = self.config.micro_batch_size
+        return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+    def reference_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Log-probs of the batch's responses under the frozen reference, (rows, R).
+
+        Under the accelerator's autocast: the prepared policy's forward runs in
+        it, so with equal weights the two agree exactly (bf16 included).
+        """
+        with torch.no_grad(), self.accelerator.autocast():
+            return response_logprobs(
+                self.reference,
+                batch,
+                temperature=self.config.sampling.temperature,
+                suppress_ids=self.suppress_ids,
+            )[0]
+
+    def _accumulating(self, last: bool) -> Any:
+        """Context of one micro-batch's backward; ``last`` ends the accumulation.
+
+        DDP: skip the gradient all-reduce until the last micro-batch. DeepSpeed:
+        ``accelerator.backward`` runs the engine's backward and, when
+        ``sync_gradients`` is set, its step (clip, update or skip, zero grad), so
+        the flag marks the accumulation boundary (the engine reduces gradients as
+        its ZeRO stage requires; ``no_sync`` does not apply).
+        """
+        acc = self.accelerator
+        if self.deepspeed:
+            acc.gradient_state._set_sync_gradients(last)
+            return nullcontext()
+        return nullcontext() if last else acc.no_sync(self.model)
+
+    def optimizer_step(self, params: list[torch.nn.Parameter]) -> tuple[float, bool]:
+        """Clip and step after a mini-batch; returns (global grad norm, update applied).
+
+        Without DeepSpeed: clip to ``max_grad_norm`` and skip the step on a
+        non-finite norm. Under DeepSpeed the engine has already done both inside
+        the last ``backward`` (its ``gradient_clipping`` is ``max_grad_norm``, and
+        ZeRO skips a step whose gradients overflow); read its norm and verdict.
+        """
+        acc = self.accelerator
+        if self.deepspeed:
+            acc.gradient_state._set_sync_gradients(True)
+            norm = acc.clip_grad_norm_(params, self.config.max_grad_norm)
+            value = float("nan") if norm is None else float(norm)
+            return value, bool(self.model.was_step_applied())
+        norm = acc.clip_grad_norm_(params, self.config.max_grad_norm)
+        applied = bool(torch.isfinite(norm))
+        if applied:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm), applied
