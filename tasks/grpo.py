@@ -113,9 +113,18 @@ def _curves(result: GRPOResult, title: str) -> Figure:
     left.plot(steps, [h["reward/accuracy"] for h in result.history], label="accuracy")
     left.set_xlabel("step")
     left.legend()
-    right.plot(steps, [h["zero_variance_frac"] for h in result.history], color="tab:red")
+    right.plot(
+        steps, [h["zero_variance_frac"] for h in result.history], color="tab:red", label="reward"
+    )
+    right.plot(
+        steps,
+        [h["zero_accuracy_variance_frac"] for h in result.history],
+        color="tab:purple",
+        label="accuracy",
+    )
     right.set_xlabel("step")
     right.set_ylabel("zero-variance groups")
+    right.legend()
     right.set_ylim(0, 1)
     figure.suptitle(title)
     figure.tight_layout()
@@ -234,6 +243,7 @@ def _publish(entry: CheckpointEntry, result: GRPOResult, config: GRPOStageConfig
             row("reward/accuracy"),
             row("reward/format"),
             row("zero_variance_frac"),
+            row("zero_accuracy_variance_frac"),
             row("loss/kl"),
             row("grad_norm"),
             row("response/length_mean"),

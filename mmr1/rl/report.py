@@ -27,10 +27,15 @@ def rollout_stats(
     """Reward, accuracy, format, zero-variance groups and lengths, reduced over all ranks.
 
     ``rewards`` is (n_prompts * group_size,) ordered group by group; ``_tokens`` is
-    the global count of generated tokens (for throughput).
+    the global count of generated tokens (for throughput). ``zero_variance_frac``
+    counts groups whose G rewards are all equal (no gradient: METHOD.md section 6);
+    ``zero_accuracy_variance_frac`` groups whose G accuracies are (p in {0, 1}, the
+    case OVS scores 0 and VAS draws less often; the format reward can still vary).
     """
     grouped = rewards.view(-1, group_size)
     zero_var = (grouped.max(dim=1).values == grouped.min(dim=1).values).float()
+    accuracies = torch.tensor([float(s.accuracy) for s in scores]).view(-1, group_size)
+    zero_acc_var = (accuracies.max(dim=1).values == accuracies.min(dim=1).values).float()
     lengths = torch.tensor([len(s.token_ids) for s in samples], dtype=torch.float64)
     local = torch.tensor(
         [
@@ -40,6 +45,7 @@ def rollout_stats(
             sum(s.accuracy for s in scores),
             sum(s.format for s in scores),
             float(zero_var.sum()),
+            float(zero_acc_var.sum()),
             float(len(zero_var)),
             float(lengths.sum()),
             float(sum(s.finish_reason == "length" for s in samples)),
@@ -47,7 +53,7 @@ def rollout_stats(
         dtype=torch.float64,
         device=acc.device,
     )
-    n, r_sum, r_sq, a_sum, f_sum, zv, groups, l_sum, trunc = acc.reduce(local, "sum").tolist()
+    n, r_sum, r_sq, a_sum, f_sum, zv, zav, groups, l_sum, trunc = acc.reduce(local, "sum").tolist()
     max_len = float(acc.reduce(lengths.max().to(acc.device), "max"))
     mean = r_sum / n
     return {
@@ -56,6 +62,7 @@ def rollout_stats(
         "reward/accuracy": a_sum / n,
         "reward/format": f_sum / n,
         "zero_variance_frac": zv / groups,
+        "zero_accuracy_variance_frac": zav / groups,
         "response/length_mean": l_sum / n,
         "response/length_max": max_len,
         "response/truncated_frac": trunc / n,
