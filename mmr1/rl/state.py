@@ -22,15 +22,15 @@ from mmr1.train.checkpoint import (
     STATE_FILE,
     begin_atomic_dir,
     commit_atomic_dir,
+    load_optimizer_state,
     load_rng_state,
+    save_engine_state,
     save_rng_state,
     temp_dir_for,
 )
 from mmr1.vas.sampler import MixedVarianceSampler
 
 SAMPLER_FILE = "sampler.pt"
-DEEPSPEED_TAG = "deepspeed"
-"""Sub-directory of a checkpoint holding a DeepSpeed engine's ``save_checkpoint``."""
 
 
 class GRPOState(BaseModel):
@@ -67,7 +67,7 @@ def write_grpo_checkpoint(
     acc.wait_for_everyone()
     save_rng_state(tmp, acc.process_index)
     if engine is not None:
-        engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, save_latest=False)
+        save_engine_state(engine, tmp)
     if acc.is_main_process:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -106,15 +106,7 @@ def read_grpo_checkpoint(
             f"{saved[1]}, {saved[2]} prompts per step; now {expected[0]}, {expected[1]}, "
             f"{expected[2]}. Use a new output directory or resume=False"
         )
-    if engine is not None:
-        if not (Path(path) / DEEPSPEED_TAG).is_dir():
-            raise ValueError(
-                f"cannot resume from {path} under DeepSpeed: it has no {DEEPSPEED_TAG}/ engine "
-                "checkpoint (it was written without DeepSpeed); use resume=False"
-            )
-        engine.load_checkpoint(str(path), tag=DEEPSPEED_TAG, load_lr_scheduler_states=False)
-    else:
-        optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, weights_only=False))
+    load_optimizer_state(Path(path), optimizer=optimizer, engine=engine)
     sampler.load_state_dict(torch.load(path / SAMPLER_FILE, weights_only=False))
     load_rng_state(path, rank)
     return state

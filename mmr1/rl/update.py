@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,12 @@ from accelerate import Accelerator
 from mmr1.models.loader import load_policy
 from mmr1.rl.batch import EncodedPrompt, Rollout, collate, response_logprobs
 from mmr1.rl.losses import normaliser_units, policy_loss
-from mmr1.train.deepspeed import fill_auto_entries, zero_stage
+from mmr1.train.deepspeed import (
+    accumulation_context,
+    engine_step_outcome,
+    fill_auto_entries,
+    zero_stage,
+)
 from schemas.grpo import GRPOConfig
 
 logger = logging.getLogger(__name__)
@@ -273,19 +277,11 @@ class PolicyUpdater:
             )[0]
 
     def _accumulating(self, last: bool) -> Any:
-        """Context of one micro-batch's backward; ``last`` ends the accumulation.
-
-        DDP: skip the gradient all-reduce until the last micro-batch. DeepSpeed:
-        ``accelerator.backward`` runs the engine's backward and, when
-        ``sync_gradients`` is set, its step (clip, update or skip, zero grad), so
-        the flag marks the accumulation boundary (the engine reduces gradients as
-        its ZeRO stage requires; ``no_sync`` does not apply).
-        """
-        acc = self.accelerator
-        if self.deepspeed:
-            acc.gradient_state._set_sync_gradients(last)
-            return nullcontext()
-        return nullcontext() if last else acc.no_sync(self.model)
+        """Context of one micro-batch's backward; ``last`` ends the accumulation
+        (:func:`mmr1.train.deepspeed.accumulation_context`)."""
+        return accumulation_context(
+            self.accelerator, self.model, last=last, deepspeed=self.deepspeed
+        )
 
     def optimizer_step(self, params: list[torch.nn.Parameter]) -> tuple[float, bool]:
         """Clip and step after a mini-batch; returns (global grad norm, update applied).
@@ -297,10 +293,7 @@ class PolicyUpdater:
         """
         acc = self.accelerator
         if self.deepspeed:
-            acc.gradient_state._set_sync_gradients(True)
-            norm = acc.clip_grad_norm_(params, self.config.max_grad_norm)
-            value = float("nan") if norm is None else float(norm)
-            return value, bool(self.model.was_step_applied())
+            return engine_step_outcome(acc, self.model)
         norm = acc.clip_grad_norm_(params, self.config.max_grad_norm)
         applied = bool(torch.isfinite(norm))
         if applied:

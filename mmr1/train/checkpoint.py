@@ -5,7 +5,10 @@ One checkpoint is ``<root>/step-XXXXXX/`` holding:
 - the model and processor as ``save_pretrained`` writes them (so any step
   loads with ``mmr1.models.load_policy``, and resuming reloads fp32 weights bit
   for bit);
-- ``optimizer.pt`` and ``scheduler.pt`` (state dicts);
+- ``optimizer.pt`` and ``scheduler.pt`` (state dicts); under DeepSpeed the
+  optimizer is partitioned across processes and ``deepspeed/`` (the engine's
+  ``save_checkpoint``: fp32 master weights and every process's optimizer
+  partition) replaces ``optimizer.pt``;
 - ``rng_state_rank{R}.pt``: Python, NumPy, torch (and CUDA) RNG states of process R;
 - ``trainer_state.json``: :class:`TrainerState` (step, data position, best
   metric, metric histories, world size).
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
+DEEPSPEED_TAG = "deepspeed"
+"""Sub-directory of a checkpoint holding a DeepSpeed engine's ``save_checkpoint``."""
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 
 
@@ -130,13 +135,26 @@ def commit_atomic_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def save_pretrained_atomic(model: Any, processor: Any, final: Path) -> Path:
-    """``save_pretrained`` model and processor into ``final`` atomically (temp dir + rename)."""
+def save_pretrained_atomic(
+    model: Any, processor: Any, final: Path, *, state_dict: dict[str, Any] | None = None
+) -> Path:
+    """``save_pretrained`` model and processor into ``final`` atomically (temp dir + rename).
+
+    ``state_dict``: the weights to write instead of the module's own (gathered
+    whole from ZeRO-3 shards).
+    """
     tmp = begin_atomic_dir(final)
-    model.save_pretrained(tmp)
+    _save_weights(model, tmp, state_dict)
     processor.save_pretrained(tmp)
     commit_atomic_dir(tmp, final)
     return final
+
+
+def _save_weights(model: Any, directory: Path, state_dict: dict[str, Any] | None) -> None:
+    if state_dict is None:
+        model.save_pretrained(directory)
+    else:
+        model.save_pretrained(directory, state_dict=state_dict)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -181,11 +199,15 @@ def load_rng_state(directory: Path, rank: int) -> bool:
 
 
 def save_training_state(
-    directory: Path, *, optimizer: Any, scheduler: Any, state: TrainerState
+    directory: Path, *, optimizer: Any | None, scheduler: Any, state: TrainerState
 ) -> None:
-    """Write optimizer, scheduler and (last, as the completeness marker) the trainer state."""
+    """Write optimizer, scheduler and (last, as the completeness marker) the trainer state.
+
+    ``optimizer=None``: a DeepSpeed engine's checkpoint holds the optimizer.
+    """
     directory = Path(directory)
-    torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), directory / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), directory / SCHEDULER_FILE)
     (directory / STATE_FILE).write_text(json.dumps(state.model_dump(), indent=2))
 
@@ -199,12 +221,16 @@ def write_checkpoint(
     optimizer: Any,
     scheduler: Any,
     state: TrainerState,
+    engine: Any | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Write one checkpoint to ``final`` from every process (all must call this).
 
-    The main process empties the temp dir; every process writes its RNG state;
-    the main process writes weights, processor, optimizer, scheduler and
-    (last) the trainer state, then renames the directory into place.
+    The main process empties the temp dir; every process writes its RNG state
+    (and, under DeepSpeed, its part of the ``engine`` checkpoint, which then
+    replaces ``optimizer.pt``); the main process writes weights (``state_dict``
+    when given: gathered from ZeRO-3 shards), processor, optimizer, scheduler
+    and (last) the trainer state, then renames the directory into place.
     Barriers separate the phases, so the rename never races a slow process.
     Assumes one filesystem visible to all processes (one node, or shared storage).
     """
@@ -213,8 +239,10 @@ def write_checkpoint(
         begin_atomic_dir(final)
     accelerator.wait_for_everyone()
     save_rng_state(tmp, accelerator.process_index)
+    if engine is not None:
+        save_engine_state(engine, tmp)
     if accelerator.is_main_process:
-        model.save_pretrained(tmp)
+        _save_weights(model, tmp, state_dict)
         processor.save_pretrained(tmp)
         state.world_size = accelerator.num_processes
         state.accelerate = {
@@ -222,7 +250,8 @@ def write_checkpoint(
             "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision,
         }
-        save_training_state(tmp, optimizer=optimizer, scheduler=scheduler, state=state)
+        optimizer_state = optimizer if engine is None else None  # the engine saved it
+        save_training_state(tmp, optimizer=optimizer_state, scheduler=scheduler, state=state)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         commit_atomic_dir(tmp, final)
@@ -281,9 +310,51 @@ def check_resumable(
         state.total_steps = total_steps
 
 
-def load_training_state(directory: Path, *, optimizer: Any, scheduler: Any) -> TrainerState:
-    """Load optimizer and scheduler state dicts in place; return the trainer state."""
+def save_engine_state(engine: Any, directory: Path) -> None:
+    """This process's part of a DeepSpeed engine checkpoint, in ``directory/deepspeed/``."""
+    engine.save_checkpoint(str(directory), tag=DEEPSPEED_TAG, save_latest=False)
+
+
+def load_optimizer_state(directory: Path, *, optimizer: Any, engine: Any | None) -> None:
+    """Restore the optimizer in place: the engine checkpoint under DeepSpeed, else ``optimizer.pt``.
+
+    ``engine``: a DeepSpeed engine, which reloads its weights (fp32 master copy
+    included) and this process's optimizer partition from ``deepspeed/``. A
+    checkpoint written with DeepSpeed does not resume without it, nor the
+    reverse: the optimizer state would be missing.
+    """
     directory = Path(directory)
+    has_engine_state = (directory / DEEPSPEED_TAG).is_dir()
+    if engine is not None:
+        if not has_engine_state:
+            raise ValueError(
+                f"cannot resume from {directory} under DeepSpeed: it has no {DEEPSPEED_TAG}/ "
+                "engine checkpoint (it was written without DeepSpeed); use resume=False"
+            )
+        engine.load_checkpoint(str(directory), tag=DEEPSPEED_TAG, load_lr_scheduler_states=False)
+        return
+    if has_engine_state and not (directory / OPTIMIZER_FILE).is_file():
+        raise ValueError(
+            f"cannot resume from {directory} without DeepSpeed: its optimizer state is a "
+            f"DeepSpeed engine checkpoint ({DEEPSPEED_TAG}/); resume under the same DeepSpeed "
+            "config or use resume=False"
+        )
     optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=False))
+
+
+def load_training_state(
+    directory: Path, *, optimizer: Any, scheduler: Any, engine: Any | None = None
+) -> TrainerState:
+    """Load optimizer and scheduler state in place; return the trainer state.
+
+    The optimizer as :func:`load_optimizer_state` says. The LR schedule is not
+    the engine's (it never sees it): ``scheduler.pt`` is restored either way,
+    and under DeepSpeed its rate is written back into the optimizer.
+    """
+    directory = Path(directory)
+    load_optimizer_state(directory, optimizer=optimizer, engine=engine)
     scheduler.load_state_dict(torch.load(directory / SCHEDULER_FILE, weights_only=False))
+    if engine is not None:
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr
     return read_trainer_state(directory)

@@ -10,13 +10,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 from pydantic import BaseModel, ValidationError
 from transformers import AutoConfig
 
@@ -45,18 +45,25 @@ def make_accelerator(model_path: Path, *, precision: str, freeze_vision: bool) -
     flow runs) resets Accelerate's process-wide state, which otherwise refuses a
     second Accelerator with another precision. A DeepSpeed launch
     (``ACCELERATE_USE_DEEPSPEED=true``) is honoured on CPU too (``cpu=True``
-    would silently drop it), which is how DeepSpeed configs are tested here.
+    would silently drop it) over gloo, which is how DeepSpeed configs are tested here.
     """
     vision_config = getattr(AutoConfig.from_pretrained(model_path), "vision_config", None)
     find_unused = vision_config is not None and not freeze_vision
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         AcceleratorState._reset_state()
+    cpu_deepspeed = deepspeed_requested() and not torch.cuda.is_available()
+    handlers: list[Any] = [DistributedDataParallelKwargs(find_unused_parameters=find_unused)]
+    if cpu_deepspeed:
+        # Accelerate knows no default backend for a CPU device: DeepSpeed would pick its
+        # own (oneCCL, absent here) and Accelerate would count every process as the only
+        # one (num_processes 1, rank 0). Naming gloo fixes both.
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     return Accelerator(
         # Without cpu=True, processes started by torchrun on a GPU-less machine each
         # believe they are alone (DistributedType.NO) and train on their own.
-        cpu=not torch.cuda.is_available() and not deepspeed_requested(),
+        cpu=not torch.cuda.is_available() and not cpu_deepspeed,
         mixed_precision=mixed_precision(precision),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
+        kwargs_handlers=handlers,
     )
 
 

@@ -25,6 +25,20 @@ weights to ``output_dir/final``; resumable checkpoints to
 Resuming reloads weights, optimizer, scheduler, RNG states and the step; the
 data position follows from the step. On CPU a resumed run reaches bitwise the
 weights of an uninterrupted one.
+
+Under DeepSpeed (ZeRO-2 or ZeRO-3, ``accelerate launch`` with
+``deployments/accelerate/deepspeed_zero*.yaml``) the same steps hold, done by
+the engine inside the last micro-batch's ``accelerator.backward``
+(``mmr1.train.deepspeed``): its config gets ``grad_accum``, the micro-batch
+and ``gradient_clipping = max_grad_norm`` before the model loads; it clips,
+steps or skips a non-finite update, and the recipe reads its grad norm and
+verdict. The LR schedule stays the recipe's, stepped once per update as
+above (the engine never sees it). Checkpoints hold the engine's own
+``save_checkpoint`` (fp32 master weights and every process's optimizer
+partition) instead of ``optimizer.pt``. Under ZeRO-3, where each process holds
+a shard of every parameter, weights are gathered for ``save_pretrained``, and
+evaluation runs the same forward passes on every process (ZeRO-3 gathers a
+layer's parameters collectively at each forward).
 """
 
 from __future__ import annotations
@@ -37,14 +51,14 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
+from transformers import AutoConfig
 
 from mmr1.data.io import read_sft_dataset
 from mmr1.models.loader import Policy, load_policy
@@ -61,6 +75,15 @@ from mmr1.train.checkpoint import (
     write_checkpoint,
 )
 from mmr1.train.data import IGNORE_INDEX, SFTCollator, SFTDataset, SFTEncoder
+from mmr1.train.deepspeed import (
+    accumulation_context,
+    check_zero3_images,
+    check_zero3_saving,
+    engine_step_outcome,
+    fill_auto_entries,
+    keep_used_weight_conversions,
+    zero_stage,
+)
 from mmr1.train.evaluation import answerable, generation_metrics, heldout_loss, improves
 from mmr1.train.job import make_accelerator
 from mmr1.train.loss import token_cross_entropy
@@ -118,6 +141,10 @@ class SFTRecipe:
             self.model_path, precision=cfg.precision, freeze_vision=cfg.freeze_vision
         )
         acc = self.accelerator
+        self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+        self.zero3 = False
+        if self.deepspeed:
+            self._configure_deepspeed()
         set_seed(cfg.seed)
         resume_from = latest_checkpoint(self.checkpoint_root) if resume else None
         if not resume and acc.is_main_process and self.checkpoint_root.exists():
@@ -150,12 +177,40 @@ class SFTRecipe:
         if resume_from is not None:
             self.load_checkpoint(resume_from)
 
+    def _configure_deepspeed(self) -> None:
+        """Fill the DeepSpeed config from the recipe, before the model loads.
+
+        The engine accumulates ``grad_accum`` micro-batches per update (the
+        boundary is also marked per micro-batch) and clips at ``max_grad_norm``;
+        bucket sizes follow the text model's width. transformers reads the
+        config through Accelerate's weak reference when it loads a model (under
+        ZeRO-3 it partitions the weights at load), so that reference is renewed
+        with the filled config.
+        """
+        acc, cfg = self.accelerator, self.config
+        plugin = acc.state.deepspeed_plugin
+        ds = plugin.deepspeed_config
+        check_zero3_saving(ds)
+        text_config = AutoConfig.from_pretrained(self.model_path).get_text_config()
+        fill_auto_entries(
+            ds,
+            micro_batch_size=cfg.micro_batch_size,
+            accumulation_steps=cfg.grad_accum,
+            max_grad_norm=cfg.max_grad_norm,
+            hidden_size=text_config.hidden_size,
+            num_processes=acc.num_processes,
+        )
+        plugin.set_deepspeed_weakref()
+        self.zero3 = zero_stage(ds) == 3
+
     def _setup_model(self, path: Path) -> None:
         """Load fp32 master weights (from the base model, or the checkpoint being resumed)."""
         acc = self.accelerator
         assert acc is not None
         self.policy = load_policy(path, device=acc.device, dtype=torch.float32, for_training=True)
         model = self.policy.model
+        if self.zero3:
+            keep_used_weight_conversions(model)
         if self.config.freeze_vision:
             tower = vision_tower(model)
             if tower is None:
@@ -205,6 +260,8 @@ class SFTRecipe:
                 "best_metric='eval_accuracy' but no held-out record is a single "
                 "[system?, human, gpt] exchange that greedy generation can answer"
             )
+        if self.zero3 and self.policy.is_vlm and self.accelerator.num_processes > 1:
+            check_zero3_images(self.train_data.records, source=self.dataset_path)
         tokenizer = self.policy.tokenizer
         pad_id = tokenizer.pad_token_id
         self.collator = SFTCollator(
@@ -223,7 +280,9 @@ class SFTRecipe:
         decay, no_decay = [], []
         for param in self.policy.model.parameters():
             if param.requires_grad:
-                (decay if param.ndim >= 2 else no_decay).append(param)
+                # A ZeRO-3 parameter is an empty shard; ds_shape is its real shape.
+                shape = getattr(param, "ds_shape", param.shape)
+                (decay if len(shape) >= 2 else no_decay).append(param)
         groups = [
             {"params": params, "weight_decay": wd}
             for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
@@ -350,22 +409,32 @@ class SFTRecipe:
         )
         targets, tokens = acc.reduce(local, "sum").tolist()
         scale = acc.num_processes / max(targets, 1.0)
+        if self.deepspeed:
+            # The engine divides each micro-batch's loss by its accumulation steps
+            # (grad_accum); the scale above already makes the sum the token mean.
+            scale *= acc.gradient_accumulation_steps
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for index, batch in enumerate(micro_batches):
             last = index == len(micro_batches) - 1
-            with nullcontext() if last else acc.no_sync(self.model):
+            with accumulation_context(acc, self.model, last=last, deepspeed=self.deepspeed):
                 micro_loss, _ = self._loss_on(self.model, batch)
                 acc.backward(micro_loss * scale)
             loss_sum += micro_loss.detach().double()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-        grad_norm = acc.clip_grad_norm_(params, max_norm)
-        if torch.isfinite(grad_norm):
-            self.optimizer.step()
+        if self.deepspeed:
+            # The engine clipped and stepped (or skipped) inside the last backward.
+            grad_norm, applied = engine_step_outcome(acc, self.model)
         else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+            grad_norm = acc.clip_grad_norm_(params, max_norm)
+            applied = bool(torch.isfinite(grad_norm))
+            if applied:
+                self.optimizer.step()
+        if not applied:
             state.skipped_steps += 1
             logger.warning("step %d: non-finite grad norm, update skipped", state.step + 1)
-        self.optimizer.zero_grad(set_to_none=True)
+        if not self.deepspeed:
+            self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():
             # The schedule advances on skipped steps too; torch warns if the first one is.
             warnings.filterwarnings("ignore", re.escape(_SCHEDULER_ORDER_WARNING))
@@ -380,9 +449,7 @@ class SFTRecipe:
         acc, state = self.accelerator, self.state
         final = self.output_dir / "final"
         best = self.output_dir / "best"
-        if acc.is_main_process:
-            save_pretrained_atomic(acc.unwrap_model(self.model), self.policy.processor, final)
-        acc.wait_for_everyone()
+        self._save_model(final)
         result = SFTResult(
             final_checkpoint=str(final),
             best_checkpoint=str(best if state.best_step is not None else final),
@@ -408,17 +475,28 @@ class SFTRecipe:
         model = acc.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        mine = list(range(acc.process_index, len(self.eval_data), acc.num_processes))
+        # ZeRO-3 gathers each layer's parameters collectively when it runs, so every
+        # process must run the same forwards (same batches, hence the same modules,
+        # the vision tower included): each one evaluates everything. Otherwise the
+        # held-out set is sharded and greedy answers come from the main process.
+        if self.zero3:
+            mine = list(range(len(self.eval_data)))
+        else:
+            mine = list(range(acc.process_index, len(self.eval_data), acc.num_processes))
         batches = (
             self.collator([self.eval_data[i] for i in mine[start : start + cfg.micro_batch_size]])
             for start in range(0, len(mine), cfg.micro_batch_size)
         )
         totals = heldout_loss(model, batches, acc.device)
-        loss_total, count_total = acc.reduce(totals, "sum").tolist()
+        if not self.zero3:
+            totals = acc.reduce(totals, "sum")
+        loss_total, count_total = totals.tolist()
         metrics = {"eval_loss": loss_total / max(count_total, 1.0)}
         if cfg.eval_max_items > 0:
             generated: list[Any] = [None]
-            if acc.is_main_process:
+            # Under ZeRO-3 with several processes transformers' generate keeps them in
+            # step (synced_gpus) until the last one has finished its batch.
+            if acc.is_main_process or self.zero3:
                 policy = Policy(
                     model=model,
                     processor=self.policy.processor,
@@ -447,14 +525,29 @@ class SFTRecipe:
             return
         if improves(value, state.best_metric, cfg.best_metric):
             state.best_metric, state.best_step = value, state.step
+            self._save_model(self.output_dir / "best")
             if acc.is_main_process:
-                save_pretrained_atomic(
-                    acc.unwrap_model(self.model), self.policy.processor, self.output_dir / "best"
-                )
                 logger.info("step %d: new best %s = %.4f", state.step, cfg.best_metric, value)
-            acc.wait_for_everyone()
 
     # ------------------------------------------------------------------ checkpoints
+
+    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Whole weights gathered from the ZeRO-3 shards (all processes must call it).
+
+        None outside ZeRO-3, where the unwrapped module holds whole weights and
+        ``save_pretrained`` reads them itself.
+        """
+        return self.accelerator.get_state_dict(self.model) if self.zero3 else None
+
+    def _save_model(self, final: Path) -> None:
+        """``save_pretrained`` weights and processor to ``final`` (all processes must call it)."""
+        acc = self.accelerator
+        state_dict = self._full_state_dict()
+        if acc.is_main_process:
+            save_pretrained_atomic(
+                acc.unwrap_model(self.model), self.policy.processor, final, state_dict=state_dict
+            )
+        acc.wait_for_everyone()
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step-XXXXXX`` atomically and prune old ones (all processes)."""
@@ -467,6 +560,8 @@ class SFTRecipe:
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             state=self.state,
+            engine=self.model if self.deepspeed else None,
+            state_dict=self._full_state_dict(),
         )
         if acc.is_main_process:
             prune_checkpoints(self.checkpoint_root, self.config.keep_last)
@@ -478,7 +573,8 @@ class SFTRecipe:
         """Restore optimizer, scheduler, RNG and loop state from ``path``.
 
         The weights were already loaded from the same directory by
-        :meth:`_setup_model` (``setup`` does both).
+        :meth:`_setup_model` (``setup`` does both); under DeepSpeed the engine
+        reloads them too, with its fp32 master copy and optimizer partitions.
         """
         acc = self.accelerator
         check_resumable(
@@ -489,7 +585,12 @@ class SFTRecipe:
             seed=self.config.seed,
             total_steps=self.total_steps,
         )
-        state = load_training_state(path, optimizer=self.optimizer, scheduler=self.scheduler)
+        state = load_training_state(
+            path,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            engine=self.model if self.deepspeed else None,
+        )
         state.total_steps = self.total_steps
         load_rng_state(path, acc.process_index)
         self.state = state
