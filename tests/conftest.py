@@ -49,3 +49,25 @@ def prefect_harness() -> Iterator[None]:
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         with prefect_test_harness(server_startup_timeout=60):
             yield
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny offline Qwen2.5-VL, built once per test module (read-only for tests)."""
+    from mmr1.models import build_tiny_model
+    from schemas.models import TinyVLMConfig
+
+    return build_tiny_model(TinyVLMConfig(), tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def sft_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 synthetic SFT records (two families) as a dataset directory, once per module."""
+    from mmr1.data.io import write_sft_dataset
+    from mmr1.data.synthetic import generate_items, to_sft_record
+    from schemas.synthetic import SyntheticConfig
+
+    items = generate_items(SyntheticConfig(n_items=40, families=["shape_color", "bar_chart"]))
+    out = tmp_path_factory.mktemp("sft") / "data"
+    write_sft_dataset([to_sft_record(item) for item in items], out)
+    return out

@@ -14,21 +14,15 @@ from PIL import Image
 
 from mmr1.generation import get_backend
 from mmr1.generation.hf import HFBackend, SuppressAndRecordLogprobs, trim_at_eos
-from mmr1.models import build_tiny_model, load_policy
+from mmr1.models import load_policy
 from mmr1.models.loader import vision_special_token_ids
 from schemas.generation import GenerationRequest, HFBackendConfig, SamplingParams
-from schemas.models import TinyVLMConfig
 
 
 def noise_image(size: tuple[int, int] = (56, 56), seed: int = 0) -> Image.Image:
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=generator, dtype=torch.uint8)
     return Image.fromarray(pixels.numpy())
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(TinyVLMConfig(), tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,6 @@ def noise_image(size: tuple[int, int] = (56, 56), seed: int = 0) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(TinyVLMConfig(), tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer()
 

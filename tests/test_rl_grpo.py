@@ -22,7 +22,6 @@ from safetensors.torch import load_file
 
 from mmr1.data.requests import build_requests
 from mmr1.generation.hf import HFBackend
-from mmr1.models import build_tiny_model
 from mmr1.rl.advantages import group_advantages
 from mmr1.rl.batch import EncodedPrompt, Rollout, collate, encode_prompt, response_logprobs
 from mmr1.rl.grpo import GRPOTrainer, run_grpo
@@ -30,12 +29,6 @@ from mmr1.rl.update import UpdateOutcome
 from mmr1.vas.estimate import read_pool_frame
 from schemas.generation import Completion, CompletionSample, HFBackendConfig, SamplingParams
 from schemas.grpo import GRPOConfig
-from schemas.models import TinyVLMConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(TinyVLMConfig(), tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from mmr1.data.io import write_sft_dataset
-from mmr1.data.synthetic import generate_items, to_sft_record
 from mmr1.generation.hf import HFBackend
-from mmr1.models import build_tiny_model, load_policy
+from mmr1.models import load_policy
 from mmr1.train.schedule import build_scheduler, lr_multiplier, warmup_steps
 from mmr1.train.sft import SFTRecipe, read_result, run_sft, vision_tower
 from schemas.generation import GenerationRequest, HFBackendConfig, SamplingParams
-from schemas.models import TinyVLMConfig
 from schemas.sft import SFTConfig
-from schemas.synthetic import SyntheticConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(TinyVLMConfig(), tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def sft_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    items = generate_items(SyntheticConfig(n_items=40, families=["shape_color", "bar_chart"]))
-    out = tmp_path_factory.mktemp("sft") / "data"
-    write_sft_dataset([to_sft_record(item) for item in items], out)
-    return out
 
 
 def config(**overrides) -> SFTConfig:

@@ -23,13 +23,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmr1.data.io import write_sft_dataset
-from mmr1.data.synthetic import generate_items, to_sft_record
-from mmr1.models import build_tiny_model, load_policy
+from mmr1.models import load_policy
 from mmr1.train.sft import run_sft
-from schemas.models import TinyVLMConfig
 from schemas.sft import SFTConfig, SFTResult
-from schemas.synthetic import SyntheticConfig
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,19 +35,6 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(TinyVLMConfig(), tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def sft_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    items = generate_items(SyntheticConfig(n_items=40, families=["shape_color", "bar_chart"]))
-    out = tmp_path_factory.mktemp("sft") / "data"
-    write_sft_dataset([to_sft_record(item) for item in items], out)
-    return out
 
 
 def sft_config(**overrides) -> SFTConfig:

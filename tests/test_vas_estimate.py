@@ -11,7 +11,6 @@ from rl_fixtures import write_pool
 
 from mmr1.generation import get_backend
 from mmr1.generation.hf import trim_at_eos
-from mmr1.models import build_tiny_model
 from mmr1.vas.estimate import (
     ROLLOUTS_FILE,
     VPS_TABLE_FILE,
@@ -27,13 +26,7 @@ from mmr1.vas.estimate import (
 )
 from mmr1.vas.vps import trajectory_diversity, variance_promotion_score
 from schemas.generation import CompletionSample, HFBackendConfig
-from schemas.models import TinyVLMConfig
 from schemas.vas import VPSEstimateConfig, VPSScoreConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(TinyVLMConfig(), tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
