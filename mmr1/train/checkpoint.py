@@ -150,6 +150,25 @@ def save_pretrained_atomic(
     return final
 
 
+def gathered_state_dict(accelerator: Any, model: Any, *, zero3: bool) -> dict[str, Any] | None:
+    """Whole weights gathered from ZeRO-3 shards (every process must call it); else None.
+
+    Outside ZeRO-3 the unwrapped module holds whole weights and ``save_pretrained``
+    reads them itself.
+    """
+    return accelerator.get_state_dict(model) if zero3 else None
+
+
+def save_model(accelerator: Any, model: Any, processor: Any, final: Path, *, zero3: bool) -> None:
+    """``save_pretrained`` the prepared ``model`` and ``processor`` to ``final`` (all processes)."""
+    state_dict = gathered_state_dict(accelerator, model, zero3=zero3)
+    if accelerator.is_main_process:
+        save_pretrained_atomic(
+            accelerator.unwrap_model(model), processor, final, state_dict=state_dict
+        )
+    accelerator.wait_for_everyone()
+
+
 def _save_weights(model: Any, directory: Path, state_dict: dict[str, Any] | None) -> None:
     if state_dict is None:
         model.save_pretrained(directory)

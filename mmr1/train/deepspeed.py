@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from transformers import AutoConfig
 
 
 def zero_stage(ds_config: Mapping[str, Any]) -> int:
@@ -90,6 +91,36 @@ def fill_auto_entries(
             * ds_config["gradient_accumulation_steps"]
             * num_processes
         )
+
+
+def prepare_deepspeed_config(
+    accelerator: Accelerator,
+    model_path: Path,
+    *,
+    micro_batch_size: int,
+    accumulation_steps: int,
+    max_grad_norm: float | None,
+) -> dict[str, Any]:
+    """Fill the DeepSpeed plugin's config for a recipe, before the model loads; return it.
+
+    The "auto" entries come from the recipe and the width of ``model_path``'s text
+    model (:func:`fill_auto_entries`). transformers reads the config through
+    Accelerate's weak reference when it loads a model (under ZeRO-3 it
+    partitions the weights at load), so that reference is renewed with the
+    filled config.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    ds = plugin.deepspeed_config
+    fill_auto_entries(
+        ds,
+        micro_batch_size=micro_batch_size,
+        accumulation_steps=accumulation_steps,
+        max_grad_norm=max_grad_norm,
+        hidden_size=AutoConfig.from_pretrained(model_path).get_text_config().hidden_size,
+        num_processes=accelerator.num_processes,
+    )
+    plugin.set_deepspeed_weakref()
+    return ds
 
 
 def check_zero3_saving(ds_config: Mapping[str, Any]) -> None:

@@ -58,19 +58,19 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
-from transformers import AutoConfig
 
 from mmr1.data.io import read_sft_dataset
 from mmr1.models.loader import Policy, load_policy
 from mmr1.train.checkpoint import (
     TrainerState,
     check_resumable,
+    gathered_state_dict,
     latest_checkpoint,
     load_rng_state,
     load_training_state,
     prune_checkpoints,
     read_trainer_state,
-    save_pretrained_atomic,
+    save_model,
     step_dir_name,
     write_checkpoint,
 )
@@ -80,8 +80,8 @@ from mmr1.train.deepspeed import (
     check_zero3_images,
     check_zero3_saving,
     engine_step_outcome,
-    fill_auto_entries,
     keep_used_weight_conversions,
+    prepare_deepspeed_config,
     zero_stage,
 )
 from mmr1.train.evaluation import answerable, generation_metrics, heldout_loss, improves
@@ -144,7 +144,15 @@ class SFTRecipe:
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         self.zero3 = False
         if self.deepspeed:
-            self._configure_deepspeed()
+            ds = prepare_deepspeed_config(
+                acc,
+                self.model_path,
+                micro_batch_size=cfg.micro_batch_size,
+                accumulation_steps=cfg.grad_accum,
+                max_grad_norm=cfg.max_grad_norm,
+            )
+            check_zero3_saving(ds)
+            self.zero3 = zero_stage(ds) == 3
         set_seed(cfg.seed)
         resume_from = latest_checkpoint(self.checkpoint_root) if resume else None
         if not resume and acc.is_main_process and self.checkpoint_root.exists():
@@ -176,32 +184,6 @@ class SFTRecipe:
         self._last_saved_step: int | None = None
         if resume_from is not None:
             self.load_checkpoint(resume_from)
-
-    def _configure_deepspeed(self) -> None:
-        """Fill the DeepSpeed config from the recipe, before the model loads.
-
-        The engine accumulates ``grad_accum`` micro-batches per update (the
-        boundary is also marked per micro-batch) and clips at ``max_grad_norm``;
-        bucket sizes follow the text model's width. transformers reads the
-        config through Accelerate's weak reference when it loads a model (under
-        ZeRO-3 it partitions the weights at load), so that reference is renewed
-        with the filled config.
-        """
-        acc, cfg = self.accelerator, self.config
-        plugin = acc.state.deepspeed_plugin
-        ds = plugin.deepspeed_config
-        check_zero3_saving(ds)
-        text_config = AutoConfig.from_pretrained(self.model_path).get_text_config()
-        fill_auto_entries(
-            ds,
-            micro_batch_size=cfg.micro_batch_size,
-            accumulation_steps=cfg.grad_accum,
-            max_grad_norm=cfg.max_grad_norm,
-            hidden_size=text_config.hidden_size,
-            num_processes=acc.num_processes,
-        )
-        plugin.set_deepspeed_weakref()
-        self.zero3 = zero_stage(ds) == 3
 
     def _setup_model(self, path: Path) -> None:
         """Load fp32 master weights (from the base model, or the checkpoint being resumed)."""
@@ -449,7 +431,7 @@ class SFTRecipe:
         acc, state = self.accelerator, self.state
         final = self.output_dir / "final"
         best = self.output_dir / "best"
-        self._save_model(final)
+        save_model(self.accelerator, self.model, self.policy.processor, final, zero3=self.zero3)
         result = SFTResult(
             final_checkpoint=str(final),
             best_checkpoint=str(best if state.best_step is not None else final),
@@ -525,29 +507,13 @@ class SFTRecipe:
             return
         if improves(value, state.best_metric, cfg.best_metric):
             state.best_metric, state.best_step = value, state.step
-            self._save_model(self.output_dir / "best")
+            save_model(
+                acc, self.model, self.policy.processor, self.output_dir / "best", zero3=self.zero3
+            )
             if acc.is_main_process:
                 logger.info("step %d: new best %s = %.4f", state.step, cfg.best_metric, value)
 
     # ------------------------------------------------------------------ checkpoints
-
-    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Whole weights gathered from the ZeRO-3 shards (all processes must call it).
-
-        None outside ZeRO-3, where the unwrapped module holds whole weights and
-        ``save_pretrained`` reads them itself.
-        """
-        return self.accelerator.get_state_dict(self.model) if self.zero3 else None
-
-    def _save_model(self, final: Path) -> None:
-        """``save_pretrained`` weights and processor to ``final`` (all processes must call it)."""
-        acc = self.accelerator
-        state_dict = self._full_state_dict()
-        if acc.is_main_process:
-            save_pretrained_atomic(
-                acc.unwrap_model(self.model), self.policy.processor, final, state_dict=state_dict
-            )
-        acc.wait_for_everyone()
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step-XXXXXX`` atomically and prune old ones (all processes)."""
@@ -561,7 +527,7 @@ class SFTRecipe:
             scheduler=self.scheduler,
             state=self.state,
             engine=self.model if self.deepspeed else None,
-            state_dict=self._full_state_dict(),
+            state_dict=gathered_state_dict(self.accelerator, self.model, zero3=self.zero3),
         )
         if acc.is_main_process:
             prune_checkpoints(self.checkpoint_root, self.config.keep_last)
