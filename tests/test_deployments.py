@@ -59,7 +59,7 @@ def test_scheduled_vps_follows_the_grpo_policy(spec, monkeypatch) -> None:
     # Prefect merges schedule parameters over the deployment's shallowly
     # ({**deployment, **schedule}), so the schedule's `config` replaces the preset's
     # as a whole: it must be complete, and score the RL pool with the GRPO policy.
-    from mmr1.ops.servers import preset_parameters
+    from mmr1.ops.deployments import preset_parameters
     from schemas.presets import PRESETS_DIR
 
     monkeypatch.chdir(ROOT)
@@ -93,7 +93,7 @@ def test_file_validates_as_prefect_deploy_reads_it(spec) -> None:
 
 
 def test_preset_parameters_name_deployments_and_validate(spec, monkeypatch) -> None:
-    from mmr1.ops.servers import preset_parameters
+    from mmr1.ops.deployments import preset_parameters
 
     monkeypatch.chdir(ROOT)
     entrypoints = {d["name"]: d["entrypoint"] for d in spec["deployments"]}

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mmr1.ops import processes, servers
+from mmr1.ops import deployments, processes, servers
 from mmr1.ops.processes import (
     ManagedProcess,
     ServiceError,
@@ -234,7 +234,7 @@ def test_mlflow_server_refuses_a_remote_tracking_uri(tmp_path: Path) -> None:
 
 def test_deploy_needs_the_prefect_file(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="deployments/prefect.yaml"):
-        servers.deploy("http://127.0.0.1:9/api", log_dir=tmp_path, project_dir=tmp_path)
+        deployments.deploy("http://127.0.0.1:9/api", log_dir=tmp_path, project_dir=tmp_path)
 
 
 def test_library_modules_do_not_import_prefect() -> None:
@@ -303,7 +303,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
         timings["worker"] = stack.worker.startup_s
         assert "curate_rl/curate_rl" in stack.deployments
         run_started = time.monotonic()
-        result = servers.run_deployment(
+        result = deployments.run_deployment(
             "curate_rl/curate_rl",
             stack.prefect.api_url,
             log_dir=log_dir,
@@ -365,7 +365,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
                 uri=str(directory),
                 content_hash=hash_directory(directory),
             )
-        vps_run = servers.run_deployment(
+        vps_run = deployments.run_deployment(
             "estimate_vps/estimate_vps",
             stack.prefect.api_url,
             log_dir=log_dir,

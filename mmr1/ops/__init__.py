@@ -6,6 +6,9 @@ environment, so they also work where only the orchestration environment has
 Prefect installed.
 """
 
+from mmr1.ops.deployments import deploy, list_deployments, run_deployment
+from mmr1.ops.mlflow_server import MlflowServer, mlflow_server
+from mmr1.ops.prefect_api import prefect_env
 from mmr1.ops.processes import (
     LOOPBACK,
     ManagedProcess,
@@ -16,18 +19,12 @@ from mmr1.ops.processes import (
 from mmr1.ops.servers import (
     DEFAULT_POOL,
     LocalStack,
-    MlflowServer,
     PrefectServer,
     PrefectWorker,
-    deploy,
     ensure_work_pool,
-    list_deployments,
     local_stack,
-    mlflow_server,
-    prefect_env,
     prefect_server,
     prefect_worker,
-    run_deployment,
     serve,
 )
 

@@ -10,13 +10,13 @@ Every child appends to a log file under a log directory, by default
 ``mlflow-server.log``, ``prefect-deploy.log``, ...); start-up failures quote
 the tail of that log in the error. :func:`serve` is the ``mmr1 serve`` entry.
 
+Registering and running deployments is :mod:`mmr1.ops.deployments`; the
+environment and REST calls every Prefect client needs, :mod:`mmr1.ops.prefect_api`.
+
 Traps handled here (STACK.md):
 - ``prefect server start --port P`` alone serves a UI that calls the API on
   port 4200: the server also gets ``PREFECT_SERVER_API_HOST/PORT`` and
   ``PREFECT_API_URL``.
-- every Prefect client (worker, ``prefect deploy``, ``prefect deployment run``)
-  needs ``PREFECT_API_URL``, or it talks to a throwaway ephemeral server and
-  "succeeds"; ``deploy`` therefore checks that the deployments exist afterwards.
 - a Prefect worker ignores its first SIGTERM (it forwards SIGINT to its runs);
   stopping signals the whole process group and kills it after a grace period.
 - ``mlflow server`` starts four uvicorn workers and job-execution processes
@@ -25,22 +25,20 @@ Traps handled here (STACK.md):
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-import yaml
 
+from mmr1.ops.deployments import PROJECT_ROOT, deploy
 from mmr1.ops.mlflow_server import MlflowServer, mlflow_server
+from mmr1.ops.prefect_api import api_client, prefect_env, request
 from mmr1.ops.processes import (
     LOOPBACK,
     ManagedProcess,
@@ -52,22 +50,10 @@ from mmr1.ops.processes import (
     wait_for_http,
 )
 from schemas.home import HomeConfig
-from schemas.presets import PRESETS_DIR
 
 DEFAULT_POOL = "mmr1-local"
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
-#: The repository checkout this module lives in (holds ``deployments/prefect.yaml``).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PREFECT_FILE = Path("deployments") / "prefect.yaml"
-
-# Settings every child gets unless the caller's environment says otherwise:
-# no telemetry (no internet here), no warnings for logs outside a flow run.
-_QUIET_DEFAULTS = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-}
 
 
 def default_log_dir(home: HomeConfig | None = None) -> Path:
@@ -76,27 +62,6 @@ def default_log_dir(home: HomeConfig | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- Prefect
-
-
-def prefect_env(
-    api_url: str,
-    *,
-    prefect_home: Path | None = None,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment of a Prefect client (worker, CLI call) talking to ``api_url``.
-
-    Starts from ``os.environ`` (so ``MMR1_HOME``, offline switches and the like
-    pass through), adds the quiet defaults unless set, then ``extra``.
-    """
-    env = dict(os.environ)
-    for key, value in _QUIET_DEFAULTS.items():
-        env.setdefault(key, value)
-    if prefect_home is not None:
-        env["PREFECT_HOME"] = str(prefect_home)
-    env["PREFECT_API_URL"] = api_url
-    env.update(extra or {})
-    return env
 
 
 @dataclass(frozen=True)
@@ -163,28 +128,6 @@ def prefect_server(
         process.stop(stop_grace)
 
 
-def _api(api_url: str) -> httpx.Client:
-    return httpx.Client(base_url=api_url.rstrip("/") + "/", timeout=30.0, trust_env=False)
-
-
-#: Statuses a freshly started Prefect server answers while it is busy (SQLite locked, ...).
-_TRANSIENT = {429, 502, 503, 504}
-
-
-def _request(
-    client: httpx.Client, method: str, url: str, *, attempts: int = 6, **kwargs: Any
-) -> httpx.Response:
-    """``client.request`` retried with backoff (0.5 s, doubling) on transient statuses."""
-    delay = 0.5
-    for attempt in range(attempts):
-        response = client.request(method, url, **kwargs)
-        if response.status_code not in _TRANSIENT or attempt == attempts - 1:
-            return response
-        time.sleep(delay)
-        delay *= 2
-    raise AssertionError("unreachable")
-
-
 def ensure_work_pool(
     api_url: str,
     pool: str = DEFAULT_POOL,
@@ -197,8 +140,8 @@ def ensure_work_pool(
 
     An existing pool of another type is an error (its workers could not run our flows).
     """
-    with _api(api_url) as client:
-        response = _request(client, "GET", f"work_pools/{pool}")
+    with api_client(api_url) as client:
+        response = request(client, "GET", f"work_pools/{pool}")
     if response.status_code == 200:
         existing = response.json().get("type")
         if existing != pool_type:
@@ -230,7 +173,7 @@ class PrefectWorker:
 
 def _worker_registered(api_url: str, pool: str, name: str) -> Callable[[httpx.Response], bool]:
     def check(_: httpx.Response) -> bool:
-        with _api(api_url) as client:
+        with api_client(api_url) as client:
             response = client.post(f"work_pools/{pool}/workers/filter", json={})
         return response.is_success and any(w.get("name") == name for w in response.json())
 
@@ -294,147 +237,6 @@ def prefect_worker(
         yield PrefectWorker(name, pool, process, waited)
     finally:
         process.stop(stop_grace)
-
-
-def list_deployments(api_url: str) -> list[str]:
-    """Names ``flow/deployment`` of every deployment the server knows, sorted."""
-    with _api(api_url) as client:
-        deployments = _request(client, "POST", "deployments/filter", json={"limit": 200})
-        flows = _request(client, "POST", "flows/filter", json={"limit": 200})
-    deployments.raise_for_status()
-    flows.raise_for_status()
-    flow_names = {f["id"]: f["name"] for f in flows.json()}
-    return sorted(f"{flow_names.get(d['flow_id'], '?')}/{d['name']}" for d in deployments.json())
-
-
-def preset_parameters(prefect_file: Path) -> dict[str, dict[str, Any]]:
-    """Default parameters per deployment from ``definitions.presets`` of the deployment file.
-
-    Each entry maps ``flow/deployment`` to a preset name of ``schemas/presets/``;
-    the preset becomes the deployment's default ``config`` parameter, so the
-    preset file stays the one home of those values.
-    """
-    spec = yaml.safe_load(prefect_file.read_text()) or {}
-    presets = (spec.get("definitions") or {}).get("presets") or {}
-    parameters: dict[str, dict[str, Any]] = {}
-    for deployment, preset in presets.items():
-        path = PRESETS_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            raise ServiceError(
-                f"{prefect_file}: definitions.presets[{deployment!r}] names {preset!r}, "
-                f"but there is no {path}"
-            )
-        parameters[deployment] = {"config": yaml.safe_load(path.read_text()) or {}}
-    return parameters
-
-
-def set_default_parameters(api_url: str, deployment: str, parameters: Mapping[str, Any]) -> None:
-    """Replace the default parameters of deployment ``flow/deployment``.
-
-    One API call instead of a second ``prefect deploy`` (which re-imports the
-    flow: seconds). The server validates them against the flow's parameter
-    schema.
-    """
-    flow_name, name = deployment.split("/", 1)
-    with _api(api_url) as client:
-        found = _request(client, "GET", f"deployments/name/{flow_name}/{name}")
-        if found.status_code == 404:
-            raise ServiceError(f"deployment {deployment!r} does not exist on {api_url}")
-        found.raise_for_status()
-        response = _request(
-            client,
-            "PATCH",
-            f"deployments/{found.json()['id']}",
-            json={"parameters": dict(parameters)},
-        )
-    if not response.is_success:
-        raise ServiceError(
-            f"setting the parameters of {deployment!r} failed: HTTP {response.status_code} "
-            f"{response.text[:2000]}"
-        )
-
-
-def deploy(
-    api_url: str,
-    *,
-    log_dir: Path,
-    names: Sequence[str] | None = None,
-    project_dir: Path | None = None,
-    prefect_file: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 600.0,
-) -> list[str]:
-    """Register deployments from ``deployments/prefect.yaml``; return all deployments after.
-
-    ``names`` None deploys every deployment in the file (``--all``), otherwise
-    those names (deployment or ``flow/deployment``). Deployments listed under
-    ``definitions.presets`` then get their preset as default parameters (see
-    :func:`preset_parameters`). Runs from ``project_dir``
-    (default: the checkout holding this package), which is where process
-    workers will then import the flows from. Fails if a requested deployment
-    is missing afterwards: ``prefect deploy`` skips a file it cannot validate
-    with only a warning.
-    """
-    project_dir = (project_dir or PROJECT_ROOT).resolve()
-    prefect_file = prefect_file or project_dir / PREFECT_FILE
-    if not prefect_file.is_file():
-        raise ServiceError(
-            f"no {prefect_file}: run from a checkout of the project or pass project_dir"
-        )
-    args = [*cli_command("prefect"), "--no-prompt", "deploy", "--prefect-file", str(prefect_file)]
-    args += [a for n in names for a in ("--name", n)] if names else ["--all"]
-    run_cli(
-        "prefect deploy",
-        args,
-        env=prefect_env(api_url, extra=env),
-        log_path=log_dir / "prefect-deploy.log",
-        cwd=project_dir,
-        timeout=timeout,
-    )
-    for full_name, parameters in preset_parameters(prefect_file).items():
-        if not names or full_name in names or full_name.split("/", 1)[1] in names:
-            set_default_parameters(api_url, full_name, parameters)
-
-    deployed = list_deployments(api_url)
-    short = {d.split("/", 1)[1] for d in deployed}
-    missing = [n for n in names or [] if n not in short and n not in deployed]
-    if not deployed or missing:
-        raise ServiceError(
-            f"prefect deploy exited 0 but {missing or 'nothing'} is not deployed; "
-            f"see {log_dir / 'prefect-deploy.log'}"
-        )
-    return deployed
-
-
-def run_deployment(
-    deployment: str,
-    api_url: str,
-    *,
-    log_dir: Path,
-    params: Mapping[str, Any] | None = None,
-    watch_timeout: int | None = None,
-    env: Mapping[str, str] | None = None,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """``prefect deployment run 'flow/deployment' --watch``: wait for the run's final state.
-
-    The CLI exits 0 only on COMPLETED; ``check`` turns anything else into
-    :class:`ServiceError` quoting its output.
-    """
-    args = [*cli_command("prefect"), "deployment", "run", deployment, "--watch"]
-    if params:
-        args += ["--params", json.dumps(params)]
-    if watch_timeout is not None:
-        args += ["--watch-timeout", str(watch_timeout)]
-    timeout = (watch_timeout or 3600) + 60
-    return run_cli(
-        "prefect deployment run",
-        args,
-        env=prefect_env(api_url, extra=env),
-        log_path=log_dir / "prefect-runs.log",
-        timeout=timeout,
-        check=check,
-    )
 
 
 # --------------------------------------------------------------------------- the stack
