@@ -1,4 +1,4 @@
-"""The prompt contracts of MMR1 (METHOD.md section 3), in our own words.
+"""The prompt contracts of MMR1 (docs/METHOD.md section 3), in our own words.
 
 Training prompt: reasoning inside ``<think></think>``, final answer inside
 ``<answer></answer>`` with the key result in ``\\boxed{}``. Like the released

@@ -1,6 +1,6 @@
 """Configs of the curation flows (``curate_rl``, ``curate_sft``) and their steps.
 
-Defaults follow METHOD.md sections 1-2 (pixel bounds, pass-rate buckets);
+Defaults follow docs/METHOD.md sections 1-2 (pixel bounds, pass-rate buckets);
 every value is a field so presets and the Prefect UI can change it.
 """
 
@@ -80,8 +80,8 @@ SourceConfig = Annotated[HubSource | LocalSource | SyntheticSource, Field(discri
 class ValidationConfig(ConfigModel):
     """Row checks and normalisation (images resized into the pixel bounds, RGB)."""
 
-    min_pixels: int = Field(default=7_056, ge=1, description="METHOD.md: 84 x 84.")
-    max_pixels: int = Field(default=1_048_576, ge=1, description="METHOD.md: 1024 x 1024.")
+    min_pixels: int = Field(default=7_056, ge=1, description="docs/METHOD.md: 84 x 84.")
+    max_pixels: int = Field(default=1_048_576, ge=1, description="docs/METHOD.md: 1024 x 1024.")
     max_decoded_pixels: int = Field(
         default=64_000_000,
         ge=1,
@@ -192,7 +192,7 @@ class DecontaminationConfig(ConfigModel):
 
 
 class DifficultyConfig(ConfigModel):
-    """Pass rate from K rollouts of a model, then easy/medium/hard buckets (METHOD.md 2)."""
+    """Pass rate from K rollouts of a model, then easy/medium/hard buckets (docs/METHOD.md 2)."""
 
     enabled: bool = True
     model: str | None = Field(
@@ -242,7 +242,7 @@ TeacherConfig = Annotated[SyntheticTeacher | ModelTeacher, Field(discriminator="
 
 
 class CoTConfig(ConfigModel):
-    """Long-CoT generation with rejection sampling (METHOD.md 2-3)."""
+    """Long-CoT generation with rejection sampling (docs/METHOD.md 2-3)."""
 
     teacher: TeacherConfig = Field(default_factory=SyntheticTeacher)
     max_attempts: int = Field(

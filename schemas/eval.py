@@ -151,7 +151,7 @@ class EvaluateConfig(ConfigModel):
 
     Every checkpoint is evaluated on every benchmark; results go to the catalog
     (linked to the checkpoint version) and a leaderboard is published. Paper
-    protocol (BENCHMARKS.md, METHOD.md section 9): greedy decoding, the MMR1
+    protocol (docs/BENCHMARKS.md, docs/METHOD.md section 9): greedy decoding, the MMR1
     prompt, one answer per item.
     """
 

@@ -1,6 +1,6 @@
 """GRPO with Variance-Aware Sampling: recipe settings, flow parameters and a run's result.
 
-Defaults are the paper's (METHOD.md section 7, Table 6): G = 8, temperature
+Defaults are the paper's (docs/METHOD.md section 7, Table 6): G = 8, temperature
 0.6, top-p 1.0, PPO clip 0.2/0.2, token-mean loss, k3 KL with coefficient
 0.01 against the frozen starting model, AdamW lr 1e-6 with weight decay 0.01,
 constant schedule, gradient clipping at 1.0, VAS with lambda = 0.5 and

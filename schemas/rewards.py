@@ -1,4 +1,4 @@
-"""Reward settings and per-response reward scores (METHOD.md section 4).
+"""Reward settings and per-response reward scores (docs/METHOD.md section 4).
 
 overall = accuracy_weight * accuracy + format_weight * format
           + repetition_weight * repetition

@@ -1,6 +1,6 @@
 """Supervised fine-tuning (the long-CoT cold start): recipe settings and what a run returns.
 
-Defaults are the paper's (METHOD.md section 8: AdamW lr 1e-5, cosine decay,
+Defaults are the paper's (docs/METHOD.md section 8: AdamW lr 1e-5, cosine decay,
 warmup ratio 0.1, weight decay 0, grad clip 1.0, effective batch 32, 3 epochs,
 cutoff 16,384, bf16, best checkpoint by validation). A randomly initialised
 tiny model needs a far higher learning rate (~1e-3, see ``mmr1.train``).

@@ -1,4 +1,4 @@
-"""Variance Promotion Score records and the Variance-Aware Sampler config (METHOD.md 5-6).
+"""Variance Promotion Score records and the Variance-Aware Sampler config (docs/METHOD.md 5-6).
 
 VPS = alpha * OVS + beta * TDS, with OVS = ovs_scale * p(1 - p) and TDS a
 trajectory diversity in [0, 1]. The sampler mixes B_w = floor(mix_ratio * B)
@@ -31,7 +31,7 @@ class VPSRecord(BaseModel):
 
 
 class SamplerConfig(ConfigModel):
-    """Settings of ``MixedVarianceSampler`` (paper section 3, METHOD.md section 6)."""
+    """Settings of ``MixedVarianceSampler`` (paper section 3, docs/METHOD.md section 6)."""
 
     batch_size: int = Field(ge=1, description="B, prompts per batch (global, across ranks).")
     mix_ratio: float = Field(
@@ -76,7 +76,7 @@ class SamplerConfig(ConfigModel):
 
 
 class VPSScoreConfig(ConfigModel):
-    """How per-prompt rollouts become a Variance Promotion Score (METHOD.md section 5)."""
+    """How per-prompt rollouts become a Variance Promotion Score (docs/METHOD.md section 5)."""
 
     alpha: float = Field(default=0.8, ge=0.0, description="Weight of OVS (paper: 0.8).")
     beta: float = Field(default=0.2, ge=0.0, description="Weight of TDS (paper: 0.2).")
@@ -119,7 +119,8 @@ class VPSEstimateConfig(ConfigModel):
     )
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=0.6, top_p=1.0, max_new_tokens=512),
-        description="Sampling as in training (METHOD.md section 7); n and seed are set per shard.",
+        description="Sampling as in training (docs/METHOD.md section 7); n and seed are set "
+        "per shard.",
     )
     backend: BackendConfig | None = Field(
         default=None,

@@ -1,4 +1,4 @@
-"""Official benchmark scoring rules (BENCHMARKS.md), on rows in each benchmark's schema."""
+"""Official benchmark scoring rules (docs/BENCHMARKS.md), on rows in each benchmark's schema."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ def test_vision_tokens_are_suppressed_even_at_high_temperature(backend: HFBacken
         for sample in completion.samples:
             assert not vision_ids & set(sample.token_ids)
 
-    # Without suppression the same call does emit them (the crash STACK.md warns about).
+    # Without suppression the same call does emit them (the crash docs/STACK.md warns about).
     saved, backend._suppress_ids = backend._suppress_ids, []
     try:
         emitted = {

@@ -234,7 +234,7 @@ def test_forward_backward_reaches_every_parameter(tiny_dir: Path) -> None:
 
 
 def test_rescoring_matches_generation_only_with_mm_token_type_ids(tiny_dir: Path) -> None:
-    """STACK.md trap: re-scoring without ``mm_token_type_ids`` silently changes the positions."""
+    """docs/STACK.md trap: re-scoring without ``mm_token_type_ids`` silently moves positions."""
     from mmr1.generation.hf import HFBackend
     from schemas.generation import GenerationRequest, HFBackendConfig, SamplingParams
 

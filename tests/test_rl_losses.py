@@ -246,7 +246,7 @@ def reference_policy_loss(
     kl_coef: float,
     norm_len: int | None = None,
 ) -> torch.Tensor:
-    """The loss written token by token, the way the METHOD.md formulas read."""
+    """The loss written token by token, the way the docs/METHOD.md formulas read."""
     batch, length = logp.shape
     rows = []
     for b in range(batch):

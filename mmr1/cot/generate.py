@@ -1,4 +1,4 @@
-"""Long-CoT generation with rejection sampling (METHOD.md sections 2-3).
+"""Long-CoT generation with rejection sampling (docs/METHOD.md sections 2-3).
 
 For every question, a teacher writes a chain of thought ending in
 ``<answer>\\boxed{...}</answer>``; a CoT is accepted only if (a) its final

@@ -1,6 +1,6 @@
 """Benchmark decontamination: quarantine training rows that overlap an evaluation benchmark.
 
-METHOD.md section 2: we train on nothing an evaluation benchmark asks. Build a
+docs/METHOD.md section 2: we train on nothing an evaluation benchmark asks. Build a
 :class:`BenchmarkIndex` once from the benchmark frames (validated: the flow runs
 validation on benchmarks first, so ``problem_norm``, ``image_sha256`` and
 ``image_phash`` are computed exactly as for training rows), then

@@ -1,4 +1,4 @@
-"""Exact and near-duplicate removal over validated rows (METHOD.md section 2).
+"""Exact and near-duplicate removal over validated rows (docs/METHOD.md section 2).
 
 :func:`deduplicate` keeps the first occurrence of each group of duplicates in
 frame order (sources in config order, rows in source order) and quarantines the

@@ -1,6 +1,6 @@
 """Difficulty: pass rates from K rollouts, easy/medium/hard buckets, type balancing.
 
-METHOD.md section 2. Two steps:
+docs/METHOD.md section 2. Two steps:
 
 1. :func:`estimate_pass_rates` samples ``K = config.rollouts`` answers per
    question with the training prompt and scores them with the shared verifier;

@@ -234,7 +234,7 @@ class CountShapes(TaskFamily):
 
     Difficulty: 2-4 circles in 2 colours (d1); 4-7 circles/squares in 3 colours
     (d2); 7-10 shapes of all kinds in 4 colours (d3). A tiny VLM does not learn
-    this one in minutes (STACK.md): it is the hard family.
+    this one in minutes (docs/STACK.md): it is the hard family.
     """
 
     LEVELS = {1: (2, 4, 2, 3, 1), 2: (4, 7, 3, 5, 2), 3: (7, 10, 4, 6, 3)}

@@ -19,7 +19,7 @@ counts. ``avg5`` is the headline number of MMR1 (paper Table 2)::
 and is only given when all five cells are comparable: an average over fewer
 benchmarks, other splits or partial runs would not be comparable with the
 paper's. The paper's published numbers can be added as reference rows
-(:data:`PAPER_REFERENCE`, METHOD.md section 9), including the averages of its
+(:data:`PAPER_REFERENCE`, docs/METHOD.md section 9), including the averages of its
 3B ablation (Table 3), which has no per-benchmark numbers.
 """
 
@@ -40,7 +40,7 @@ class PaperSplit(NamedTuple):
 
 
 #: The five benchmarks of the paper's average, in its table order, with the split
-#: and size each is reported on (BENCHMARKS.md; METHOD.md section 9).
+#: and size each is reported on (docs/BENCHMARKS.md; docs/METHOD.md section 9).
 PAPER_SPLITS: dict[str, PaperSplit] = {
     "mathverse": PaperSplit("testmini", 3940),
     "mathvista": PaperSplit("testmini", 1000),

@@ -15,7 +15,7 @@ What a sample holds:
 * ``logprobs[i]``: ``log_softmax(masked_logits / T)[token_ids[i]]`` where the
   masked logits are the model's raw logits with the vision control tokens set
   to ``-inf``, and ``T`` the sampling temperature (1 for greedy). This is
-  exactly what the trainer recomputes (METHOD.md section 7); top-p truncation
+  exactly what the trainer recomputes (docs/METHOD.md section 7); top-p truncation
   is *not* applied to the reported log-probs.
 * ``finish_reason``: ``"stop"`` if EOS was generated, else ``"length"``.
 

@@ -1,7 +1,7 @@
 """Generation through any OpenAI-compatible chat-completions endpoint.
 
 Works with ``vllm serve`` (the way Prefect tasks reach vLLM, which cannot live
-in the orchestration environment: see STACK.md) and with hosted APIs. One
+in the orchestration environment: see docs/STACK.md) and with hosted APIs. One
 ``POST {base_url}/chat/completions`` per request, up to ``config.concurrency``
 in flight, retried with exponential backoff on 429, 5xx, timeouts and
 connection errors.
@@ -13,7 +13,7 @@ What the chat API does and does not give back:
   (GRPO re-scoring) re-tokenize the text with the policy's tokenizer.
 - **Log-probs**: with ``sampling.return_logprobs`` the request sets
   ``"logprobs": true`` and the per-token values come from
-  ``choices[i].logprobs.content[j].logprob``. Our convention (METHOD.md) is
+  ``choices[i].logprobs.content[j].logprob``. Our convention (docs/METHOD.md) is
   log-probs of the temperature-scaled distribution; ``vllm serve`` returns raw
   (unscaled) log-probs unless started with ``--logprobs-mode processed_logprobs``,
   and hosted APIs return whatever they return. An endpoint that ignores the flag

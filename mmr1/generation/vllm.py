@@ -3,7 +3,7 @@
 vLLM is imported inside :class:`VLLMBackend` and nowhere else, so importing this
 module never needs it. vLLM 0.33 pins ``torch==2.14.0``, ``transformers<5.21``
 and ``fastapi<0.137`` while Prefect 3.9 needs ``fastapi>=0.139``: the two cannot
-share an environment (STACK.md). Prefect tasks therefore never build this
+share an environment (docs/STACK.md). Prefect tasks therefore never build this
 backend themselves; they either start ``vllm serve`` and use the ``openai``
 backend, or launch a subprocess in the trainer environment, where this backend
 runs (e.g. GRPO rollouts with weight sync).
@@ -64,7 +64,7 @@ VISION_SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 """Qwen2.5-VL markers a weak policy can emit at temperature 1; re-scoring such a
-completion crashes ("Image features and image tokens do not match", STACK.md)."""
+completion crashes ("Image features and image tokens do not match", docs/STACK.md)."""
 
 SUPPRESS_BIAS = -100.0
 """Logit bias that removes a token from sampling in practice (OpenAI's own floor)."""
@@ -194,7 +194,7 @@ class VLLMBackend:
         config: model and engine settings.
         seed: engine seed (every request also carries ``sampling.seed``).
         suppress_vision_tokens: give Qwen's vision marker tokens a -100 logit
-            bias so completions never contain them (STACK.md, "crash to prevent").
+            bias so completions never contain them (docs/STACK.md, "crash to prevent").
 
     Building the engine sets ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` unless the
     variable is already set: :meth:`update_weights` ships a function to the

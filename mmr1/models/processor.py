@@ -10,7 +10,7 @@ The batch it returns has the keys of the real processor: ``input_ids``,
 ``attention_mask``, ``mm_token_type_ids`` (1 at ``<|image_pad|>``),
 ``pixel_values`` and ``image_grid_thw``. ``mm_token_type_ids`` is not optional
 in practice: without it Qwen2.5-VL silently falls back to 1-D positions and
-re-scored log-probs no longer match generation (STACK.md).
+re-scored log-probs no longer match generation (docs/STACK.md).
 """
 
 from __future__ import annotations

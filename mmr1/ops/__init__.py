@@ -1,6 +1,6 @@
 """Operations: the local Prefect server, worker and MLflow server, as child processes.
 
-The library never imports Prefect (DESIGN.md): these helpers drive the
+The library never imports Prefect (docs/DESIGN.md): these helpers drive the
 ``prefect`` and ``mlflow`` command lines of the running interpreter's
 environment, so they also work where only the orchestration environment has
 Prefect installed.

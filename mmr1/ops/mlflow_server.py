@@ -1,7 +1,7 @@
 """A local ``mlflow server`` over the home's tracking store, as a child process.
 
 ``mlflow server`` starts four uvicorn workers and job-execution processes by
-default: one worker here, job execution off (STACK.md).
+default: one worker here, job execution off (docs/STACK.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every Prefect client this package starts (worker, ``prefect deploy``,
 ``prefect deployment run``) needs ``PREFECT_API_URL``, or it talks to a
-throwaway ephemeral server and "succeeds" (STACK.md): :func:`prefect_env`
+throwaway ephemeral server and "succeeds" (docs/STACK.md): :func:`prefect_env`
 builds that environment. :func:`api_client` and :func:`request` reach the REST
 API directly, retrying the statuses a freshly started server answers while busy.
 """

@@ -1,6 +1,6 @@
 """Local Prefect server, process worker and MLflow server, started as child processes.
 
-Why child processes: ``mmr1/`` never imports Prefect (DESIGN.md), and a server
+Why child processes: ``mmr1/`` never imports Prefect (docs/DESIGN.md), and a server
 in its own process group can always be stopped, children included
 (``mmr1.ops.processes``). Each ``prefect`` / ``mlflow`` call runs
 ``sys.executable -m <tool>``, so it uses the caller's environment.
@@ -13,7 +13,7 @@ the tail of that log in the error. :func:`serve` is the ``mmr1 serve`` entry.
 Registering and running deployments is :mod:`mmr1.ops.deployments`; the
 environment and REST calls every Prefect client needs, :mod:`mmr1.ops.prefect_api`.
 
-Traps handled here (STACK.md):
+Traps handled here (docs/STACK.md):
 - ``prefect server start --port P`` alone serves a UI that calls the API on
   port 4200: the server also gets ``PREFECT_SERVER_API_HOST/PORT`` and
   ``PREFECT_API_URL``.

@@ -1,6 +1,6 @@
 """Rewards for MMR1 RL: answer extraction, binary verification, format and repetition.
 
-METHOD.md section 4. Modules, one job each:
+docs/METHOD.md section 4. Modules, one job each:
 
 - ``extract``: the final answer of a response (the project's one extractor);
 - ``normalize``: canonical text and multiple-choice letters;

@@ -1,4 +1,4 @@
-"""Find the final answer in a model response (METHOD.md section 4).
+"""Find the final answer in a model response (docs/METHOD.md section 4).
 
 The one answer extractor of the project: rewards and evaluation both call
 :func:`extract_final_answer`. Order of preference:

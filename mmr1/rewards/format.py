@@ -1,6 +1,6 @@
-"""Format reward and repetition penalty: cheap, pure string functions (METHOD.md section 4).
+"""Format reward and repetition penalty: cheap, pure string functions (docs/METHOD.md section 4).
 
-Format contract (the training prompt asks for it, METHOD.md section 3)::
+Format contract (the training prompt asks for it, docs/METHOD.md section 3)::
 
     [space] <think> reasoning </think> [space] <answer> final answer </answer> [space]
 

@@ -1,4 +1,4 @@
-"""Is an extracted answer correct? Binary, no partial credit (METHOD.md section 4).
+"""Is an extracted answer correct? Binary, no partial credit (docs/METHOD.md section 4).
 
 ``check_answer(prediction, gold, choices)`` applies, in order:
 

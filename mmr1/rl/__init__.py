@@ -1,4 +1,4 @@
-"""GRPO building blocks (METHOD.md section 7).
+"""GRPO building blocks (docs/METHOD.md section 7).
 
 ``advantages`` (group-relative advantages) and ``losses`` (clipped policy loss,
 k3 KL) are pure torch functions with no model, optimiser or I/O in sight, so the

@@ -1,4 +1,4 @@
-"""Group-relative advantages of GRPO (METHOD.md section 7, paper Table 6).
+"""Group-relative advantages of GRPO (docs/METHOD.md section 7, paper Table 6).
 
 Every prompt gets G rollouts; rollout i of a group is scored against its own
 group only::

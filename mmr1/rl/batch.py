@@ -10,9 +10,9 @@ shared by its G rollouts; a micro-batch of rows concatenates the pixel values
 of its rows in row order, so every copy carries its own image block.
 Qwen2.5-VL derives its 3-D (M-RoPE) positions from ``attention_mask`` and
 ``mm_token_type_ids``; both are passed, or the logits silently differ from
-the ones the rollout was sampled from (STACK.md).
+the ones the rollout was sampled from (docs/STACK.md).
 
-Log-probs (METHOD.md section 7): ``log_softmax(masked_logits / T)`` where the
+Log-probs (docs/METHOD.md section 7): ``log_softmax(masked_logits / T)`` where the
 vision control tokens are masked to ``-inf`` exactly as the ``hf`` backend
 does while sampling, and ``T`` is the sampling temperature. Only the last
 ``R + 1`` positions are turned into logits (``logits_to_keep``), so memory

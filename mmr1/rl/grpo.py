@@ -1,4 +1,4 @@
-"""GRPO with Variance-Aware Sampling: the training loop (METHOD.md sections 6-7).
+"""GRPO with Variance-Aware Sampling: the training loop (docs/METHOD.md sections 6-7).
 
 One step, for a global batch of B prompts drawn by ``MixedVarianceSampler``
 (identical on every rank; rank r takes the contiguous slice r of B / W):

@@ -1,4 +1,4 @@
-"""The GRPO policy loss: PPO clipped surrogate plus an optional k3 KL term (METHOD.md 7).
+"""The GRPO policy loss: PPO clipped surrogate plus an optional k3 KL term (docs/METHOD.md 7).
 
 Per response token t of sequence b, with ``ratio = exp(logp - old_logp)``::
 

@@ -28,7 +28,7 @@ def rollout_stats(
 
     ``rewards`` is (n_prompts * group_size,) ordered group by group; ``_tokens`` is
     the global count of generated tokens (for throughput). ``zero_variance_frac``
-    counts groups whose G rewards are all equal (no gradient: METHOD.md section 6);
+    counts groups whose G rewards are all equal (no gradient: docs/METHOD.md section 6);
     ``zero_accuracy_variance_frac`` groups whose G accuracies are (p in {0, 1}, the
     case OVS scores 0 and VAS draws less often; the format reward can still vary).
     """

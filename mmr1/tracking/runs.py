@@ -2,7 +2,7 @@
 
 Everything goes through an explicit ``MlflowClient`` and a run id rather than
 MLflow's fluent "active run", because active runs are per thread and Prefect
-runs tasks in worker threads (STACK.md): a task must be able to log to its
+runs tasks in worker threads (docs/STACK.md): a task must be able to log to its
 flow's run by id.
 
 Conventions:

@@ -284,7 +284,7 @@ class SFTCollator:
     and, for VLMs, ``mm_token_type_ids`` plus ``pixel_values`` / ``image_grid_thw``
     concatenated over the samples that have images (omitted when none has).
     Without ``mm_token_type_ids`` Qwen2.5-VL silently falls back to 1-D positions
-    for image tokens (STACK.md).
+    for image tokens (docs/STACK.md).
     """
 
     def __init__(self, pad_token_id: int, *, is_vlm: bool) -> None:

@@ -2,7 +2,7 @@
 
 Orchestration (Prefect tasks) writes the ``SFTConfig`` to a file and runs
 :func:`launch_command` in the trainer environment, which may lack Prefect
-(STACK.md: vLLM and Prefect cannot share one environment). The job is
+(docs/STACK.md: vLLM and Prefect cannot share one environment). The job is
 ``mmr1.train.sft_main``; it logs metrics to MLflow by run id and writes
 ``output_dir/result.json``.
 

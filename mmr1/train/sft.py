@@ -1,4 +1,4 @@
-"""The SFT recipe: long-CoT cold start with assistant-only loss (METHOD.md section 8).
+"""The SFT recipe: long-CoT cold start with assistant-only loss (docs/METHOD.md section 8).
 
 One process or N (``accelerate launch`` / ``torchrun``, DDP over NCCL or
 gloo) run the same code. Per optimiser step:

@@ -1,6 +1,6 @@
 """VPS estimation: roll out N answers per prompt, verify them, score each prompt.
 
-For every prompt of an RL pool (METHOD.md section 5)::
+For every prompt of an RL pool (docs/METHOD.md section 5)::
 
     a_i  = accuracy of rollout i (binary, shared verifier; a timeout counts as wrong)
     p    = mean(a_i)

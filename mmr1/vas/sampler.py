@@ -1,6 +1,6 @@
 """Variance-Aware Sampling: a batch sampler mixing VPS-weighted and uniform draws.
 
-Per batch of B prompts (METHOD.md section 6):
+Per batch of B prompts (docs/METHOD.md section 6):
 
     B_w = floor(lambda * B)  drawn with replacement, P(i) = (s_i + floor) / sum_j (s_j + floor)
     B_r = B - B_w            the next B_r indices of a seeded permutation of 0..n-1

@@ -1,4 +1,4 @@
-"""Variance Promotion Score (METHOD.md section 5, paper section 3).
+"""Variance Promotion Score (docs/METHOD.md section 5, paper section 3).
 
 For a prompt with N rollouts y_1..y_N and binary accuracies a_i:
 

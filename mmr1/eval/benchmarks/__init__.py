@@ -5,7 +5,7 @@
 'testmini'
 
 Each adapter implements :class:`BenchmarkAdapter` (``load``, ``build_request``,
-``score``, ``aggregate``); BENCHMARKS.md describes the data and the official rules.
+``score``, ``aggregate``); docs/BENCHMARKS.md describes the data and the official rules.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rule-based scorers of the evaluation benchmarks (BENCHMARKS.md), one module each.
+"""Rule-based scorers of the evaluation benchmarks (docs/BENCHMARKS.md), one module each.
 
 Every scorer is a pure function of a model response (or an extraction) and the
 benchmark's own row; its module docstring states the official rule it follows
