@@ -13,29 +13,42 @@ from prefect import flow
 from schemas.eval import EvaluateConfig
 from tasks.context import flow_tracking
 from tasks.evaluate import evaluate_checkpoint_on_benchmark, pin_checkpoints, publish_leaderboard
-from tasks.observe import run_name
+from tasks.observe import announce, run_name
+from tasks.parameters import stage_config
 
 
 @flow(
     name="evaluate", log_prints=True, flow_run_name=run_name("evaluate", "checkpoints", "tiny-sft")
 )
 def evaluate(
-    config: EvaluateConfig | None = None, parent_mlflow_run_id: str | None = None
+    config: EvaluateConfig | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every checkpoint on every benchmark and publish the leaderboard.
 
     Returns ``{"results": {checkpoint name@version: {benchmark: accuracy in [0, 1]}},
-    "leaderboard": text table, "mlflow_run_id": id}``.
+    "leaderboard": text table (with intervals and paired tests against
+    ``config.baseline``), "mlflow_run_id": id}``.
+
+    Args:
+        config: The whole evaluation config. A deployment fills it from its preset.
+        preset: A preset name (schemas/presets/) or YAML path to use instead of config.
+        overrides: Fields to change, merged over the preset (or config), keeping the rest:
+            {"a.b": 1} or {"a": {"b": 1}}, like --set on the command line.
     """
-    config = config or EvaluateConfig()
-    with flow_tracking("evaluate", config, parent_mlflow_run_id) as run:
+    config = stage_config(EvaluateConfig, config, preset, overrides)
+    with flow_tracking("evaluate", config) as run:
         refs = pin_checkpoints(config.checkpoints)
-        pinned = config.model_copy(update={"checkpoints": refs})
+        # The baseline of the paired tests is pinned too (and an unknown one fails now).
+        baseline = pin_checkpoints([config.baseline])[0] if config.baseline else None
+        pinned = config.model_copy(update={"checkpoints": refs, "baseline": baseline})
         results: dict[str, dict[str, float]] = {ref: {} for ref in refs}
         for ref in refs:
             for spec in config.benchmarks:
                 outcome = evaluate_checkpoint_on_benchmark(ref, spec, pinned, run.run_id)
                 results[ref][spec.name] = outcome["accuracy"]
-        table = publish_leaderboard(refs, run.run_id, config.reference_rows)
-        print(table)
+        table = publish_leaderboard(refs, run.run_id, config.reference_rows, baseline)
+        # In this run's log and, as a pipeline stage, in the pipeline's (what CI shows).
+        announce("leaderboard\n%s", table)
         return {"results": results, "leaderboard": table, "mlflow_run_id": run.run_id}

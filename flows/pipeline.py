@@ -1,4 +1,4 @@
-"""The ``mmr1-pipeline`` flow: curate -> SFT -> VPS -> GRPO with VAS -> evaluate.
+"""The ``mmr1-pipeline`` flow: curate -> SFT -> VPS -> GRPO with VAS (+ uniform) -> evaluate.
 
 Every arrow is a catalog ref; every stage is a subflow with its own MLflow run
 nested under the pipeline's. A stage can be skipped, pinned to an existing
@@ -21,11 +21,13 @@ from flows.grpo import grpo_vas
 from flows.sft import sft
 from flows.vps import estimate_vps
 from schemas.curation import CurateRLConfig
+from schemas.grpo import GRPOStageConfig
 from schemas.pipeline import PipelineConfig
-from tasks.context import catalog, flow_tracking
+from tasks.context import flow_tracking
 from tasks.datasets import synthesize_benchmark
-from tasks.models import build_base_model
+from tasks.models import build_base_model, checkpoint_input
 from tasks.observe import run_name
+from tasks.parameters import stage_config
 from tasks.pipeline import StageRunner, recorded_evaluation
 
 
@@ -48,14 +50,30 @@ def _require(ref: str | None, stage: str, needed_by: str) -> str:
     return ref
 
 
-def _evaluate_config(config: PipelineConfig, checkpoints: list[str], bench: str | None):
+def _uniform_ablation(config: GRPOStageConfig, name: str) -> GRPOStageConfig:
+    """The paper's ablation of a GRPO stage: uniform prompt sampling, everything else equal.
+
+    Same init model, pool, VPS table, steps, batch, optimiser and seed; only
+    ``sampling_mode`` differs, and the full VPS refreshes go (their scores would
+    be read by nobody, so they would only cost time).
+    """
+    train = config.train.model_copy(update={"sampling_mode": "uniform", "vps_update_every": None})
+    return config.model_copy(update={"output_name": name, "train": train})
+
+
+def _evaluate_config(
+    config: PipelineConfig, checkpoints: list[str], bench: str | None, baseline: str | None
+):
     benchmarks = [
         spec.model_copy(update={"source": bench})
         if spec.name == "synthetic" and bench and spec.source == config.benchmark_name
         else spec
         for spec in config.evaluate.benchmarks
     ]
-    return config.evaluate.model_copy(update={"checkpoints": checkpoints, "benchmarks": benchmarks})
+    update: dict[str, Any] = {"checkpoints": checkpoints, "benchmarks": benchmarks}
+    if config.evaluate.baseline is None and baseline:
+        update["baseline"] = baseline  # paired tests against the SFT model this run made
+    return config.evaluate.model_copy(update=update)
 
 
 @flow(
@@ -63,13 +81,23 @@ def _evaluate_config(config: PipelineConfig, checkpoints: list[str], bench: str 
     log_prints=True,
     flow_run_name=run_name("mmr1-pipeline", "label", "custom"),
 )
-def mmr1_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
-    """Run (or reuse) every stage and return the refs written plus the evaluation results."""
-    config = config or PipelineConfig()
+def mmr1_pipeline(
+    config: PipelineConfig | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run (or reuse) every stage and return the refs written plus the evaluation results.
+
+    Args:
+        config: The whole pipeline config. A deployment fills it from its preset.
+        preset: A preset name (schemas/presets/) or YAML path to use instead of config.
+        overrides: Fields to change, merged over the preset (or config), keeping the rest:
+            {"sft.train.max_steps": 50} or {"sft": {"train": {"max_steps": 50}}}, like --set.
+    """
+    config = stage_config(PipelineConfig, config, preset, overrides)
     with flow_tracking("mmr1-pipeline", config) as run:
         if config.base_checkpoint:
-            kind, entry = catalog().resolve(config.base_checkpoint)
-            base = f"{kind}:{entry.ref}"  # type: ignore[union-attr]
+            base = checkpoint_input(config.base_checkpoint, run.run_id)
         else:
             base = build_base_model(config.base_model_name, config.base_model, run.run_id)
         uses_synthetic = "evaluate" not in config.skip and any(
@@ -78,7 +106,11 @@ def mmr1_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
         )
         bench = (
             synthesize_benchmark(
-                config.benchmark_name, config.benchmark_seed, config.benchmark_items, run.run_id
+                config.benchmark_name,
+                config.benchmark_seed,
+                config.benchmark_items,
+                run.run_id,
+                config.benchmark_tasks,
             )
             if uses_synthetic or "evaluate" in config.skip
             else None
@@ -86,7 +118,7 @@ def mmr1_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
         stages = StageRunner(
             reuse=config.reuse,
             pins=dict(config.pin),
-            skip=list(config.skip),
+            skip=list(config.skip) + ([] if config.grpo_uniform_name else ["grpo_uniform"]),
             mlflow_run_id=run.run_id,
         )
         rl_pool = stages.run(
@@ -135,10 +167,26 @@ def mmr1_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
                 grpo_config,
                 {"dataset": rl_pool, "init": sft_model, "vps": vps},
             )
-        checkpoints = [ref for ref in (base, sft_model, rl_model) if ref]
+        uniform_model = None
+        if "grpo_uniform" in config.pin or "grpo_uniform" not in stages.skip:
+            uniform_config = config.grpo.model_copy(
+                update={
+                    "dataset": _require(rl_pool, "curate_rl", "grpo_uniform"),
+                    "init_model": _require(sft_model, "sft", "grpo_uniform"),
+                    "vps_table": vps,
+                }
+            )
+            name = config.grpo_uniform_name or f"{config.grpo.output_name}-uniform"
+            uniform_model = stages.run(
+                "grpo_uniform",
+                grpo_vas,
+                _uniform_ablation(uniform_config, name),
+                {"dataset": rl_pool, "init": sft_model, "vps": vps},
+            )
+        checkpoints = [ref for ref in (base, sft_model, uniform_model, rl_model) if ref]
         results: dict[str, Any] = {}
         if "evaluate" not in config.skip:
-            eval_config = _evaluate_config(config, checkpoints, bench)
+            eval_config = _evaluate_config(config, checkpoints, bench, sft_model)
             outcome = stages.run(
                 "evaluate",
                 evaluate,
@@ -160,6 +208,7 @@ def mmr1_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
             "sft_model": sft_model,
             "vps": vps,
             "rl_model": rl_model,
+            "rl_uniform_model": uniform_model,
         }
         written = {k: v for k, v in refs.items() if v}
         run.record_writes(list(written.values()))

@@ -6,11 +6,14 @@ when it runs, so a long GRPO run elsewhere can pick fresh scores from the
 catalog.
 """
 
+from typing import Any
+
 from prefect import flow
 
 from schemas.vas import VPSEstimateConfig
 from tasks.context import flow_tracking
 from tasks.observe import run_name
+from tasks.parameters import stage_config
 from tasks.vps import estimate_vps_table
 
 
@@ -20,11 +23,20 @@ from tasks.vps import estimate_vps_table
     flow_run_name=run_name("estimate_vps", "dataset", "synthetic-rl"),
 )
 def estimate_vps(
-    config: VPSEstimateConfig | None = None, parent_mlflow_run_id: str | None = None
+    config: VPSEstimateConfig | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> str:
-    """Roll out N answers per prompt, score them, register the VPS table; return its ref."""
-    config = config or VPSEstimateConfig()
-    with flow_tracking("estimate_vps", config, parent_mlflow_run_id) as run:
+    """Roll out N answers per prompt, score them, register the VPS table; return its ref.
+
+    Args:
+        config: The whole VPS estimation config. A deployment fills it from its preset.
+        preset: A preset name (schemas/presets/) or YAML path to use instead of config.
+        overrides: Fields to change, merged over the preset (or config), keeping the rest:
+            {"a.b": 1} or {"a": {"b": 1}}, like --set on the command line.
+    """
+    config = stage_config(VPSEstimateConfig, config, preset, overrides)
+    with flow_tracking("estimate_vps", config) as run:
         ref = estimate_vps_table(config, run.run_id)
         print(f"VPS table: {ref}")
         return ref

@@ -12,22 +12,27 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from mmr1 import run_log
 from mmr1.catalog import Catalog, CatalogError
 from mmr1.catalog import report as catalog_report
+from mmr1.models.hub import ModelSourceError
 from schemas.home import HomeConfig
 from schemas.presets import ConfigError, load_config
 
-# Defaults for an embedded (serverless) Prefect run; explicit settings win.
+# Defaults for an embedded (serverless) Prefect run; explicit settings win. Prefect's own
+# start-up timeout (20 s) fails on a loaded 2-core machine; 300 s survived load 15+.
 _PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
 }
+_STARTUP_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
 
 
 #: Commands that run a flow: their ValueErrors keep the traceback.
@@ -90,6 +95,33 @@ def cmd_catalog_lineage(args: argparse.Namespace) -> None:
         print(catalog_report.render_lineage(node))
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    """Per-GPU memory and tokens per step of a GRPO or SFT config (mmr1.plan); no Prefect."""
+    from mmr1.plan_inputs import PlanError, make_plan, render
+
+    home = HomeConfig()
+    try:
+        plan = make_plan(
+            args.config,
+            args.set,
+            gpus=args.gpus,
+            gpu_memory_gib=args.gpu_memory,
+            model=args.model,
+            catalog_path=home.catalog if home.catalog.is_file() else None,
+        )
+    except PlanError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        _print_json(plan.as_dict())
+    else:
+        print(render(plan))
+    if not plan.fits:
+        raise CliError(
+            f"{args.config} does not fit {plan.gpus} GPUs x {args.gpu_memory:g} GiB "
+            f"({len(plan.problems)} problem(s) above); change {', '.join(plan.fields)}"
+        )
+
+
 def cmd_home(args: argparse.Namespace) -> None:
     home = HomeConfig()
     data = {
@@ -109,13 +141,56 @@ def cmd_home(args: argparse.Namespace) -> None:
         print("\n".join(f"{k.ljust(width)}  {v}" for k, v in data.items()))
 
 
+def _preflight(config: BaseModel, skip: Callable[[str], bool] = lambda path: False) -> None:
+    """Refuse (exit 2, one line) a config whose refs, checkpoints or files do not exist.
+
+    Runs before Prefect is imported, so nothing starts for a typo.
+    """
+    from mmr1.preflight import check_inputs
+
+    problems = check_inputs(config, Catalog(HomeConfig().ensure().catalog), skip=skip)
+    if problems:
+        raise CliError("; ".join(problems))
+
+
+def _start_prefect(module: str) -> Any:
+    """Import a flows module with the embedded-run defaults and quiet console tracebacks."""
+    for key, value in _PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    loaded = importlib.import_module(module)
+    run_log.quiet_console_tracebacks()
+    return loaded
+
+
+def _pipeline_fills(path: str) -> bool:
+    """Stage inputs the pipeline chains itself (so they need not exist beforehand)."""
+    return path.startswith(PIPELINE_FILLED)
+
+
+#: Config paths of mmr1-pipeline that the flow fills in from earlier stages.
+PIPELINE_FILLED = (
+    "sft.dataset",
+    "sft.base_model",
+    "vps.",
+    "grpo.",
+    "grpo_uniform.",
+    "evaluate.",
+    "curate_rl.difficulty.model",
+    "curate_sft.difficulty.model",
+)
+
+
 def _run_pipeline(config_ref: str | None, overrides: Sequence[str], label: str) -> None:
     from schemas.pipeline import PipelineConfig
 
     config = load_config(PipelineConfig, config_ref, overrides)
-    for key, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    from flows.pipeline import mmr1_pipeline
+    _preflight(config, skip=_pipeline_fills)
+    for stage, ref in config.pin.items():
+        try:
+            Catalog(HomeConfig().catalog).resolve(ref)
+        except (CatalogError, ValueError) as exc:
+            raise CliError(f"pin.{stage}: {exc}") from None
+    mmr1_pipeline = _start_prefect("flows.pipeline").mmr1_pipeline
 
     home = HomeConfig()
     print(f"mmr1 {label}: home {home.root}")
@@ -145,13 +220,45 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     _run_pipeline(args.config, args.set, "pipeline")
 
 
-def _run_flow(model: type[BaseModel], module: str, flow_name: str, args: argparse.Namespace) -> str:
-    """Validate ``--config``/``--set`` into ``model`` and run the flow ``module:flow_name``."""
+def _run_flow(
+    model: type[BaseModel], module: str, flow_name: str, args: argparse.Namespace
+) -> str | None:
+    """Validate ``--config``/``--set`` into ``model``, check inputs, run ``module:flow_name``.
+
+    A config whose ``launch.machine_rank`` is > 0 runs no flow: this machine joins
+    the job machine 0's flow launches (returns None).
+    """
     config = load_config(model, args.config, args.set)
-    for key, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    flow_fn = getattr(importlib.import_module(module), flow_name)
+    if _join_machine_zero(config):
+        return None
+    _preflight(config)
+    flow_fn = getattr(_start_prefect(module), flow_name)
     return flow_fn(config)
+
+
+def _join_machine_zero(config: BaseModel) -> bool:
+    """Run this machine's part of machine 0's job (launch.machine_rank > 0); False otherwise."""
+    from schemas.sft_flow import LaunchConfig
+
+    launch = getattr(config, "launch", None)
+    if not isinstance(launch, LaunchConfig) or launch.machine_rank == 0:
+        return False
+    from mmr1.train.nodes import follow, job_dir
+
+    try:
+        directory = job_dir(HomeConfig().runs, launch)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"mmr1: machine {launch.machine_rank} of {launch.num_machines}: waiting for machine 0's "
+        f"job in {directory} (run the same command with machine_rank 0 there)",
+        flush=True,
+    )
+    status = follow(directory, launch.machine_rank, jobs=1)
+    if status:
+        raise CliError(f"machine {launch.machine_rank}'s part of the job exited with {status}")
+    print(f"mmr1: machine {launch.machine_rank}: the job finished")
+    return True
 
 
 def cmd_curate(args: argparse.Namespace) -> None:
@@ -166,33 +273,79 @@ def cmd_sft(args: argparse.Namespace) -> None:
     from schemas.sft_flow import SFTStageConfig
 
     ref = _run_flow(SFTStageConfig, "flows.sft", "sft", args)
-    print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
+    if ref:
+        print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
 
 
 def cmd_grpo(args: argparse.Namespace) -> None:
     from schemas.grpo import GRPOStageConfig
 
     ref = _run_flow(GRPOStageConfig, "flows.grpo", "grpo_vas", args)
-    print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
+    if ref:
+        print(f"\nwrote {ref}\ninspect: mmr1 catalog lineage {ref}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from schemas.eval import EvaluateConfig
 
     config = load_config(EvaluateConfig, args.config, args.set)
-    for key, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    from flows.evaluate import evaluate
-
+    _preflight(config)
+    evaluate = _start_prefect("flows.evaluate").evaluate
     outcome = evaluate(config)  # the flow prints the leaderboard
     refs = " ".join(outcome["results"])
     print(f"\ninspect: mmr1 eval compare {refs}")
 
 
 def cmd_eval_compare(args: argparse.Namespace) -> None:
-    from mmr1.eval.leaderboard import compare
+    from mmr1.eval.leaderboard import compare, comparison
 
-    print(compare(_catalog(args), args.checkpoints, include_reference=not args.no_reference))
+    catalog = _catalog(args)
+    if args.json:
+        rows, _ = comparison(catalog, args.checkpoints, args.baseline)
+        _print_json(rows)
+        return
+    print(
+        compare(
+            catalog,
+            args.checkpoints,
+            include_reference=not args.no_reference,
+            baseline=args.baseline,
+        )
+    )
+
+
+def cmd_model_register(args: argparse.Namespace) -> None:
+    from mmr1.models.registry import register_model
+
+    home = HomeConfig().ensure()
+    entry = register_model(
+        Catalog(home.catalog),
+        args.source,
+        name=args.name,
+        revision=args.revision,
+        copy=args.copy,
+        checkpoints_dir=home.checkpoints,
+    )
+    if args.json:
+        _print_json(entry.model_dump(mode="json"))
+        return
+    print(f"checkpoint:{entry.ref}  ({entry.config.get('source')}: {entry.uri})")
+
+
+def cmd_benchmark_register(args: argparse.Namespace) -> None:
+    from mmr1.eval.catalog_benchmarks import register_benchmark
+    from schemas.eval import EvaluateConfig
+
+    config = load_config(EvaluateConfig, args.config, args.set)
+    _preflight(config, skip=lambda path: not path.startswith("benchmarks"))
+    home = HomeConfig().ensure()
+    catalog = Catalog(home.catalog)
+    for spec in config.benchmarks:
+        entry = register_benchmark(catalog, home.datasets, spec)
+        invalid = entry.metadata.get("invalid_items", 0)
+        note = f", {invalid} unreadable rows left out" if invalid else ""
+        print(f"dataset:{entry.ref}  {entry.row_count} items of {spec.source}{note}")
+    print("curation now decontaminates against them (every dataset of kind 'benchmark')")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -219,7 +372,7 @@ def cmd_vps_estimate(args: argparse.Namespace) -> None:
     from schemas.vas import VPSEstimateConfig
 
     ref = _run_flow(VPSEstimateConfig, "flows.vps", "estimate_vps", args)
-    dataset = Catalog(HomeConfig().catalog).get_vps_table(ref.removeprefix("vps:")).dataset_ref
+    dataset = Catalog(HomeConfig().catalog).get_vps_table(ref).dataset_ref
     print(f"\nwrote {ref}\ninspect: mmr1 vps show {dataset}")
 
 
@@ -228,9 +381,9 @@ def cmd_vps_show(args: argparse.Namespace) -> None:
 
     catalog = _catalog(args)
     if args.ref.startswith("vps:"):
-        entry = catalog.get_vps_table(args.ref.removeprefix("vps:"))
+        entry = catalog.get_vps_table(args.ref)
     else:
-        found = catalog.latest_vps_table(args.ref.removeprefix("dataset:"))
+        found = catalog.latest_vps_table(args.ref)
         if found is None:
             raise CliError(f"no VPS table for dataset {args.ref!r}; run `mmr1 vps estimate` first")
         entry = found
@@ -301,9 +454,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.set_defaults(func=cmd_eval)
     esub = evaluation.add_subparsers(dest="eval_command")
-    compare = esub.add_parser("compare", help="leaderboard of checkpoints from the catalog")
+    compare = esub.add_parser(
+        "compare",
+        help="leaderboard of checkpoints from the catalog, with 95%% intervals and paired tests",
+    )
     compare.add_argument("checkpoints", nargs="*", help="NAME[@VERSION] (none: all evaluated)")
     compare.add_argument("--no-reference", action="store_true", help="omit the paper's rows")
+    compare.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="checkpoint the others are paired with (exact McNemar on greedy answers, paired "
+        "t-test on per-item sampled accuracy); default: the first checkpoint",
+    )
+    compare.add_argument(
+        "--json",
+        action="store_true",
+        help="print one row per checkpoint and benchmark: accuracy, accuracy_ci95, "
+        "sampled_accuracy, sampled_k, p_value, sampled_p_value, ...",
+    )
     compare.set_defaults(func=cmd_eval_compare)
 
     vps = sub.add_parser("vps", help="Variance Promotion Scores: estimate a table, show one")
@@ -337,6 +505,54 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-dir", type=Path, help="child logs (default MMR1_HOME/logs)")
     serve.set_defaults(func=cmd_serve)
 
+    model = sub.add_parser("model", help="bring outside checkpoints into the catalog")
+    msub = model.add_subparsers(dest="model_command", required=True)
+    register = msub.add_parser(
+        "register",
+        help="register a hub id (ORG/NAME) or a local checkpoint directory as a base checkpoint",
+    )
+    register.add_argument("source", help="hub id (Qwen/Qwen2.5-VL-7B-Instruct) or directory")
+    register.add_argument("--name", help="catalog name (default: the repo/directory name)")
+    register.add_argument("--revision", help="hub branch, tag or commit (default: main)")
+    register.add_argument(
+        "--copy", action="store_true", help="copy the files under MMR1_HOME/checkpoints"
+    )
+    register.add_argument("--json", action="store_true")
+    register.set_defaults(func=cmd_model_register)
+
+    plan = sub.add_parser(
+        "plan",
+        help="estimate per-GPU memory by phase and tokens per step of a GRPO or SFT config",
+    )
+    plan.add_argument("--config", required=True, help="YAML file or preset (grpo-paper-7b, ...)")
+    plan.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    plan.add_argument(
+        "--gpus", type=int, help="GPUs of the job, all machines (default: launch.num_processes)"
+    )
+    plan.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default 80)")
+    plan.add_argument(
+        "--model",
+        help="size the model from this instead: qwen2.5-vl-3b, qwen2.5-vl-7b, a checkpoint "
+        "directory or a cached hub id (default: the config's model)",
+    )
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=cmd_plan)
+
+    bench = sub.add_parser("benchmark", help="evaluation benchmarks in the catalog")
+    bsub = bench.add_subparsers(dest="benchmark_command", required=True)
+    bregister = bsub.add_parser(
+        "register",
+        help="register the benchmarks of an eval config as catalog datasets (kind benchmark), "
+        "so curation decontaminates against them",
+    )
+    bregister.add_argument("--config", help="eval YAML file or preset (eval-paper-7b, ...)")
+    bregister.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+    bregister.set_defaults(func=cmd_benchmark_register)
+
     home = sub.add_parser("home", help="print where state is kept")
     home.add_argument("--json", action="store_true")
     home.set_defaults(func=cmd_home)
@@ -361,21 +577,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit 0; 2 for a bad command, config or input (one line on stderr,
+    before anything starts); 1 for a failure while running (one line naming the log file
+    that holds the full traceback); 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
     if args.home is not None:
         os.environ["MMR1_HOME"] = str(args.home.expanduser().resolve())
+    log = run_log.RunLog.for_command(args.command)
     try:
         args.func(args)
-    except (CliError, CatalogError, ConfigError) as exc:
+    except (CliError, CatalogError, ConfigError, ModelSourceError) as exc:
         print(f"mmr1: error: {exc}", file=sys.stderr)
         return 2
-    except ValueError as exc:
-        flow_command = args.command in FLOW_COMMANDS and getattr(args, "eval_command", None) is None
-        if flow_command or getattr(args, "vps_command", None) == "estimate":
-            raise  # inside a flow: keep the traceback
-        print(f"mmr1: error: {exc}", file=sys.stderr)  # e.g. a malformed ref
-        return 2
+    except KeyboardInterrupt:
+        print("mmr1: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if _is_input_error(args, exc):
+            print(f"mmr1: error: {exc}", file=sys.stderr)  # e.g. a malformed ref
+            return 2
+        where = log.write_traceback(exc)
+        print(f"mmr1: error: {_describe(exc)} (full traceback: {where})", file=sys.stderr)
+        return 1
+    finally:
+        log.close()
     return 0
+
+
+def _is_input_error(args: argparse.Namespace, exc: Exception) -> bool:
+    """A ValueError of an inspection command (not of a running flow) is bad input."""
+    running = args.command in FLOW_COMMANDS and getattr(args, "eval_command", None) is None
+    running = running or getattr(args, "vps_command", None) == "estimate"
+    return isinstance(exc, ValueError) and not running
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a runtime failure; the embedded server's time-out gets advice."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if _STARTUP_TIMEOUT in str(exc):
+        waited = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "?")
+        return (
+            f"the embedded Prefect API server did not answer within {waited} s (a busy "
+            "machine?); raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or run against "
+            "a started server (`mmr1 serve`, then PREFECT_API_URL=http://HOST:PORT/api)"
+        )
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from pydantic import Field, field_validator, model_validator
 
 from schemas.base import ConfigModel
 from schemas.generation import BackendConfig, SamplingParams
+from schemas.refs import CheckpointInput, DatasetInput, DatasetOutput
 from schemas.synthetic import SyntheticConfig
 
-RECORD_FIELDS = ("id", "problem", "answer", "images", "choices", "type", "source")
+RECORD_FIELDS = ("id", "problem", "answer", "images", "choices", "type", "source", "conversations")
 
 
 class _Source(ConfigModel):
@@ -30,6 +31,11 @@ class _Source(ConfigModel):
         + ", ".join(RECORD_FIELDS),
     )
     limit: int | None = Field(default=None, ge=1, description="Read at most this many rows.")
+    allow_empty: bool = Field(
+        default=False,
+        description="Accept a source with no rows. By default an empty source (a wrong path "
+        "pattern, an empty split) is refused with an error naming it.",
+    )
 
     @field_validator("columns")
     @classmethod
@@ -42,20 +48,35 @@ class _Source(ConfigModel):
         return value
 
 
-class HubSource(_Source):
+class _DataSource(_Source):
+    """A source of existing rows (hub or local files), in one of two row layouts."""
+
+    layout: Literal["auto", "record", "sharegpt"] = Field(
+        default="auto",
+        description="Row layout. 'record': problem/answer columns (MMR1-RL, benchmarks). "
+        "'sharegpt': a conversations column of {from: human|gpt, value} turns (MMR1-SFT): the "
+        "human turn is the prompt, the gpt turn a chain of thought that teacher 'existing' "
+        "keeps, the answer the source's answer column or else the CoT's final answer. 'auto': "
+        "sharegpt when the source has the conversations column but no problem column.",
+    )
+
+
+class HubSource(_DataSource):
     """A Hugging Face dataset (``datasets.load_dataset``), e.g. ``MMR1/MMR1-RL``."""
 
-    kind: Literal["hub"] = "hub"
+    kind: Literal["hub"] = Field(default="hub", description="Source type: a hub dataset.")
     dataset_id: str = Field(description="Hub id, e.g. MMR1/MMR1-RL.")
-    split: str = "train"
+    split: str = Field(default="train", description="Split to read.")
     subset: str | None = Field(default=None, description="Config name, if the dataset has several.")
-    revision: str | None = None
+    revision: str | None = Field(
+        default=None, description="Git revision (branch, tag, commit) to pin; None: the latest."
+    )
 
 
-class LocalSource(_Source):
+class LocalSource(_DataSource):
     """A local parquet / jsonl / arrow file, a directory of them, or a ``save_to_disk`` dir."""
 
-    kind: Literal["local"] = "local"
+    kind: Literal["local"] = Field(default="local", description="Source type: local files.")
     path: str = Field(description="File or directory.")
     format: Literal["auto", "parquet", "jsonl", "arrow", "disk"] = Field(
         default="auto", description="auto: from the suffix ('disk' for save_to_disk directories)."
@@ -70,8 +91,13 @@ class LocalSource(_Source):
 class SyntheticSource(_Source):
     """The built-in synthetic generator (``mmr1.data.synthetic``)."""
 
-    kind: Literal["synthetic"] = "synthetic"
-    synthetic: SyntheticConfig = Field(default_factory=lambda: SyntheticConfig(n_items=256))
+    kind: Literal["synthetic"] = Field(
+        default="synthetic", description="Source type: the built-in synthetic generator."
+    )
+    synthetic: SyntheticConfig = Field(
+        default_factory=lambda: SyntheticConfig(n_items=256),
+        description="What to generate: item count, families, seed.",
+    )
 
 
 SourceConfig = Annotated[HubSource | LocalSource | SyntheticSource, Field(discriminator="kind")]
@@ -87,9 +113,15 @@ class ValidationConfig(ConfigModel):
         ge=1,
         description="Refuse to decode images larger than this (decompression-bomb guard).",
     )
-    max_image_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
-    max_images_per_row: int = Field(default=16, ge=1)
-    max_problem_chars: int = Field(default=20_000, ge=1)
+    max_image_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1, description="Larger encoded images are quarantined."
+    )
+    max_images_per_row: int = Field(
+        default=16, ge=1, description="Rows with more images are quarantined."
+    )
+    max_problem_chars: int = Field(
+        default=20_000, ge=1, description="Rows with a longer problem text are quarantined."
+    )
     max_answer_chars: int = Field(default=1_000, ge=1, description="RL answers must be short.")
     workers: int = Field(default=2, ge=1, description="Threads decoding images.")
 
@@ -107,7 +139,10 @@ class DedupConfig(ConfigModel):
     lower-cased): near texts or images with different answers are kept.
     """
 
-    exact: bool = True
+    exact: bool = Field(
+        default=True,
+        description="Drop rows with the same normalised problem, answer and image set.",
+    )
     near_text: bool = Field(default=True, description="MinHash/LSH over word shingles.")
     shingle_words: int = Field(default=3, ge=1, description="Words per shingle.")
     num_perm: int = Field(default=64, ge=8, description="MinHash permutations.")
@@ -125,7 +160,7 @@ class DedupConfig(ConfigModel):
     image_hamming: int = Field(
         default=4, ge=0, le=64, description="Max Hamming distance of 64-bit image hashes."
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of the MinHash permutations.")
 
     @model_validator(mode="after")
     def _bands_divide(self) -> DedupConfig:
@@ -148,8 +183,8 @@ class DecontaminationConfig(ConfigModel):
     side). An identical image (SHA-256) is contamination on its own.
     """
 
-    enabled: bool = True
-    benchmarks: list[str] | None = Field(
+    enabled: bool = Field(default=True, description="Run the step (false: keep every row).")
+    benchmarks: list[DatasetInput] | None = Field(
         default=None,
         description="Catalog refs of benchmark datasets; None: every dataset of kind 'benchmark'.",
     )
@@ -194,22 +229,27 @@ class DecontaminationConfig(ConfigModel):
 class DifficultyConfig(ConfigModel):
     """Pass rate from K rollouts of a model, then easy/medium/hard buckets (docs/METHOD.md 2)."""
 
-    enabled: bool = True
-    model: str | None = Field(
+    enabled: bool = Field(
+        default=True, description="Run the step (false: keep every row, no pass rates)."
+    )
+    model: CheckpointInput | None = Field(
         default=None,
-        description="Catalog checkpoint ref or path for an `hf` backend; ignored if backend set.",
+        description="Checkpoint for an `hf` backend: catalog ref, local directory or hub id; "
+        "ignored if backend is set.",
     )
     backend: BackendConfig | None = Field(
         default=None, description="Explicit generation backend (vllm/openai/hf)."
     )
     rollouts: int = Field(default=8, ge=1, description="K rollouts per prompt.")
     sampling: SamplingParams = Field(
-        default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=512)
+        default_factory=lambda: SamplingParams(temperature=1.0, max_new_tokens=512),
+        description="How the K rollouts are sampled.",
     )
     easy_at: float = Field(default=0.8, ge=0, le=1, description="pass rate >= this: easy.")
     hard_at: float = Field(default=0.2, ge=0, le=1, description="pass rate <= this: hard.")
     keep: list[Literal["easy", "medium", "hard"]] = Field(
-        default_factory=lambda: ["medium", "hard"]
+        default_factory=lambda: ["medium", "hard"],
+        description="Buckets kept; the others are quarantined with their pass rate.",
     )
     balance_by_type: bool = Field(default=True, description="Uniform across `type` labels.")
     target_size: int | None = Field(
@@ -227,29 +267,50 @@ class DifficultyConfig(ConfigModel):
 class SyntheticTeacher(ConfigModel):
     """The programmatic solver of synthetic items (the demo's teacher)."""
 
-    kind: Literal["synthetic"] = "synthetic"
+    kind: Literal["synthetic"] = Field(
+        default="synthetic", description="Teacher type: the synthetic items' own solver."
+    )
 
 
 class ModelTeacher(ConfigModel):
     """A model writing long CoTs through a generation backend (openai, vllm, hf)."""
 
-    kind: Literal["model"] = "model"
-    backend: BackendConfig
+    kind: Literal["model"] = Field(default="model", description="Teacher type: a model.")
+    backend: BackendConfig = Field(description="Generation backend serving the teacher model.")
     system: str | None = Field(default=None, description="Optional system message.")
 
 
-TeacherConfig = Annotated[SyntheticTeacher | ModelTeacher, Field(discriminator="kind")]
+class ExistingTeacher(ConfigModel):
+    """Keep the chain of thought the data already has (sources in the ``sharegpt`` layout,
+    e.g. the released MMR1-SFT): the gpt turn is judged like a generated CoT (format
+    ``<think>...</think><answer>...</answer>`` with a final ``\\boxed{}``, the final answer
+    verified against the source's answer column when it has one, the length and repetition
+    filters) and kept or quarantined ``cot_rejected``; rows without one are quarantined
+    ``no_teacher_solution``."""
+
+    kind: Literal["existing"] = Field(
+        default="existing", description="Teacher type: the data's own chains of thought."
+    )
+
+
+TeacherConfig = Annotated[
+    SyntheticTeacher | ModelTeacher | ExistingTeacher, Field(discriminator="kind")
+]
 
 
 class CoTConfig(ConfigModel):
     """Long-CoT generation with rejection sampling (docs/METHOD.md 2-3)."""
 
-    teacher: TeacherConfig = Field(default_factory=SyntheticTeacher)
+    teacher: TeacherConfig = Field(
+        default_factory=SyntheticTeacher,
+        description="Who writes the CoTs: synthetic (solver), model (a backend) or existing.",
+    )
     max_attempts: int = Field(
         default=4, ge=1, description="R: samples tried per question until one verifies."
     )
     sampling: SamplingParams = Field(
-        default_factory=lambda: SamplingParams(temperature=0.7, max_new_tokens=4096)
+        default_factory=lambda: SamplingParams(temperature=0.7, max_new_tokens=4096),
+        description="How the teacher samples each attempt.",
     )
     min_chars: int = Field(default=0, ge=0, description="Reject shorter CoTs.")
     max_chars: int | None = Field(default=None, ge=1, description="Reject longer CoTs.")
@@ -264,22 +325,50 @@ class CoTConfig(ConfigModel):
 class CurateRLConfig(ConfigModel):
     """Parameters of ``curate_rl`` (rendered as a form in the Prefect UI)."""
 
-    output_name: str = Field(default="rl-pool", description="Catalog name of the RL pool.")
-    sources: list[SourceConfig] = Field(
-        default_factory=lambda: [SyntheticSource(name="synthetic")], min_length=1
+    output_name: DatasetOutput = Field(
+        default="rl-pool", description="Catalog name of the RL pool."
     )
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    dedup: DedupConfig = Field(default_factory=DedupConfig)
-    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
-    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
-    seed: int = 0
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: [SyntheticSource(name="synthetic")],
+        min_length=1,
+        description="Where rows come from (hub, local, synthetic); merged in order.",
+    )
+    validation: ValidationConfig = Field(
+        default_factory=ValidationConfig, description="Row checks and image normalisation."
+    )
+    dedup: DedupConfig = Field(
+        default_factory=DedupConfig, description="Exact and near-duplicate removal."
+    )
+    decontamination: DecontaminationConfig = Field(
+        default_factory=DecontaminationConfig,
+        description="Removal of rows that overlap benchmarks in the catalog.",
+    )
+    difficulty: DifficultyConfig = Field(
+        default_factory=DifficultyConfig,
+        description="Pass rates from K rollouts of a model; easy/medium/hard buckets kept.",
+    )
+    seed: int = Field(default=0, description="Seed of every random choice of the curation.")
+    batch_rows: int = Field(
+        default=2048,
+        ge=1,
+        description="Rows each curation step holds at a time: steps read the previous step's "
+        "file, and write their own, in batches of this many rows (a batch's images are decoded "
+        "together, so lower it for image-heavy sources: about rows x image bytes x 3 of memory). "
+        "The results do not depend on it.",
+    )
 
 
 class CurateSFTConfig(CurateRLConfig):
     """Parameters of ``curate_sft``: the RL steps, then long-CoT generation."""
 
-    output_name: str = Field(default="sft-cot", description="Catalog name of the SFT dataset.")
-    difficulty: DifficultyConfig = Field(
-        default_factory=lambda: DifficultyConfig(keep=["medium", "hard"])
+    output_name: DatasetOutput = Field(
+        default="sft-cot", description="Catalog name of the SFT dataset."
     )
-    cot: CoTConfig = Field(default_factory=CoTConfig)
+    difficulty: DifficultyConfig = Field(
+        default_factory=lambda: DifficultyConfig(keep=["medium", "hard"]),
+        description="Pass rates from K rollouts of a model; easy/medium/hard buckets kept.",
+    )
+    cot: CoTConfig = Field(
+        default_factory=CoTConfig,
+        description="Long-CoT generation with rejection sampling (the SFT targets).",
+    )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from schemas.base import ConfigModel
 from schemas.generation import BackendConfig, OpenAIBackendConfig, SamplingParams
+from schemas.refs import CheckpointInput
 
 BenchmarkName = Literal[
     "mathvista", "mathverse", "mathvision", "logicvista", "chartqa", "synthetic"
@@ -59,6 +60,12 @@ class EvalItem(BaseModel):
         default_factory=dict,
         description="The original row without its image columns (JSON-able); scorers read it.",
     )
+    invalid: str | None = Field(
+        default=None,
+        description="Why the source row could not be read as an item (file, row, field, "
+        "problem), else None. Such an item is kept, scored wrong (as the official scripts "
+        "score a row they cannot match) and counted in BenchmarkScore.n_invalid.",
+    )
 
 
 class ItemScore(BaseModel):
@@ -91,6 +98,15 @@ class BenchmarkScore(BaseModel):
     )
     counts: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="Breakdown key -> group -> number of items."
+    )
+    n_invalid: int = Field(
+        default=0,
+        ge=0,
+        description="Items whose source row could not be read (EvalItem.invalid); they are "
+        "in n_items and scored wrong.",
+    )
+    invalid: dict[str, str] = Field(
+        default_factory=dict, description="Item id -> why its row could not be read."
     )
 
 
@@ -150,16 +166,17 @@ class EvaluateConfig(ConfigModel):
     """Parameters of the ``evaluate`` flow (a form in the Prefect UI): checkpoints x benchmarks.
 
     Every checkpoint is evaluated on every benchmark; results go to the catalog
-    (linked to the checkpoint version) and a leaderboard is published. Paper
-    protocol (docs/BENCHMARKS.md, docs/METHOD.md section 9): greedy decoding, the MMR1
-    prompt, one answer per item.
+    (linked to the checkpoint version) and a leaderboard is published, with 95%
+    intervals and paired tests against ``baseline`` (``mmr1.eval.significance``).
+    Paper protocol (docs/BENCHMARKS.md, docs/METHOD.md section 9): greedy decoding,
+    the MMR1 prompt, one answer per item (``sampled_k`` 0).
     """
 
-    checkpoints: list[str] = Field(
+    checkpoints: list[CheckpointInput] = Field(
         default_factory=lambda: ["tiny-sft"],
         min_length=1,
-        description="Catalog refs of the checkpoints (NAME[@VERSION]; bare = latest when the "
-        "flow starts, then pinned for the whole run).",
+        description="Checkpoints: catalog refs (NAME[@VERSION]; bare = latest when the flow "
+        "starts, then pinned for the whole run), local directories or hub ids.",
     )
     benchmarks: list[BenchmarkSpec] = Field(
         default_factory=lambda: [BenchmarkSpec(name="synthetic", source="synthetic-bench")],
@@ -172,6 +189,23 @@ class EvaluateConfig(ConfigModel):
         default_factory=_greedy,
         description="Decoding; the paper evaluates greedily. n must be 1 (one answer per item); "
         "the seed is derived per shard from 'seed'.",
+    )
+    sampled_k: int = Field(
+        default=0,
+        ge=0,
+        description="Sampled answers per item besides the 'sampling' one (0: none, the paper's "
+        "protocol). With k > 0 each result also has sampled accuracy (mean over items of the "
+        "fraction of k samples right) with a 95% interval, and paired sampled tests.",
+    )
+    sampled_temperature: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Temperature of the sampled answers (top_p 1, max_new_tokens as 'sampling').",
+    )
+    baseline: CheckpointInput | None = Field(
+        default=None,
+        description="Checkpoint the leaderboard's paired tests compare every other "
+        "checkpoint with; None: the first of 'checkpoints'.",
     )
     backend: BackendConfig | None = Field(
         default=None,
@@ -199,6 +233,14 @@ class EvaluateConfig(ConfigModel):
     restart: bool = Field(
         default=False, description="Discard finished generation shards of an identical run."
     )
+
+    def sampled_params(self) -> SamplingParams | None:
+        """Settings of the k sampled answers per item, or None when ``sampled_k`` is 0."""
+        if self.sampled_k == 0:
+            return None
+        return self.sampling.model_copy(
+            update={"n": self.sampled_k, "temperature": self.sampled_temperature, "top_p": 1.0}
+        )
 
     @field_validator("checkpoints")
     @classmethod

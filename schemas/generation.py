@@ -16,8 +16,15 @@ class SamplingParams(BaseModel):
 
     n: int = Field(default=1, ge=1, description="Samples per request.")
     temperature: float = Field(default=1.0, ge=0.0, description="0 means greedy decoding.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(default=256, ge=1)
+    top_p: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Nucleus sampling: the smallest token set of this mass.",
+    )
+    max_new_tokens: int = Field(
+        default=256, ge=1, description="Most tokens generated per answer (longer ones truncate)."
+    )
     seed: int = Field(default=0, description="Seed for sampling; same seed -> same samples (CPU).")
     return_logprobs: bool = Field(
         default=True, description="Return per-token log-probs of the sampled tokens."
@@ -63,30 +70,47 @@ class Completion(BaseModel):
 class HFBackendConfig(ConfigModel):
     """Local transformers generation (CPU or one GPU)."""
 
-    kind: Literal["hf"] = "hf"
+    kind: Literal["hf"] = Field(default="hf", description="Backend type: local transformers.")
     model: str = Field(description="Checkpoint directory or hub id (see mmr1.models.load_policy).")
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weight dtype; auto: the checkpoint's own."
+    )
     batch_size: int = Field(default=16, ge=1, description="Requests per forward batch.")
 
 
 class VLLMBackendConfig(ConfigModel):
     """In-process vLLM engine (GPU trainer environment only; imported lazily)."""
 
-    kind: Literal["vllm"] = "vllm"
-    model: str
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    gpu_memory_utilization: float = Field(default=0.6, gt=0.0, le=1.0)
-    max_model_len: int = Field(default=8192, ge=256)
-    dtype: str = "bfloat16"
-    limit_images_per_prompt: int = Field(default=8, ge=1)
-    enforce_eager: bool = False
+    kind: Literal["vllm"] = Field(default="vllm", description="Backend type: in-process vLLM.")
+    model: str = Field(description="Checkpoint directory or hub id vLLM loads.")
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, description="GPUs the model is sharded over (tensor parallelism)."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.6,
+        gt=0.0,
+        le=1.0,
+        description="Share of each GPU's memory vLLM may take (weights + KV cache).",
+    )
+    max_model_len: int = Field(
+        default=8192, ge=256, description="Longest prompt + answer in tokens (image tokens count)."
+    )
+    dtype: str = Field(default="bfloat16", description="Weight and activation dtype.")
+    limit_images_per_prompt: int = Field(
+        default=8, ge=1, description="Most images one prompt may carry."
+    )
+    enforce_eager: bool = Field(
+        default=False, description="No CUDA graphs: slower, less memory, faster start-up."
+    )
 
 
 class OpenAIBackendConfig(ConfigModel):
     """Any OpenAI-compatible chat-completions endpoint (``vllm serve``, hosted APIs)."""
 
-    kind: Literal["openai"] = "openai"
+    kind: Literal["openai"] = Field(
+        default="openai", description="Backend type: an OpenAI-compatible endpoint."
+    )
     base_url: str = Field(description="Endpoint root, e.g. http://127.0.0.1:8000/v1")
     model: str = Field(description="Model name the endpoint serves.")
     api_key_env: str | None = Field(
@@ -98,7 +122,7 @@ class OpenAIBackendConfig(ConfigModel):
         description="Name of a Prefect Secret block holding the key; resolved by the "
         "orchestration layer (tasks/) and wins over api_key_env.",
     )
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0, description="Seconds per request.")
     max_retries: int = Field(default=5, ge=0, description="Retries on 429/5xx/connection errors.")
     backoff_s: float = Field(default=1.0, ge=0, description="Initial backoff, doubled per retry.")
     concurrency: int = Field(default=8, ge=1, description="Requests in flight at once.")

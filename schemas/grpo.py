@@ -1,6 +1,6 @@
 """GRPO with Variance-Aware Sampling: recipe settings, flow parameters and a run's result.
 
-Defaults are the paper's (docs/METHOD.md section 7, Table 6): G = 8, temperature
+Defaults are the paper's (docs/METHOD.md sections 6-7, Table 6): G = 8, temperature
 0.6, top-p 1.0, PPO clip 0.2/0.2, token-mean loss, k3 KL with coefficient
 0.01 against the frozen starting model, AdamW lr 1e-6 with weight decay 0.01,
 constant schedule, gradient clipping at 1.0, VAS with lambda = 0.5 and
@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from schemas.base import ConfigModel
 from schemas.generation import SamplingParams, VLLMBackendConfig
+from schemas.refs import CheckpointInput, CheckpointOutput, DatasetInput, VPSInput
 from schemas.rewards import RewardConfig
 from schemas.sft_flow import LaunchConfig
 from schemas.vas import VPSScoreConfig
@@ -44,8 +45,16 @@ class VLLMRolloutConfig(VLLMBackendConfig):
         default=0.3,
         gt=0.0,
         le=1.0,
-        description="Share of the GPU the engine may take; the rest holds the policy, the "
-        "reference, optimizer states and activations.",
+        description="Share of the GPU the engine may take (its weights, KV cache and "
+        "activations); the rest holds the policy, the reference, optimizer states and "
+        "activations. It must be free when the engine starts (after the policy is loaded).",
+    )
+    sleep_between_rollouts: bool = Field(
+        default=False,
+        description="Put the engine to sleep after each generation (vLLM sleep mode level 1: "
+        "weights copied to CPU memory, KV cache freed) and wake it before the next one, so "
+        "the update phase gets that GPU memory back. Costs a host-to-device copy of the "
+        "weights per wake-up and CPU memory for one copy per process.",
     )
 
 
@@ -68,6 +77,26 @@ class GRPOConfig(ConfigModel):
     micro_batch_size: int = Field(
         default=8, ge=1, description="Sequences per forward/backward (gradient accumulation)."
     )
+    max_prompt_length: int | None = Field(
+        default=None,
+        ge=1,
+        description="Longest prompt in tokens, image tokens included (paper: 2048). Longer "
+        "prompts are dropped from the pool before training (counted in the result as "
+        "'prompt_too_long', listed in dropped_prompts.parquet), never cut. None: no limit.",
+    )
+    logprob_chunk_size: int | None = Field(
+        default=512,
+        ge=1,
+        description="Response positions whose full-vocabulary logits exist at once when "
+        "computing log-probs and entropy (memory ~ a few x chunk x vocab x 4 bytes; with "
+        "gradients each chunk is recomputed in the backward pass). None: the whole "
+        "micro-batch at once (rows x response length x vocab).",
+    )
+    compute_entropy: bool = Field(
+        default=True,
+        description="Log the mean token entropy of the policy in the update pass (a metric "
+        "only, no entropy bonus; computed chunk by chunk without gradient).",
+    )
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=0.6, top_p=1.0, max_new_tokens=4096),
         description="Rollout sampling (n and seed are set per step).",
@@ -75,7 +104,17 @@ class GRPOConfig(ConfigModel):
     rollout_batch_size: int = Field(
         default=16,
         ge=1,
-        description="Prompts per generation call (one forward batch of the hf backend).",
+        description="Prompts per generation call; each chunk of this many prompts of a step "
+        "samples with its own seed.",
+    )
+    generation_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="hf backend: most sequences per model.generate call (its KV cache grows "
+        "with this x (prompt + max_new_tokens)); a call of rollout_batch_size x group_size "
+        "sequences is cut into several. Deterministic for a given value, but a different "
+        "value samples differently (see mmr1.generation.hf). None: rollout_batch_size x "
+        "group_size at once. vLLM batches by itself within gpu_memory_utilization.",
     )
     rollout_backend: Literal["hf", "vllm"] = Field(
         default="hf",
@@ -111,15 +150,20 @@ class GRPOConfig(ConfigModel):
     )
     # -- optimiser
     lr: float = Field(default=1e-6, gt=0.0, description="AdamW learning rate (constant).")
-    weight_decay: float = Field(default=0.01, ge=0.0)
-    betas: tuple[float, float] = Field(default=(0.9, 0.999))
+    weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field(
+        default=(0.9, 0.999), description="AdamW (beta1, beta2) moment decay rates."
+    )
     max_grad_norm: float = Field(
         default=1.0,
         gt=0.0,
         description="Global gradient clipping (under DeepSpeed: its gradient_clipping).",
     )
     freeze_vision: bool = Field(default=False, description="Paper: the vision tower is trained.")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute activations in the backward pass: less memory, ~30% slower.",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
         description="auto: bf16 autocast on GPUs that support it, else fp32. The frozen "
@@ -139,7 +183,10 @@ class GRPOConfig(ConfigModel):
         ge=0.0,
         description="VPS of prompts never scored; None: the mean of the known scores.",
     )
-    vps: VPSScoreConfig = Field(default_factory=VPSScoreConfig)
+    vps: VPSScoreConfig = Field(
+        default_factory=VPSScoreConfig,
+        description="How VPS combines its parts: alpha * OVS + beta * TDS (docs/METHOD.md 5).",
+    )
     vps_update_every: int | None = Field(
         default=35,
         ge=1,
@@ -158,7 +205,10 @@ class GRPOConfig(ConfigModel):
         default=True,
         description="Update the sampled prompts' VPS from their G training rollouts each step.",
     )
-    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    rewards: RewardConfig = Field(
+        default_factory=RewardConfig,
+        description="Reward weights and answer-verification limits (deadline, workers).",
+    )
     reward_function: str | None = Field(
         default=None,
         pattern=r"^[\w.]+:\w+$",
@@ -167,7 +217,9 @@ class GRPOConfig(ConfigModel):
         "resume. None: accuracy + format from mmr1.rewards (the paper's reward).",
     )
     # -- bookkeeping
-    log_every: int = Field(default=1, ge=1)
+    log_every: int = Field(
+        default=1, ge=1, description="Log step metrics every this many steps (and the last)."
+    )
     save_every: int = Field(default=50, ge=1, description="Checkpoint every this many steps.")
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept on disk.")
     samples_every: int = Field(
@@ -200,29 +252,44 @@ class GRPOConfig(ConfigModel):
                     f"vllm.max_model_len ({self.vllm.max_model_len}) must exceed "
                     f"sampling.max_new_tokens ({self.sampling.max_new_tokens}) plus the prompt"
                 )
+            needed = (self.max_prompt_length or 0) + self.sampling.max_new_tokens
+            if self.max_prompt_length is not None and self.vllm.max_model_len < needed:
+                raise ValueError(
+                    f"vllm.max_model_len ({self.vllm.max_model_len}) is shorter than "
+                    f"max_prompt_length + sampling.max_new_tokens ({needed}): the longest "
+                    "prompts kept could not finish their responses"
+                )
         return self
 
 
 class GRPOStageConfig(ConfigModel):
     """Parameters of the ``grpo_vas`` flow (a form in the Prefect UI)."""
 
-    dataset: str = Field(default="synthetic-rl", description="Catalog ref of the RL pool.")
-    init_model: str = Field(
-        default="tiny-sft", description="Catalog ref of the starting (and reference) model."
+    dataset: DatasetInput = Field(default="synthetic-rl", description="Catalog ref of the RL pool.")
+    init_model: CheckpointInput = Field(
+        default="tiny-sft",
+        description="Starting (and reference) model: catalog ref, local directory or hub id.",
     )
-    vps_table: str | None = Field(
+    vps_table: VPSInput | None = Field(
         default=None,
         description="Catalog ref of the initial VPS table; None: the newest table of the "
         "dataset, or none (scores start at the prior) when there is none.",
     )
-    output_name: str = Field(default="grpo", description="Catalog name of the RL checkpoints.")
+    output_name: CheckpointOutput = Field(
+        default="grpo", description="Catalog name of the RL checkpoints."
+    )
     register_every_save: bool = Field(
         default=True,
         description="Register every saved checkpoint as a new catalog version, so scheduled "
         "VPS re-estimation can follow the run ('latest checkpoint of this run').",
     )
-    train: GRPOConfig = Field(default_factory=GRPOConfig)
-    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    train: GRPOConfig = Field(
+        default_factory=GRPOConfig, description="The GRPO recipe: rollouts, loss, optimiser, VAS."
+    )
+    launch: LaunchConfig = Field(
+        default_factory=LaunchConfig,
+        description="Where training runs: in the flow's process, or an accelerate launch job.",
+    )
 
 
 class GRPOResult(BaseModel):
@@ -237,3 +304,9 @@ class GRPOResult(BaseModel):
     refreshes: int = Field(default=0, description="Full VPS refreshes performed.")
     skipped_updates: int = Field(default=0, description="Updates skipped for a non-finite norm.")
     saved: list[str] = Field(default_factory=list, description="Checkpoint directories written.")
+    pool_prompts: int = Field(default=0, description="Prompts of the pool trained on (kept).")
+    dropped_prompts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Prompts dropped from the pool before training, by reason "
+        "(e.g. 'prompt_too_long' for max_prompt_length).",
+    )

@@ -2,8 +2,10 @@
 
 ``mmr1 demo`` runs it with the ``demo`` preset (tiny offline model, synthetic
 data, CPU). Stages, in order: ``curate_rl``, ``curate_sft``, ``sft``,
-``estimate_vps``, ``grpo_vas``, ``evaluate``; each can be skipped, pinned to an
-existing catalog entry, or reused when an identical earlier run finished.
+``estimate_vps``, ``grpo_vas``, ``grpo_uniform`` (the paper's ablation: the
+``grpo`` stage with uniform prompt sampling, run when ``grpo_uniform_name`` is
+set), ``evaluate``; each can be skipped, pinned to an existing catalog entry, or
+reused when an identical earlier run finished.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from schemas.curation import CurateRLConfig, CurateSFTConfig
 from schemas.eval import EvaluateConfig
 from schemas.grpo import GRPOStageConfig
 from schemas.models import TinyVLMConfig
+from schemas.refs import CheckpointInput, CheckpointOutput
 from schemas.sft_flow import SFTStageConfig
+from schemas.synthetic import SyntheticTasks
 from schemas.vas import VPSEstimateConfig
 
-Stage = Literal["curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "evaluate"]
+Stage = Literal[
+    "curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "grpo_uniform", "evaluate"
+]
 STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
@@ -37,10 +43,11 @@ class PipelineConfig(ConfigModel):
         default="custom",
         description="Shown in run names (mmr1-pipeline[demo]); presets set their own name.",
     )
-    base_checkpoint: str | None = Field(
+    base_checkpoint: CheckpointInput | None = Field(
         default=None,
-        description="Catalog ref of the base model (e.g. a registered Qwen2.5-VL-7B). None: "
-        "build the tiny offline Qwen2.5-VL described by base_model.",
+        description="Base model: catalog ref, local directory or hub id (e.g. "
+        "Qwen/Qwen2.5-VL-7B-Instruct, registered on the fly). None: build the tiny offline "
+        "Qwen2.5-VL described by base_model.",
     )
 
     base_model_name: str = Field(
@@ -49,11 +56,19 @@ class PipelineConfig(ConfigModel):
     base_model: TinyVLMConfig = Field(
         default_factory=TinyVLMConfig, description="Architecture of the offline tiny Qwen2.5-VL."
     )
-    benchmark_name: str = Field(default="synthetic-bench")
+    benchmark_name: str = Field(
+        default="synthetic-bench",
+        description="Catalog name of the built-in synthetic benchmark the pipeline registers.",
+    )
     benchmark_items: int = Field(
         default=100, ge=1, description="Size of the built-in synthetic benchmark."
     )
     benchmark_seed: int = Field(default=0, description="Seed of the synthetic benchmark.")
+    benchmark_tasks: SyntheticTasks = Field(
+        default_factory=SyntheticTasks,
+        description="Task distribution of the synthetic benchmark (families, difficulties, "
+        "multiple-choice ratio, image size, options): that of the pools it should measure.",
+    )
     curate_rl: CurateRLConfig = Field(
         default_factory=lambda: CurateRLConfig(output_name="synthetic-rl"),
         description="RL pool curation (synthetic source by default).",
@@ -76,10 +91,18 @@ class PipelineConfig(ConfigModel):
         description="GRPO with VAS from the SFT model (dataset, init model and VPS table are "
         "filled in by the demo).",
     )
+    grpo_uniform_name: CheckpointOutput | None = Field(
+        default=None,
+        description="Catalog name of the paper's ablation (stage grpo_uniform): the grpo "
+        "stage's run with uniform prompt sampling instead of VAS (same SFT model, pool, "
+        "steps, batch and seed; no VPS table or refreshes), evaluated beside it. None: no "
+        "ablation (the stage reports skipped).",
+    )
     evaluate: EvaluateConfig = Field(
         default_factory=EvaluateConfig,
         description="Evaluation of the base, SFT and RL models (checkpoints are filled in; a "
-        "synthetic benchmark whose source is the benchmark_name uses the pipeline's).",
+        "synthetic benchmark whose source is the benchmark_name uses the pipeline's; "
+        "baseline None: the SFT model).",
     )
     skip: list[Stage] = Field(
         default_factory=list,

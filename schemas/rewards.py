@@ -50,8 +50,10 @@ class RewardConfig(BaseModel):
         default=2,
         ge=0,
         description=(
-            "Verification worker processes for score_batch. 0 verifies inline in the "
-            "calling thread (math-verify's own signal timeouts only, main thread only)."
+            "Verification worker processes for score_batch (python -m mmr1.rewards.worker, "
+            "killed at an item's deadline). 0 verifies in this process, each item still "
+            "under the deadline but without a kill: SymPy stuck in C code is not "
+            "interrupted (see mmr1.rewards.inprocess)."
         ),
     )
 

@@ -9,6 +9,11 @@ The effective (global) batch is ``micro_batch_size * grad_accum * world_size``
 samples per optimiser step; the recipe shards each global batch over the
 processes so that N processes see exactly the batch one process would.
 
+The dataset is never loaded whole: each process reads and encodes the samples
+of its own micro-batches when they are drawn (``num_workers`` DataLoader
+workers), so memory does not grow with the dataset and training starts without
+a pass over it (``mmr1.train.sft_data``).
+
 Sequence packing is deliberately not offered: Qwen2.5-VL's M-RoPE positions
 and attention would have to be reset per packed sample, which the model's
 forward does not support through ``attention_mask`` alone.
@@ -89,19 +94,21 @@ class SFTConfig(ConfigModel):
         default=16384,
         ge=8,
         description="Longest tokenised sample (image tokens expanded); longer ones are handled "
-        "by too_long.",
+        "by too_long when they are drawn.",
+    )
+    loss_chunk_size: int | None = Field(
+        default=1024,
+        ge=1,
+        description="Positions whose output-head logits exist at once in the loss (forward and "
+        "backward): full-vocabulary logits of a 16,384-token sample are ~10 GB in fp32, a chunk "
+        "of 1,024 positions 0.6 GB. None: all positions at once (the plain cross-entropy).",
     )
     too_long: Literal["drop"] = Field(
         default="drop",
-        description="What happens to a sample longer than cutoff_len: 'drop' removes it and "
-        "counts it (reported and logged). Samples are never truncated: a cut through an "
+        description="What happens to a sample longer than cutoff_len: 'drop' leaves its slot "
+        "in the batch empty when it is drawn (the step trains on the other samples) and counts "
+        "it once (reported and logged). Samples are never truncated: a cut through an "
         "image-token run would crash the vision merge, and a cut answer teaches nothing.",
-    )
-    cache_examples: bool = Field(
-        default=True,
-        description="Keep tokenised samples (with pixel values) in memory after the length "
-        "pass. Turn off for datasets that do not fit in RAM: samples are then re-encoded "
-        "each time they are drawn (in DataLoader workers when num_workers > 0).",
     )
 
     # Model.
@@ -124,8 +131,9 @@ class SFTConfig(ConfigModel):
         default=0.05,
         ge=0.0,
         le=0.5,
-        description="Share of the dataset held out for evaluation (seeded split; at least one "
-        "item when the fraction is > 0 and the dataset has two or more). 0: no evaluation.",
+        description="Share of the dataset held out for evaluation: the round(fraction * rows) "
+        "rows with the smallest seeded hash of their row index (at least one when the fraction "
+        "is > 0 and the dataset has two or more rows). 0: no evaluation.",
     )
     eval_every: int = Field(
         default=100, ge=1, description="Evaluate every this many optimiser steps (and at the end)."
@@ -163,7 +171,11 @@ class SFTConfig(ConfigModel):
         "seed + epoch, identical on every process) and the global RNGs.",
     )
     num_workers: int = Field(
-        default=0, ge=0, description="DataLoader worker processes per training process."
+        default=0,
+        ge=0,
+        description="DataLoader worker processes per training process that read, decode, "
+        "tokenise and collate the samples ahead of the step (0: the training process does it "
+        "between steps). Batches are the same for any value.",
     )
     torch_threads: int | None = Field(
         default=None,
@@ -210,10 +222,16 @@ class SFTResult(BaseModel):
         default_factory=list, description="Evaluation metrics, one entry per evaluation."
     )
     dropped_too_long: int = Field(
-        default=0, description="Samples dropped for exceeding cutoff_len (both splits)."
+        default=0,
+        description="Distinct samples found longer than cutoff_len and dropped: the training "
+        "samples drawn so far (all of them after one epoch) plus the held-out ones.",
     )
-    train_samples: int = Field(description="Samples in the training split after dropping.")
-    eval_samples: int = Field(description="Samples in the eval split after dropping.")
+    train_samples: int = Field(
+        description="Rows in the training split (too-long ones included: dropped when drawn)."
+    )
+    eval_samples: int = Field(
+        description="Rows in the eval split (too-long ones included: left out of eval_loss)."
+    )
     tokens_per_s: float = Field(
         default=0.0, description="Non-padding tokens per second of training, this invocation."
     )

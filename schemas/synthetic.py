@@ -15,6 +15,7 @@ SYNTHETIC_FAMILIES: tuple[str, ...] = (
     "bar_chart",
     "compare_length",
     "digit_arithmetic",
+    "tallest_bar",
 )
 
 #: Smallest and largest option count: the colour palette has six entries, so
@@ -26,26 +27,20 @@ MAX_CHOICES = 6
 IMAGE_TOKEN_PIXELS = 28
 
 
-class SyntheticConfig(ConfigModel):
-    """What to generate: how many items, from which families, at which difficulties.
+class SyntheticTasks(ConfigModel):
+    """The task distribution: which families, at which difficulties, in which form.
 
-    Item ``i`` depends only on ``seed``, ``i`` and the distribution fields
-    (families, difficulties, ratio, image size, options), never on ``n_items``,
-    so a larger pool extends a smaller one.
+    What a pool and a benchmark must share to measure the same skills (the
+    demo's benchmark takes its distribution from one of these).
     """
 
-    n_items: int = Field(ge=1, description="Number of items to generate.")
-    seed: int = Field(
-        default=0,
-        ge=0,
-        description="Seed of the item stream; item i is drawn from an RNG derived from (seed, i).",
-    )
     families: list[str] = Field(
         default_factory=lambda: list(SYNTHETIC_FAMILIES),
         description=(
             "Task families to draw from, assigned round-robin by item index. Known: "
             + ", ".join(SYNTHETIC_FAMILIES)
-            + ". shape_color is the one a tiny VLM learns in minutes; count_shapes is hard."
+            + ". shape_color and tallest_bar are what a tiny VLM learns in minutes (the demo's "
+            "families); count_shapes stays at chance."
         ),
     )
     difficulties: list[int] = Field(
@@ -122,3 +117,19 @@ class SyntheticConfig(ConfigModel):
     def image_tokens(self) -> int:
         """Image tokens one item costs in Qwen2.5-VL: (size / 28) squared."""
         return (self.image_size // IMAGE_TOKEN_PIXELS) ** 2
+
+
+class SyntheticConfig(SyntheticTasks):
+    """What to generate: how many items of which task distribution, from which seed.
+
+    Item ``i`` depends only on ``seed``, ``i`` and the distribution fields
+    (families, difficulties, ratio, image size, options), never on ``n_items``,
+    so a larger pool extends a smaller one.
+    """
+
+    n_items: int = Field(ge=1, description="Number of items to generate.")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="Seed of the item stream; item i is drawn from an RNG derived from (seed, i).",
+    )

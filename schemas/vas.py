@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import ConfigModel
 from schemas.generation import BackendConfig, SamplingParams
+from schemas.refs import CheckpointInput, DatasetInput, VPSOutput
 from schemas.rewards import RewardConfig
 
 
@@ -104,14 +105,15 @@ class VPSEstimateConfig(ConfigModel):
     to follow a training run.
     """
 
-    dataset: str = Field(
+    dataset: DatasetInput = Field(
         default="synthetic-rl", description="Catalog ref of the RL pool (NAME[@VERSION])."
     )
-    checkpoint: str = Field(
+    checkpoint: CheckpointInput = Field(
         default="tiny-sft",
-        description="Catalog ref of the model to roll out (NAME[@VERSION]; bare = latest).",
+        description="Model to roll out: catalog ref (NAME[@VERSION]; bare = latest), local "
+        "directory or hub id.",
     )
-    output_name: str | None = Field(
+    output_name: VPSOutput | None = Field(
         default=None, description="Catalog name of the VPS table (default: '<dataset name>-vps')."
     )
     rollouts: int = Field(
@@ -134,8 +136,14 @@ class VPSEstimateConfig(ConfigModel):
         default=None, ge=1, description="Score only the first N prompts (quick runs)."
     )
     seed: int = Field(default=0, description="Base seed; shard s samples with a derived seed.")
-    score: VPSScoreConfig = Field(default_factory=VPSScoreConfig)
-    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    score: VPSScoreConfig = Field(
+        default_factory=VPSScoreConfig,
+        description="How VPS combines its parts: alpha * OVS + beta * TDS (docs/METHOD.md 5).",
+    )
+    rewards: RewardConfig = Field(
+        default_factory=RewardConfig,
+        description="Reward weights and answer-verification limits (deadline, workers).",
+    )
     restart: bool = Field(
         default=False, description="Discard finished shards of an identical earlier run."
     )

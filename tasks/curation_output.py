@@ -1,10 +1,15 @@
-"""The end of a curation flow: write the dataset, register it with its quarantine, report."""
+"""The end of a curation flow: write the dataset, register it with its quarantine, report.
+
+The final rows are read and written ``batch_rows`` at a time (records are built
+per batch, never for the whole dataset); quarantined rows go to the catalog in
+batches too.
+"""
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,8 @@ from matplotlib.figure import Figure
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from mmr1.cot.generate import to_sft_records
+from mmr1.cot.generate import iter_sft_records
+from mmr1.data.batches import DEFAULT_BATCH_ROWS, iter_frames
 from mmr1.data.frame import to_quarantined_rows
 from mmr1.data.io import DatasetFiles, write_rl_dataset, write_sft_dataset
 from mmr1.storage import content_addressed
@@ -28,24 +34,36 @@ RL_EXTRA_COLUMNS = ("pass_rate", "n_rollouts", "difficulty_bucket")
 
 def rl_records(frame: pl.DataFrame) -> list[RLRecord]:
     """MMR1-RL records from a curated frame (``row_id`` becomes the record id)."""
-    return [
-        RLRecord(
-            id=row["row_id"],
-            problem=row["problem"],
-            answer=row["answer"],
-            images=[ImageData(bytes=i["bytes"], path=i["path"]) for i in row["images"] or []],
-            choices=row["choices"],
-            type=row["type"] or "unknown",
-            source=row["source"],
-            difficulty=row["difficulty"],
-        )
-        for row in frame.iter_rows(named=True)
-    ]
+    return list(iter_rl_records([frame]))
 
 
-def _all_quarantined(outputs: Sequence[StepOutput]) -> pl.DataFrame:
-    frames = [pl.read_parquet(o.quarantined) for o in outputs]
-    return pl.concat(frames, how="vertical_relaxed")
+def iter_rl_records(frames: Iterable[pl.DataFrame]) -> Iterator[RLRecord]:
+    """:func:`rl_records` of a stream of frames, one record at a time."""
+    for frame in frames:
+        for row in frame.iter_rows(named=True):
+            yield RLRecord(
+                id=row["row_id"],
+                problem=row["problem"],
+                answer=row["answer"],
+                images=[ImageData(bytes=i["bytes"], path=i["path"]) for i in row["images"] or []],
+                choices=row["choices"],
+                type=row["type"] or "unknown",
+                source=row["source"],
+                difficulty=row["difficulty"],
+            )
+
+
+#: Quarantined rows sent to the catalog per call.
+_QUARANTINE_BATCH = 50_000
+
+
+def _add_quarantined(ref: str, outputs: Sequence[StepOutput]) -> None:
+    """Every step's quarantined rows, in step order, into the catalog (batch by batch)."""
+    cat = catalog()
+    for output in outputs:
+        for frame in iter_frames(output.quarantined, _QUARANTINE_BATCH):
+            if frame.height:
+                cat.add_quarantined(ref, to_quarantined_rows(frame))
 
 
 def _check_funnel(outputs: Sequence[StepOutput], n_read: int, n_kept: int) -> None:
@@ -82,8 +100,7 @@ def _register(
         mlflow_run_id=mlflow_run_id,
         metadata=metadata | {"read": n_read, "funnel": _funnel_rows(outputs)},
     )
-    quarantined = _all_quarantined(outputs)
-    cat.add_quarantined(entry.ref, to_quarantined_rows(quarantined))
+    _add_quarantined(entry.ref, outputs)
     run = tracked_run(mlflow_run_id)
     run.record_writes([f"dataset:{entry.ref}"])
     run.record_reads(list(parents))
@@ -101,11 +118,14 @@ def register_rl_pool(
     n_read: int,
     parents: Sequence[str],
     mlflow_run_id: str,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> str:
     """Write the curated RL pool (MMR1-RL schema + pass rates) and register it."""
-    frame = pl.read_parquet(final.kept)
-    extra = {c: frame[c].to_list() for c in RL_EXTRA_COLUMNS if c in frame.columns}
-    records = rl_records(frame)
+    present = pl.read_parquet_schema(final.kept)
+    wanted = [c for c in RL_EXTRA_COLUMNS if c in present]
+    columns = pl.read_parquet(final.kept, columns=wanted) if wanted else pl.DataFrame()
+    extra = {c: columns[c].to_list() for c in wanted}
+    records = iter_rl_records(iter_frames(final.kept, batch_rows))
     return _register(
         name,
         "rl",
@@ -126,9 +146,10 @@ def register_sft_dataset(
     n_read: int,
     parents: Sequence[str],
     mlflow_run_id: str,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> str:
     """Write the curated SFT dataset (MMR1-SFT conversations + images) and register it."""
-    records = to_sft_records(pl.read_parquet(final.kept))
+    records = iter_sft_records(iter_frames(final.kept, batch_rows))
     return _register(
         name,
         "sft",
@@ -177,7 +198,6 @@ def report_curation(
     run.log_metrics(metrics)
     run.log_dict({"dataset": dataset_ref, "funnel": funnel, "reasons": reasons}, "funnel.json")
 
-    final = pl.read_parquet(outputs[-1].kept)
     if reasons:
         figure = Figure(figsize=(6, 0.4 * len(reasons) + 1.2))
         axis = figure.subplots()
@@ -191,7 +211,7 @@ def report_curation(
         rates_path = Path(output.kept).parent / PASS_RATES_FILE
         if not rates_path.exists():
             continue
-        rates = pl.read_parquet(rates_path)["pass_rate"].to_list()
+        rates = pl.read_parquet(rates_path, columns=["pass_rate"])["pass_rate"].to_numpy()
         figure = Figure(figsize=(5, 3))
         axis = figure.subplots()
         axis.hist(rates, bins=20, range=(0, 1))
@@ -200,10 +220,11 @@ def report_curation(
         axis.set_title(f"{flow_name}: pass rates before filtering ({len(rates)} prompts)")
         figure.tight_layout()
         run.log_figure(figure, "plots/pass_rate_histogram.png")
-    columns = [c for c in (*sample_columns, "pass_rate", "response") if c in final.columns]
+    present = pl.read_parquet_schema(outputs[-1].kept)
+    columns = [c for c in (*sample_columns, "pass_rate", "response") if c in present]
     with tempfile.TemporaryDirectory() as tmp:
         sample = Path(tmp) / "sample_rows.jsonl"
-        rows = final.head(20).select(columns).to_dicts()
+        rows = next(iter_frames(outputs[-1].kept, 20, columns)).to_dicts()
         sample.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
         run.log_artifact(sample, "samples")
 

@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 from mmr1.data.io import DatasetFiles, write_rl_dataset
 from mmr1.data.synthetic import generate_benchmark
 from mmr1.storage import content_addressed
+from schemas.synthetic import SyntheticConfig, SyntheticTasks
 from tasks.context import catalog, flow_run_id, home, tracked_run
 
 
@@ -48,14 +49,30 @@ def _register(
 
 
 @task(name="synthesize-benchmark")
-def synthesize_benchmark(name: str, seed: int, n_items: int, mlflow_run_id: str) -> str:
-    """Generate the built-in synthetic benchmark (held-out seed space) and register it."""
-    records = [item.record for item in generate_benchmark(seed=seed, n_items=n_items)]
+def synthesize_benchmark(
+    name: str,
+    seed: int,
+    n_items: int,
+    mlflow_run_id: str,
+    tasks: SyntheticTasks | None = None,
+) -> str:
+    """Generate the built-in synthetic benchmark (held-out seed space) and register it.
+
+    ``tasks`` is its task distribution (None: every family, the generator's defaults).
+    """
+    tasks = tasks or SyntheticTasks()
+    template = SyntheticConfig(n_items=n_items, seed=seed, **tasks.model_dump())
+    records = [item.record for item in generate_benchmark(seed, n_items, template=template)]
     return _register(
         name,
         "benchmark",
         lambda out: write_rl_dataset(records, out),
         mlflow_run_id,
-        {"generator": "synthetic-benchmark", "seed": seed, "n_items": n_items},
+        {
+            "generator": "synthetic-benchmark",
+            "seed": seed,
+            "n_items": n_items,
+            "tasks": tasks.model_dump(mode="json"),
+        },
         context="evaluation",
     )

@@ -21,21 +21,28 @@ from prefect.logging import get_run_logger
 from mmr1.catalog import Catalog, CatalogNotFoundError, parse_ref
 from mmr1.data.requests import TRANSPORT_FIELDS
 from mmr1.eval.benchmarks import get_adapter
-from mmr1.eval.leaderboard import build_leaderboard, render_leaderboard, render_leaderboard_markdown
+from mmr1.eval.leaderboard import (
+    build_leaderboard,
+    comparison,
+    render_leaderboard,
+    render_leaderboard_markdown,
+)
 from mmr1.eval.run import PREDICTIONS_FILE, evaluate_benchmark, write_predictions
+from mmr1.eval.significance import (
+    outcomes_from_predictions,
+    render_comparison,
+    render_comparison_markdown,
+    summarize,
+)
 from mmr1.hashing import hash_bytes
+from mmr1.models.registry import resolve_checkpoint
 from mmr1.storage import content_addressed
 from schemas.catalog import CheckpointEntry, DatasetEntry
 from schemas.eval import BenchmarkScore, BenchmarkSpec, EvaluateConfig
 from schemas.generation import BackendConfig, HFBackendConfig
 from tasks.context import catalog, flow_run_id, home, tracked_run
 from tasks.generation import build_backend
-
-
-def unprefixed(ref: str) -> str:
-    """``checkpoint:tiny@2`` -> ``tiny@2`` (catalog getters take refs without a kind)."""
-    parsed = parse_ref(ref)
-    return str(parsed._replace(kind=None))
+from tasks.versions import code_version
 
 
 def slug(text: str) -> str:
@@ -72,10 +79,10 @@ def resolve_source(cat: Catalog, spec: BenchmarkSpec) -> tuple[str, DatasetEntry
     source = spec.source
     entry: DatasetEntry | None = None
     if source.startswith("dataset:"):
-        entry = cat.get_dataset(unprefixed(source))
+        entry = cat.get_dataset(source)
     elif spec.name == "synthetic":
         try:
-            entry = cat.get_dataset(unprefixed(source))
+            entry = cat.get_dataset(source)
         except (CatalogNotFoundError, ValueError):
             if not Path(source).expanduser().exists():
                 raise ValueError(
@@ -102,6 +109,7 @@ def _work_dir(
     backend: BackendConfig,
 ) -> Path:
     # Keyed by what determines the generations, so a rerun resumes the same shards.
+    samples = config.sampled_params()
     key = json.dumps(
         {
             "checkpoint": checkpoint.ref,
@@ -111,6 +119,7 @@ def _work_dir(
             ),
             "source": source_id,
             "sampling": config.sampling.model_dump(mode="json"),
+            "samples": samples.model_dump(mode="json") if samples else None,
             "backend": backend.model_dump(mode="json", exclude=set(TRANSPORT_FIELDS)),
             "seed": config.seed,
             "shard_size": config.shard_size,
@@ -121,11 +130,23 @@ def _work_dir(
     return home().runs / "eval" / f"{name}-{hash_bytes(key.encode())[:16]}"
 
 
+def _result_key(work: Path, spec: BenchmarkSpec) -> str:
+    """What produced a result: its generations (the work dir is keyed by them), its scorer
+    and the code. A resumed evaluation has the same key and is recorded once; a scorer or
+    code change gives a new result."""
+    payload = {
+        "generations": work.name,
+        "scorer": spec.model_dump(mode="json", include={"scorer", "judge"}),
+        "code": code_version(),
+    }
+    return hash_bytes(json.dumps(payload, sort_keys=True).encode())
+
+
 @task(name="pin-checkpoints")
 def pin_checkpoints(refs: Sequence[str]) -> list[str]:
     """Resolve bare checkpoint refs to ``name@version`` now, for the whole run (no repeats)."""
     cat = catalog()
-    return list(dict.fromkeys(cat.get_checkpoint(unprefixed(ref)).ref for ref in refs))
+    return list(dict.fromkeys(resolve_checkpoint(cat, ref).ref for ref in refs))
 
 
 @task(
@@ -149,7 +170,7 @@ def evaluate_checkpoint_on_benchmark(
     """
     logger = get_run_logger()
     cat = catalog()
-    checkpoint = cat.get_checkpoint(unprefixed(checkpoint_ref))
+    checkpoint = cat.get_checkpoint(checkpoint_ref)
     source, dataset = resolve_source(cat, spec)
     source_id = f"dataset:{dataset.ref}:{dataset.content_hash}" if dataset else source
     adapter = get_adapter(spec.name)
@@ -189,6 +210,7 @@ def evaluate_checkpoint_on_benchmark(
             score_workers=config.score_workers,
             score_timeout_s=config.score_timeout_s,
             judge=judge,
+            samples=config.sampled_params(),
         )
     finally:
         backend.close()
@@ -206,9 +228,15 @@ def evaluate_checkpoint_on_benchmark(
     metrics = {
         "accuracy": score.accuracy,
         "n_correct": float(score.n_correct),
+        # Rows that could not be read: in n_items, scored wrong (docs/BENCHMARKS.md, "Bad rows").
+        "n_invalid": float(score.n_invalid),
         "mean_tokens": outcome.stats["mean_tokens"],
         "truncated_frac": outcome.stats["truncated_frac"],
+        # Intervals (Wilson; t over items for sampled accuracy), sampled_k, sampled_accuracy.
+        **summarize(outcomes_from_predictions(outcome.predictions)),
     }
+    if config.sampled_k:
+        metrics["sampled_temperature"] = config.sampled_temperature
     result = cat.record_eval_result(
         checkpoint_ref=checkpoint.ref,
         benchmark=spec.name,
@@ -220,6 +248,7 @@ def evaluate_checkpoint_on_benchmark(
         predictions_uri=predictions_uri,
         prefect_flow_run_id=flow_run_id(),
         mlflow_run_id=mlflow_run_id,
+        result_key=_result_key(work, spec),
     )
 
     run = tracked_run(mlflow_run_id)
@@ -248,18 +277,23 @@ def evaluate_checkpoint_on_benchmark(
             context="evaluation",
             columns=dataset.columns,
         )
-    _publish_result(checkpoint.ref, score, outcome.stats, predictions_uri)
+    _publish_result(checkpoint.ref, score, metrics, outcome.stats, predictions_uri)
     logger.info(
-        "%s on %s/%s: accuracy %.1f%% (%d/%d, scorer %s; %d generated, %d reused)",
+        "%s on %s/%s: accuracy %.1f%% [%.1f, %.1f] (%d/%d, scorer %s; %d generated, %d reused)%s",
         checkpoint.ref,
         spec.name,
         split,
         100 * score.accuracy,
+        100 * metrics["accuracy_ci95_lo"],
+        100 * metrics["accuracy_ci95_hi"],
         score.n_correct,
         score.n_items,
         score.scorer,
         int(outcome.stats["generated"]),
         int(outcome.stats["reused"]),
+        f"; sampled@{config.sampled_k} {100 * metrics['sampled_accuracy']:.1f}%"
+        if "sampled_accuracy" in metrics
+        else "",
     )
     return {
         "checkpoint": checkpoint.ref,
@@ -269,24 +303,49 @@ def evaluate_checkpoint_on_benchmark(
         "accuracy": score.accuracy,
         "n_items": score.n_items,
         "n_correct": score.n_correct,
+        "accuracy_ci95": [metrics["accuracy_ci95_lo"], metrics["accuracy_ci95_hi"]],
+        "sampled_accuracy": metrics.get("sampled_accuracy"),
+        "sampled_k": config.sampled_k,
         "predictions_uri": predictions_uri,
         "result_id": result.id,
     }
 
 
 def _publish_result(
-    checkpoint_ref: str, score: BenchmarkScore, stats: dict[str, float], predictions_uri: str
+    checkpoint_ref: str,
+    score: BenchmarkScore,
+    metrics: dict[str, float],
+    stats: dict[str, float],
+    predictions_uri: str,
 ) -> None:
-    """A markdown artifact: the headline number and every breakdown group."""
+    """A markdown artifact: the headline number, its interval, sampled accuracy, breakdowns."""
     lines = [
         f"# `{checkpoint_ref}` on {score.benchmark} ({score.split})",
         f"Accuracy **{100 * score.accuracy:.1f}%** ({score.n_correct}/{score.n_items} items, "
         f"scorer `{score.scorer}`"
         + (f", mean over {score.macro_over}" if score.macro_over else "")
-        + f"); mean answer {stats['mean_tokens']:.0f} tokens, "
-        f"{100 * stats['truncated_frac']:.0f}% truncated.",
-        f"Predictions: `{predictions_uri}`",
+        + f"; 95% Wilson interval of the item accuracy {100 * metrics['accuracy_ci95_lo']:.1f}"
+        f"-{100 * metrics['accuracy_ci95_hi']:.1f}%); mean answer {stats['mean_tokens']:.0f} "
+        f"tokens, {100 * stats['truncated_frac']:.0f}% truncated.",
     ]
+    if "sampled_accuracy" in metrics:
+        interval = (
+            f" (95% t interval over items {100 * metrics['sampled_accuracy_ci95_lo']:.1f}"
+            f"-{100 * metrics['sampled_accuracy_ci95_hi']:.1f}%)"
+            if "sampled_accuracy_ci95_lo" in metrics
+            else ""
+        )
+        lines.append(
+            f"Sampled accuracy **{100 * metrics['sampled_accuracy']:.1f}%**{interval}: mean over "
+            f"items of the fraction of {int(metrics['sampled_k'])} samples at temperature "
+            f"{metrics.get('sampled_temperature', 1.0):g} that are right."
+        )
+    if score.n_invalid:
+        lines.append(
+            f"{score.n_invalid} rows could not be read and are scored wrong: "
+            + "; ".join(f"`{item}`: {why}" for item, why in list(score.invalid.items())[:10])
+        )
+    lines.append(f"Predictions: `{predictions_uri}`")
     for key, groups in score.breakdown.items():
         lines += ["", f"## By {key}", "| group | items | accuracy |", "| :-- | --: | --: |"]
         counts = score.counts.get(key, {})
@@ -303,23 +362,32 @@ def _publish_result(
 
 @task(name="publish-leaderboard")
 def publish_leaderboard(
-    checkpoint_refs: Sequence[str], mlflow_run_id: str, include_reference: bool = True
+    checkpoint_refs: Sequence[str],
+    mlflow_run_id: str,
+    include_reference: bool = True,
+    baseline: str | None = None,
 ) -> str:
     """Leaderboard of ``checkpoint_refs`` from the catalog, to MLflow and Prefect; return its text.
 
     Every recorded result of these checkpoint versions counts (the latest per
-    benchmark), including those of earlier runs.
+    benchmark), including those of earlier runs. Under the table: each
+    result's 95% intervals and paired tests against ``baseline`` (default: the
+    first checkpoint), also logged as ``comparison.json``.
     """
     cat = catalog()
     results = [r for ref in checkpoint_refs for r in cat.eval_results(checkpoint_ref=ref)]
     rows = build_leaderboard(results, include_reference)
-    text = render_leaderboard(rows)
-    markdown = render_leaderboard_markdown(rows)
+    tests, baseline_ref = comparison(cat, checkpoint_refs, baseline)
+    text = render_leaderboard(rows) + "\n\n" + render_comparison(tests, baseline_ref)
+    markdown = (
+        render_leaderboard_markdown(rows) + "\n\n" + render_comparison_markdown(tests, baseline_ref)
+    )
 
     run = tracked_run(mlflow_run_id)
     run.log_text(markdown + "\n", "leaderboard.md")
     run.log_dict({"rows": rows}, "leaderboard.json")
-    pinned = [cat.get_checkpoint(unprefixed(ref)).ref for ref in checkpoint_refs]
+    run.log_dict({"baseline": baseline_ref, "rows": tests}, "comparison.json")
+    pinned = [cat.get_checkpoint(ref).ref for ref in checkpoint_refs]
     run.log_metrics(
         {
             f"{metric_prefix(row['checkpoint'], pinned)}/avg5": row["avg5"]
@@ -336,14 +404,17 @@ def publish_leaderboard(
         key="leaderboard-summary",
         markdown="# Leaderboard\nAccuracy in %; Avg-5 = mean of the paper's five benchmarks "
         "(only when all five are complete runs on the paper's splits; `*` cells are not "
-        "comparable with the paper).\n\n" + markdown,
+        "comparable with the paper). Below it: 95% intervals and paired tests against the "
+        "baseline.\n\n" + markdown,
         description="Leaderboard (markdown)",
     )
     return text
 
 
 def _table_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A leaderboard row as flat cells: rounded scores, notes joined into one string."""
+    """A leaderboard row as flat cells: rounded scores, notes (and invalid rows) as strings."""
     cells = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}
     cells["notes"] = "; ".join(f"{name}: {why}" for name, why in (row.get("notes") or {}).items())
+    # Rows that could not be read (scored wrong, still comparable): "logicvista: 1 of 448 rows".
+    cells["invalid"] = "; ".join(f"{name}: {n}" for name, n in (row.get("invalid") or {}).items())
     return cells

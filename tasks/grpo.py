@@ -17,15 +17,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from mmr1.hashing import hash_bytes
+from mmr1.models.registry import resolve_checkpoint
 from mmr1.rl.grpo import run_grpo
-from mmr1.rl.snapshot import CatalogHooks, snapshot
-from mmr1.train.launch import launch_command
+from mmr1.rl.snapshot import CatalogHooks, checkpoint_metrics, snapshot
+from mmr1.train.launch import check_tracking_store, launch_command, launch_options
+from mmr1.train.nodes import leading
 from schemas.catalog import CheckpointEntry, DatasetEntry, VPSTableEntry
 from schemas.grpo import GRPOResult, GRPOStageConfig
 from tasks.context import catalog, flow_run_id, home, tracked_run
 from tasks.jobs import run_job
 from tasks.observe import Progress
-from tasks.vps import bare
 
 
 def _work_dir(config: GRPOStageConfig, dataset: str, model: str, vps: str | None) -> Path:
@@ -47,7 +48,7 @@ def _work_dir(config: GRPOStageConfig, dataset: str, model: str, vps: str | None
 def _initial_vps(config: GRPOStageConfig, dataset: DatasetEntry) -> VPSTableEntry | None:
     cat = catalog()
     entry = (
-        cat.get_vps_table(bare(config.vps_table))
+        cat.get_vps_table(config.vps_table)
         if config.vps_table
         else cat.latest_vps_table(dataset.ref)
     )
@@ -85,23 +86,20 @@ def _launch(
         extra += ["--vps-table", vps.ref, str(Path(vps.uri))]
     if flow_run_id():
         extra += ["--prefect-flow-run-id", str(flow_run_id())]
-    accelerate_config = (
-        Path(config.launch.accelerate_config) if config.launch.accelerate_config else None
-    )
+    check_tracking_store(home().tracking_uri, config.launch.python)
     command = launch_command(
         config_path,
         model_path=Path(init.uri),
         dataset_path=Path(dataset.uri),
         output_dir=work,
-        num_processes=config.launch.num_processes,
-        accelerate_config=accelerate_config,
-        python=config.launch.python,
         mlflow_run_id=mlflow_run_id,
         mlflow_tracking_uri=home().tracking_uri,
         module="mmr1.rl.grpo_main",
         extra_args=extra,
+        **launch_options(config.launch),
     )
-    run_job(command, work / "train.log", config.launch.timeout_s, "GRPO")
+    with leading(home().runs, command, config.launch):  # other machines join (train.nodes)
+        run_job(command, work / "train.log", config.launch.timeout_s, "GRPO")
     return GRPOResult.model_validate_json((work / "result.json").read_text())
 
 
@@ -136,8 +134,8 @@ def train_grpo(config: GRPOStageConfig, mlflow_run_id: str) -> str:
     """Train GRPO-with-VAS from the init checkpoint on the RL pool; register the result."""
     logger = get_run_logger()
     cat = catalog()
-    dataset = cat.get_dataset(bare(config.dataset))
-    init = cat.get_checkpoint(bare(config.init_model))
+    dataset = cat.get_dataset(config.dataset)
+    init = resolve_checkpoint(cat, config.init_model)
     vps = _initial_vps(config, dataset)
     run = tracked_run(mlflow_run_id)
     reads = [f"dataset:{dataset.ref}", f"checkpoint:{init.ref}"]
@@ -166,6 +164,7 @@ def train_grpo(config: GRPOStageConfig, mlflow_run_id: str) -> str:
         init_ref=init.ref,
         mlflow_run_id=mlflow_run_id,
         prefect_flow_run_id=flow_run_id(),
+        sampling_mode=config.train.sampling_mode,
     )
     if config.launch.kind == "inprocess":
         progress = Progress(config.train.steps)
@@ -189,15 +188,16 @@ def train_grpo(config: GRPOStageConfig, mlflow_run_id: str) -> str:
 
     path, digest = snapshot(Path(result.final_checkpoint), home().checkpoints, config.output_name)
     vps_parents = [f"vps:{ref}" for ref in result.vps_tables if "@step-" not in ref]
-    last = {k: v for k, v in (result.history or [{}])[-1].items() if k != "step"}
+    # Already registered when the last save was (register_every_save): then that entry,
+    # with the same run summary, is returned as is.
     entry = cat.register_checkpoint(
         name=config.output_name,
         stage="rl",
         uri=str(path),
         content_hash=digest,
         step=result.steps,
-        metrics=last,
-        config=config.model_dump(mode="json"),
+        metrics=checkpoint_metrics(result.history),
+        config=config.model_dump(mode="json") | {"sampling_mode": config.train.sampling_mode},
         parents=[*reads, *dict.fromkeys(vps_parents)],
         prefect_flow_run_id=flow_run_id(),
         mlflow_run_id=mlflow_run_id,

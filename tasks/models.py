@@ -6,9 +6,21 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from mmr1.models import build_tiny_model
+from mmr1.models.registry import resolve_checkpoint
 from mmr1.storage import content_addressed
 from schemas.models import TinyVLMConfig
 from tasks.context import catalog, flow_run_id, home, tracked_run
+
+
+@task(name="checkpoint-input")
+def checkpoint_input(source: str, mlflow_run_id: str) -> str:
+    """The catalog ref of a checkpoint input: a catalog ref, or a directory or hub id that is
+    registered on the fly (``mmr1.models.registry``). Returns ``checkpoint:name@version``."""
+    entry = resolve_checkpoint(catalog(), source)
+    ref = f"checkpoint:{entry.ref}"
+    tracked_run(mlflow_run_id).record_reads([ref])
+    get_run_logger().info("checkpoint %s -> %s (%s)", source, ref, entry.uri)
+    return ref
 
 
 @task(name="build-base-model", retries=1)

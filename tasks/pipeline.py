@@ -12,50 +12,23 @@ failed stage, which itself resumes from its shards or checkpoints.
 
 from __future__ import annotations
 
-import json
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+from prefect.exceptions import ExternalSignal
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from mmr1.eval.benchmarks import get_adapter
 from mmr1.eval.leaderboard import compare
-from mmr1.hashing import code_version as hash_code
-from mmr1.hashing import hash_bytes
 from schemas.catalog import EvalResultEntry, StageRunEntry
 from schemas.eval import EvaluateConfig
-from tasks.context import catalog, flow_run_id, tracked_run
-
-CODE_PACKAGES = ("mmr1", "schemas", "tasks", "flows")
-# Presets reach a stage through its resolved config, which the key holds already:
-# editing an unrelated preset must not invalidate every stage.
-UNKEYED_DIRS = ("presets",)
-# Libraries whose version changes what a stage computes (models, training, rollouts,
-# answer verification), and this project's own version. Missing ones are left out.
-KEY_DISTRIBUTIONS = (
-    "torch",
-    "transformers",
-    "tokenizers",
-    "accelerate",
-    "math-verify",
-    "vllm",
-    "deepspeed",
-    "mmr1-pipeline",
-)
-
-
-def code_version() -> str:
-    """The code part of every stage key (cached per process)."""
-    return hash_code(CODE_PACKAGES, KEY_DISTRIBUTIONS, exclude_dirs=UNKEYED_DIRS)
-
-
-def stage_key(stage: str, config: BaseModel) -> str:
-    payload = json.dumps(
-        {"stage": stage, "config": config.model_dump(mode="json"), "code": code_version()},
-        sort_keys=True,
-    )
-    return hash_bytes(payload.encode())
+from tasks.context import catalog, flow_run_id, pipeline_stage, tracked_run
+from tasks.observe import mirror_logger
+from tasks.versions import code_version, stage_key
 
 
 class StageRunner:
@@ -121,9 +94,26 @@ class StageRunner:
                 )
                 self._note(stage, "reused", found.output_ref or "-")
                 return found.output_ref if reused is None else reused(found)
+        logger.info("stage %s: started", stage)
+        started = time.monotonic()
         try:
-            result = flow_fn(config, parent_mlflow_run_id=self.mlflow_run_id)
+            # The stage's MLflow run nests under ours; its progress is mirrored to our log.
+            mirror = mirror_logger(flow_run_id() or "", flow_run.name or "")
+            with pipeline_stage(stage, self.mlflow_run_id, mirror):
+                result = flow_fn(config)
         except BaseException as exc:
+            # A cancellation (the worker's SIGTERM) or Ctrl-C stops the stage; Prefect
+            # itself reports the run's state, so this says only what stopped.
+            stopped = isinstance(exc, ExternalSignal | KeyboardInterrupt)
+            logger.log(
+                logging.WARNING if stopped else logging.ERROR,
+                "stage %s: %s after %.0f s: %s: %s",
+                stage,
+                "stopped" if stopped else "failed",
+                time.monotonic() - started,
+                type(exc).__name__,
+                str(exc)[:500],
+            )
             cat.record_stage_run(
                 stage=stage,
                 key=key,
@@ -148,6 +138,9 @@ class StageRunner:
             mlflow_run_id=self.mlflow_run_id,
         )
         self._note(stage, "ran", ref or "-")
+        logger.info(
+            "stage %s: finished in %.0f s -> %s", stage, time.monotonic() - started, ref or "-"
+        )
         return result if ref is None else ref
 
     def _note(self, stage: str, action: str, ref: str) -> None:
@@ -180,7 +173,7 @@ def recorded_evaluation(config: EvaluateConfig, found: StageRunEntry) -> dict[st
                 parents[run_id] = None
         return parents[run_id] == found.mlflow_run_id
 
-    refs = [cat.get_checkpoint(ref.removeprefix("checkpoint:")).ref for ref in config.checkpoints]
+    refs = [cat.get_checkpoint(ref).ref for ref in config.checkpoints]
     results: dict[str, dict[str, float]] = {}
     for ref in dict.fromkeys(refs):
         scores: dict[str, float] = {}
@@ -197,5 +190,5 @@ def recorded_evaluation(config: EvaluateConfig, found: StageRunEntry) -> dict[st
         results[ref] = scores
     return {
         "results": results,
-        "leaderboard": compare(cat, list(results), config.reference_rows),
+        "leaderboard": compare(cat, list(results), config.reference_rows, config.baseline),
     }

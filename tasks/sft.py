@@ -17,8 +17,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from mmr1.hashing import hash_bytes
+from mmr1.models.registry import resolve_checkpoint
 from mmr1.storage import content_addressed
-from mmr1.train.launch import launch_command
+from mmr1.train.launch import check_tracking_store, launch_command, launch_options
+from mmr1.train.nodes import leading
 from mmr1.train.sft import SFTResult, run_sft
 from schemas.catalog import CheckpointEntry
 from schemas.sft_flow import SFTStageConfig
@@ -43,21 +45,18 @@ def _launch(
 ) -> SFTResult:
     config_path = work / "sft_config.json"
     config_path.write_text(config.train.model_dump_json(indent=2))
-    accelerate_config = (
-        Path(config.launch.accelerate_config) if config.launch.accelerate_config else None
-    )
+    check_tracking_store(home().tracking_uri, config.launch.python)
     command = launch_command(
         config_path,
         model_path=Path(model_uri),
         dataset_path=Path(dataset_uri),
         output_dir=work,
-        num_processes=config.launch.num_processes,
-        accelerate_config=accelerate_config,
-        python=config.launch.python,
         mlflow_run_id=mlflow_run_id,
         mlflow_tracking_uri=home().tracking_uri,
+        **launch_options(config.launch),
     )
-    run_job(command, work / "train.log", config.launch.timeout_s, "SFT")
+    with leading(home().runs, command, config.launch):  # other machines join (train.nodes)
+        run_job(command, work / "train.log", config.launch.timeout_s, "SFT")
     return SFTResult.model_validate_json((work / "result.json").read_text())
 
 
@@ -80,8 +79,8 @@ def _loss_figure(result: SFTResult) -> Figure:
 def train_sft(config: SFTStageConfig, mlflow_run_id: str) -> str:
     """Fine-tune the base checkpoint on the SFT dataset; register the best checkpoint."""
     cat = catalog()
-    dataset = cat.get_dataset(config.dataset.removeprefix("dataset:"))
-    base = cat.get_checkpoint(config.base_model.removeprefix("checkpoint:"))
+    dataset = cat.get_dataset(config.dataset)
+    base = resolve_checkpoint(cat, config.base_model)
     run = tracked_run(mlflow_run_id)
     run.record_reads([f"dataset:{dataset.ref}", f"checkpoint:{base.ref}"])
     run.log_dataset_input(

@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from mmr1.catalog import Catalog
 from mmr1.hashing import hash_bytes
+from mmr1.models.registry import resolve_checkpoint
 from mmr1.storage import content_addressed
 from mmr1.vas.estimate import (
     VPSEstimate,
@@ -25,11 +26,6 @@ from schemas.generation import BackendConfig, HFBackendConfig
 from schemas.vas import VPSEstimateConfig
 from tasks.context import catalog, flow_run_id, home, tracked_run
 from tasks.generation import build_backend
-
-
-def bare(ref: str) -> str:
-    """``dataset:name@3`` -> ``name@3`` (catalog getters take unprefixed refs)."""
-    return ref.split(":", 1)[1] if ":" in ref else ref
 
 
 def vps_backend_config(config: VPSEstimateConfig, model_uri: str) -> BackendConfig:
@@ -91,10 +87,17 @@ def estimate_vps_table(config: VPSEstimateConfig, mlflow_run_id: str) -> str:
     """
     logger = get_run_logger()
     cat = catalog()
-    dataset = cat.get_dataset(bare(config.dataset))
-    checkpoint = cat.get_checkpoint(bare(config.checkpoint))
+    dataset = cat.get_dataset(config.dataset)
+    checkpoint = resolve_checkpoint(cat, config.checkpoint)
     dataset_ref, checkpoint_ref = f"dataset:{dataset.ref}", f"checkpoint:{checkpoint.ref}"
     frame = read_pool_frame(Path(dataset.uri), config.limit)
+    tracked_run(mlflow_run_id).log_dataset_input(
+        name=dataset.ref,
+        digest=dataset.content_hash,
+        uri=dataset.uri,
+        context="scoring",  # the RL pool whose prompts get VPS under the checkpoint
+        columns=dataset.columns,
+    )
     name = output_name(config, dataset.name)
     key = json.dumps(
         {

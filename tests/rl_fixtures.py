@@ -70,7 +70,6 @@ def flaky_length_reward(
 
 def write_vps_file(out_dir: Path, scores: dict[str, float], ref: str = "vps@1") -> Path:
     """A VPS table directory scoring ``scores`` (prompt id -> vps), as estimate_vps writes it."""
-    import datetime as dt
 
     import polars as pl
 
@@ -89,7 +88,6 @@ def write_vps_file(out_dir: Path, scores: dict[str, float], ref: str = "vps@1") 
             "truncated_frac": [0.0] * n,
             "checkpoint_ref": ["tiny@1"] * n,
             "dataset_ref": [ref] * n,
-            "estimated_at": [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)] * n,
         }
     ).cast(VPS_TABLE_SCHEMA)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from datetime import UTC
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,6 @@ from mmr1.catalog import (
     CatalogNotFoundError,
     parse_ref,
 )
-from mmr1.catalog.refs import Ref
 from mmr1.catalog.report import (
     lineage_json,
     list_json,
@@ -26,6 +27,7 @@ from mmr1.catalog.report import (
     show_json,
 )
 from schemas.catalog import DatasetEntry, LineageNode, QuarantinedRow
+from schemas.refs import Ref
 
 
 @pytest.fixture
@@ -508,3 +510,69 @@ def test_stage_runs_find_the_newest_completed_attempt_with_a_live_output(tmp_pat
         catalog.record_stage_run(**common, status="done", output_ref="checkpoint:m@1")
     with pytest.raises(CatalogError):
         catalog.record_stage_run(**common, status="completed", output_ref="checkpoint:nope@1")
+
+
+def test_a_home_can_be_moved_or_copied_whole(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "datasets" / "pool").mkdir(parents=True)
+    catalog = Catalog(home / "catalog.duckdb")
+    inside = catalog.register_dataset(
+        name="pool",
+        kind="rl",
+        uri=str(home / "datasets" / "pool"),
+        content_hash="a" * 64,
+        row_count=1,
+        columns={},
+    )
+    catalog.register_dataset(
+        name="source-hub",
+        kind="source",
+        uri="hf://datasets/MMR1/MMR1-RL#train",
+        content_hash="b" * 64,
+        row_count=1,
+        columns={},
+    )
+    catalog.register_checkpoint(name="outside", stage="base", uri="/models/qwen", content_hash="c")
+    catalog.record_eval_result(
+        checkpoint_ref="outside",
+        benchmark="synthetic",
+        split="test",
+        scorer="rule",
+        n_items=1,
+        metrics={"accuracy": 1.0},
+        predictions_uri=str(home / "runs" / "eval" / "predictions.parquet"),
+    )
+    assert inside.uri == str(home / "datasets" / "pool")
+    moved = tmp_path / "elsewhere" / "home"
+    shutil.copytree(home, moved)
+    shutil.rmtree(home)
+    again = Catalog(moved / "catalog.duckdb")
+    assert again.get_dataset("pool").uri == str(moved / "datasets" / "pool")
+    assert again.get_dataset("source-hub").uri == "hf://datasets/MMR1/MMR1-RL#train"
+    assert again.get_checkpoint("outside").uri == "/models/qwen"
+    [result] = again.eval_results()
+    assert result.predictions_uri == str(moved / "runs" / "eval" / "predictions.parquet")
+
+
+def test_eval_results_with_a_key_are_recorded_once(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "catalog.duckdb")
+    catalog.register_checkpoint(name="m", stage="sft", uri="/m", content_hash="c")
+
+    def record(key: str | None, accuracy: float):
+        return catalog.record_eval_result(
+            checkpoint_ref="m",
+            benchmark="synthetic",
+            split="test",
+            scorer="rule",
+            n_items=10,
+            metrics={"accuracy": accuracy},
+            result_key=key,
+        )
+
+    first = record("k1", 0.5)
+    assert record("k1", 0.9) == first  # a resumed evaluation: the same result, unchanged
+    second = record("k2", 0.6)  # another scorer or code version: a new result
+    record(None, 0.7)
+    record(None, 0.7)  # without a key every call adds one, as before
+    accuracies = [r.metrics["accuracy"] for r in catalog.eval_results()]
+    assert accuracies == [0.5, 0.6, 0.7, 0.7] and second.id != first.id

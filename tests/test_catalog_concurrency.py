@@ -92,9 +92,9 @@ def test_processes_register_concurrently_without_loss(tmp_path):
     start = time.perf_counter()
     for proc in procs:
         proc.start()
-    got = dict(results.get(timeout=120) for _ in procs)
+    got = dict(results.get(timeout=900) for _ in procs)
     for proc in procs:
-        proc.join(timeout=30)
+        proc.join(timeout=300)
         assert proc.exitcode == 0
     elapsed = time.perf_counter() - start
 

@@ -12,7 +12,10 @@ from prefect.flows import load_flow_from_entrypoint
 ROOT = Path(__file__).resolve().parents[1]
 # Pipeline deployments are named after their preset; every other one after its flow.
 PIPELINE_DEPLOYMENTS = {"demo": "mmr1-pipeline"}
+# Further deployments of a stage's flow, named after their purpose.
+OTHER_DEPLOYMENTS = {"scheduled": "estimate_vps"}
 STAGES = {"curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "evaluate"}
+PREFECT_FILE = Path("deployments") / "prefect.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,8 @@ def test_every_deployment_entrypoint_loads_a_flow(spec, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     for deployment in spec["deployments"]:
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
-        assert flow.name == PIPELINE_DEPLOYMENTS.get(deployment["name"], deployment["name"])
+        expected = PIPELINE_DEPLOYMENTS.get(deployment["name"], deployment["name"])
+        assert flow.name == OTHER_DEPLOYMENTS.get(deployment["name"], expected)
         # Parameters given in the file must be accepted by the flow's pydantic signature.
         flow.validate_parameters(deployment.get("parameters") or {})
 
@@ -51,34 +55,65 @@ def test_schedule_anchor_is_a_valid_cron_schedule(spec) -> None:
     assert schedule["cron"] == "0 */6 * * *"
     assert isinstance(schedule["active"], bool)
     CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
-    [vps] = [d for d in spec["deployments"] if d["name"] == "estimate_vps"]
-    assert vps["schedules"][0] is schedule  # an alias of the anchor, not a copy
+    [scheduled] = [d for d in spec["deployments"] if d.get("schedules")]
+    assert scheduled["name"] == "scheduled"
+    assert scheduled["schedules"][0] is schedule  # an alias of the anchor, not a copy
+    # Prefect 3.9 resets a schedule's parameters to {} on every toggle: the schedule
+    # must not carry any, its deployment does.
+    assert "parameters" not in schedule
 
 
 def test_scheduled_vps_follows_the_grpo_policy(spec, monkeypatch) -> None:
-    # Prefect merges schedule parameters over the deployment's shallowly
-    # ({**deployment, **schedule}), so the schedule's `config` replaces the preset's
-    # as a whole: it must be complete, and score the RL pool with the GRPO policy.
     from mmr1.ops.deployments import preset_parameters
-    from schemas.presets import PRESETS_DIR
+    from schemas.presets import load_config
+    from schemas.vas import VPSEstimateConfig
+    from tasks.parameters import stage_config
 
     monkeypatch.chdir(ROOT)
-    schedule = spec["definitions"]["schedules"]["vps_every_6h"]
-    scheduled = schedule["parameters"]["config"]
-    deployment = preset_parameters(ROOT / "deployments" / "prefect.yaml")
-    manual = deployment["estimate_vps/estimate_vps"]["config"]
-    grpo = yaml.safe_load((PRESETS_DIR / "grpo-demo.yaml").read_text())
-    assert scheduled["checkpoint"] == grpo["output_name"] == "tiny-grpo"
-    assert scheduled["dataset"] == grpo["dataset"]
-    assert scheduled == {**manual, "checkpoint": grpo["output_name"]}
-    assert manual["checkpoint"] != scheduled["checkpoint"]  # why the schedule has its own
-    [vps] = [d for d in spec["deployments"] if d["name"] == "estimate_vps"]
-    merged = {**deployment["estimate_vps/estimate_vps"], **schedule["parameters"]}
-    assert merged["config"]["checkpoint"] == "tiny-grpo"
-    flow = load_flow_from_entrypoint(vps["entrypoint"])
-    validated = flow.validate_parameters(merged)
-    assert validated["config"].checkpoint == "tiny-grpo"
-    assert validated["config"].sampling.max_new_tokens == manual["sampling"]["max_new_tokens"]
+    grpo = yaml.safe_load((ROOT / "schemas" / "presets" / "grpo-demo.yaml").read_text())
+    manual = load_config(VPSEstimateConfig, "vps-demo")
+    [scheduled] = [d for d in spec["deployments"] if d["name"] == "scheduled"]
+    flow = load_flow_from_entrypoint(scheduled["entrypoint"])
+    assert flow.name == "estimate_vps"
+    # As plain `prefect deploy` leaves it: the flow resolves preset + overrides ...
+    params = flow.validate_parameters(scheduled["parameters"])
+    policy = stage_config(VPSEstimateConfig, **params)
+    # ... and as `mmr1 serve` sets it: the same values as a full config for the form.
+    served = flow.validate_parameters(preset_parameters(ROOT / PREFECT_FILE)["scheduled"])
+    assert stage_config(VPSEstimateConfig, **served) == policy
+    assert policy.checkpoint == grpo["output_name"] == "tiny-grpo"
+    assert policy.dataset == grpo["dataset"]
+    assert policy == manual.model_copy(update={"checkpoint": "tiny-grpo"})
+    assert manual.checkpoint != policy.checkpoint  # why it is a deployment of its own
+
+
+def test_every_deployment_opens_with_a_working_preset(spec, monkeypatch) -> None:
+    from mmr1.ops.deployments import preset_parameters
+    from tasks.parameters import stage_config
+
+    monkeypatch.chdir(ROOT)
+    served = preset_parameters(ROOT / PREFECT_FILE)
+    assert set(served) == {d["name"] for d in spec["deployments"]}
+    for deployment in spec["deployments"]:
+        flow = load_flow_from_entrypoint(deployment["entrypoint"])
+        params = flow.validate_parameters(served[deployment["name"]])
+        assert params["preset"] is None and params["overrides"] is None
+        model = type(params["config"])
+        # The form's config is the preset the file names, overrides applied.
+        from_file = flow.validate_parameters(deployment["parameters"])
+        assert stage_config(model, **from_file) == params["config"], deployment["name"]
+
+
+def test_run_forms_show_described_parameters_and_no_internals(spec, monkeypatch) -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    monkeypatch.chdir(ROOT)
+    for deployment in spec["deployments"]:
+        flow = load_flow_from_entrypoint(deployment["entrypoint"])
+        properties = parameter_schema(flow).properties
+        assert list(properties) == ["config", "preset", "overrides"], flow.name
+        for name, prop in properties.items():
+            assert prop.get("description"), f"{flow.name}: parameter {name} has no description"
 
 
 def test_file_validates_as_prefect_deploy_reads_it(spec) -> None:
@@ -90,17 +125,3 @@ def test_file_validates_as_prefect_deploy_reads_it(spec) -> None:
     assert [d.name for d in model.deployments] == [d["name"] for d in spec["deployments"]]
     for schedule in spec["definitions"]["schedules"].values():
         RawScheduleConfig.model_validate(schedule)
-
-
-def test_preset_parameters_name_deployments_and_validate(spec, monkeypatch) -> None:
-    from mmr1.ops.deployments import preset_parameters
-
-    monkeypatch.chdir(ROOT)
-    entrypoints = {d["name"]: d["entrypoint"] for d in spec["deployments"]}
-    parameters = preset_parameters(ROOT / "deployments" / "prefect.yaml")
-    assert "mmr1-pipeline/demo" in parameters
-    for full_name, params in parameters.items():
-        flow_name, name = full_name.split("/", 1)
-        flow = load_flow_from_entrypoint(entrypoints[name])
-        assert flow.name == flow_name
-        flow.validate_parameters(params)  # the preset is a valid config of that flow

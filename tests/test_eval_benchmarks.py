@@ -25,8 +25,9 @@ from mmr1.eval.benchmarks import (
 from mmr1.eval.benchmarks.base import row_images
 from mmr1.eval.benchmarks.mathvision import OFFICIAL_INSTRUCTION
 from mmr1.eval.benchmarks.rows import SourceRow
-from mmr1.prompts import evaluation_prompt
+from mmr1.prompts import TRAIN_INSTRUCTION, evaluation_prompt, training_prompt
 from schemas.eval import BenchmarkScore, BenchmarkSpec, EvalItem, ItemScore
+from schemas.records import ImageData
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
 
@@ -205,22 +206,36 @@ def test_mathvista_load_prompts_score_and_breakdowns(tmp_path: Path) -> None:
     assert [item.item_id for item in limited] == ["1", "2"]
 
 
-def test_mathvista_malformed_row_names_file_row_and_field(tmp_path: Path) -> None:
+def test_mathvista_malformed_row_is_invalid_naming_file_row_and_field(tmp_path: Path) -> None:
     rows = mathvista_rows(tmp_path)
     for row in rows:
         row["decoded_image"] = None  # JSON lines hold image paths only
     del rows[1]["answer"]
+    rows[2]["question_type"] = "essay"
     path = write_jsonl(tmp_path / "testmini.jsonl", rows)
     adapter = get_adapter("mathvista")
-    spec = BenchmarkSpec(name="mathvista", source=str(path))
-    with pytest.raises(BenchmarkDataError) as error:
-        adapter.load(spec)
-    assert str(error.value).startswith(f"{path}: line 2: field 'answer': missing (columns: [")
-    rows[1]["answer"] = "12"
-    rows[2]["question_type"] = "essay"
-    write_jsonl(path, rows)
-    with pytest.raises(BenchmarkDataError, match=r"line 3: field 'question_type': 'essay'"):
-        adapter.load(spec)
+    items = adapter.load(BenchmarkSpec(name="mathvista", source=str(path)))
+    assert [item.item_id for item in items] == ["1", "2", "3", "4"]
+    assert [item.invalid is None for item in items] == [True, False, False, True]
+    assert str(items[1].invalid).startswith(f"{path}: line 2: field 'answer': missing (columns: [")
+    assert items[2].invalid == (
+        f"{path}: line 3: field 'question_type': 'essay' is not one of "
+        "('multi_choice', 'free_form')"
+    )
+    # What could be read is kept: the question, the image (by path) and the breakdown tags.
+    assert items[1].question == "<image>\nQuestion 2?" and items[1].images == [png(COLOURS[2])]
+    assert items[1].tags["language"] == "chinese" and items[2].tags["question_type"] == "essay"
+    assert adapter.build_request(items[1], "official").prompt == (
+        "<image>\nHint: answer.\nQuestion: Question 2?"
+    )
+    # Invalid rows score wrong even for the right answer, and are counted.
+    responses = ["\\boxed{C}", "\\boxed{12}", "\\boxed{0.45}", "\\boxed{2014, 2016}"]
+    scores, result = run(adapter, items, responses, "testmini")
+    assert [s.correct for s in scores] == [True, False, False, True]
+    assert scores[1].extracted == "" and scores[1].scorer == "rule"
+    assert (result.n_items, result.n_correct, result.n_invalid) == (4, 2, 2)
+    assert result.invalid == {"2": items[1].invalid, "3": items[2].invalid}
+    assert result.counts["language"] == {"chinese": 1, "english": 3}
 
 
 def test_mathvista_official_prompt_needs_the_query_column(tmp_path: Path) -> None:
@@ -228,9 +243,19 @@ def test_mathvista_official_prompt_needs_the_query_column(tmp_path: Path) -> Non
     del rows[0]["query"]
     path = write_jsonl(tmp_path / "testmini.jsonl", [{**r, "decoded_image": None} for r in rows])
     adapter = get_adapter("mathvista")
-    assert len(adapter.load(BenchmarkSpec(name="mathvista", source=str(path)))) == 4
+    mmr1 = adapter.load(BenchmarkSpec(name="mathvista", source=str(path)))
+    assert [item.invalid for item in mmr1] == [None] * 4
     spec = BenchmarkSpec(name="mathvista", source=str(path), prompt_style="official")
-    with pytest.raises(BenchmarkDataError, match="line 1: field 'query': missing"):
+    first, *others = adapter.load(spec)
+    assert str(first.invalid).startswith(f"{path}: line 1: field 'query': missing (columns: [")
+    assert [item.invalid for item in others] == [None] * 3
+    # Its request falls back to the MMR1 prompt of what was read (choices are not read).
+    assert adapter.build_request(first, "official").prompt == evaluation_prompt(
+        "<image>\nQuestion 1?", None
+    )
+    # No row has the query: nothing to evaluate, a clear error.
+    write_jsonl(path, [{**r, "decoded_image": None, "query": None} for r in rows])
+    with pytest.raises(BenchmarkDataError, match=r"none of the 4 rows is a valid mathvista row"):
         adapter.load(spec)
 
 
@@ -331,7 +356,7 @@ def test_mathvision_splits_options_and_scores(tmp_path: Path) -> None:
     }
 
 
-def test_mathvision_letter_answer_outside_the_options_is_an_error(tmp_path: Path) -> None:
+def test_mathvision_letter_answer_outside_the_options_is_an_invalid_row(tmp_path: Path) -> None:
     row = {
         "id": "9",
         "question": "Q",
@@ -342,9 +367,20 @@ def test_mathvision_letter_answer_outside_the_options_is_an_error(tmp_path: Path
         "image": None,
         "decoded_image": {"bytes": png(), "path": None},
     }
-    path = write_parquet(tmp_path / "test.parquet", [row])
-    with pytest.raises(BenchmarkDataError, match=r"test\.parquet: row 0: field 'answer'"):
-        get_adapter("mathvision").load(BenchmarkSpec(name="mathvision", source=str(path)))
+    path = write_parquet(tmp_path / "test.parquet", [row, {**row, "id": "10", "answer": "B"}])
+    adapter = get_adapter("mathvision")
+    bad, good = adapter.load(BenchmarkSpec(name="mathvision", source=str(path)))
+    assert bad.invalid == (
+        f"{path}: row 0: field 'answer': 'E' is not an option letter of ['1', '2']"
+    )
+    assert good.invalid is None and bad.tags == good.tags == {"level": "1", "subject": "algebra"}
+    scores, result = run(adapter, [bad, good], ["\\boxed{E}", "\\boxed{B}"], "test")
+    assert [s.correct for s in scores] == [False, True]
+    assert (result.n_invalid, result.accuracy) == (1, 0.5)
+    # A source whose only row is invalid has nothing to evaluate: an error naming that row.
+    path = write_parquet(tmp_path / "one.parquet", [row])
+    with pytest.raises(BenchmarkDataError, match=r"one\.parquet: row 0: field 'answer'"):
+        adapter.load(BenchmarkSpec(name="mathvision", source=str(path)))
 
 
 # ------------------------------------------------------------------------ LogicVista
@@ -377,6 +413,81 @@ def test_logicvista_sets_and_skills(tmp_path: Path) -> None:
     assert scores[0].extracted == "A, C"
     assert result.breakdown == {"skill": {"inductive": 1.0, "spatial": 0.5}}
     assert result.accuracy == pytest.approx(2 / 3)
+
+
+def logicvista_row(i: int, answer: str, skill: str = "spatial", **fields: Any) -> dict[str, Any]:
+    row = {
+        "question": f"Which shape comes next? Select from A, B, C, D. (q{i})",
+        "answer": answer,
+        "reasoning": "...",
+        "image": png(COLOURS[i]),
+        "skill": skill,
+        "broad_capability": "b",
+        "specific_capability": "s",
+        "imagename": f"{i}.jpg",
+    }
+    row.update(fields)
+    return row
+
+
+def test_logicvista_empty_gold_answer_is_scored_wrong_and_counted(tmp_path: Path) -> None:
+    # The hub copy of LogicVista has a row with an empty answer: it must not stop the benchmark.
+    rows = [logicvista_row(0, "A"), logicvista_row(1, "", "numerical"), logicvista_row(2, "C")]
+    path = write_parquet(tmp_path / "test.parquet", rows)
+    adapter = get_adapter("logicvista")
+    items = adapter.load(BenchmarkSpec(name="logicvista", source=str(path)))
+    assert [item.item_id for item in items] == ["0.jpg", "1.jpg", "2.jpg"]
+    assert items[1].invalid == f"{path}: row 1: field 'answer': empty"
+    assert items[1].images == [png(COLOURS[1])] and items[1].tags == {"skill": "numerical"}
+    # It still goes to the model like any row (official prompt: the question).
+    assert adapter.build_request(items[1], "official").prompt == items[1].question
+    # An empty response to an empty gold is still wrong.
+    scores, result = run(adapter, items, ["\\boxed{A}", "\\boxed{}", "\\boxed{C}"], "test")
+    assert [s.correct for s in scores] == [True, False, True]
+    assert (result.n_items, result.n_correct, result.n_invalid) == (3, 2, 1)
+    assert result.invalid == {"1.jpg": f"{path}: row 1: field 'answer': empty"}
+    assert result.breakdown["skill"] == {"numerical": 0.0, "spatial": 1.0}
+    assert BenchmarkScore.model_validate_json(result.model_dump_json()) == result
+
+
+def test_unreadable_lines_duplicates_and_missing_images_are_invalid_rows(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "ok.png").write_bytes(png("white"))
+    good = logicvista_row(0, "A", image="images/ok.png", imagename="a")
+    lines = [
+        json.dumps(good),
+        '{"question": "Q", "answer": "B"',  # cut off
+        "[1, 2]",  # not an object
+        json.dumps({**good, "answer": "B"}),  # the same id again
+        json.dumps({**good, "imagename": "b", "image": "images/gone.png"}),
+        json.dumps({**good, "imagename": "c", "skill": "deductive"}),
+    ]
+    path = tmp_path / "test.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"answer": "\xff"}\n')
+    adapter = get_adapter("logicvista")
+    items = adapter.load(BenchmarkSpec(name="logicvista", source=str(path)))
+    ids = ["a", "logicvista-1", "logicvista-2", "a#row3", "b", "c", "logicvista-6"]
+    assert [item.item_id for item in items] == ids
+    assert [item.invalid for item in items] == [
+        None,
+        f"{path}: line 2: not valid JSON: Expecting ',' delimiter at column 32",
+        f"{path}: line 3: expected a JSON object, got list",
+        f"{path}: line 4: duplicate item id 'a' (first at {path}: line 1)",
+        f"{path}: line 5: field 'image[0]': image file 'images/gone.png' not found "
+        f"(looked in {tmp_path / 'images/gone.png'}, {tmp_path.parent / 'images/gone.png'})",
+        None,
+        f"{path}: line 7: not valid UTF-8 at byte 13 of the line",
+    ]
+    # The row without its image goes to the model as text only.
+    request = adapter.build_request(items[4], "mmr1")
+    assert request.images == [] and "<image>" not in request.prompt
+    assert "Which shape comes next?" in request.prompt
+    responses = ["\\boxed{A}"] * len(items)
+    scores, result = run(adapter, items, responses, "test")
+    assert [s.correct for s in scores] == [True, False, False, False, False, True, False]
+    assert result.n_invalid == 5 and result.accuracy == pytest.approx(2 / 7)
+    assert result.breakdown["skill"] == {"deductive": 1.0, "spatial": 1 / 3, "unknown": 0.0}
+    assert result.counts["skill"] == {"deductive": 1, "spatial": 3, "unknown": 3}
 
 
 # ------------------------------------------------------------------------ ChartQA
@@ -453,6 +564,10 @@ def test_synthetic_benchmark_from_rl_parquet(tmp_path: Path) -> None:
     assert items[0].images == [records[0].images[0].bytes]
     request = adapter.build_request(items[0], "mmr1")
     assert request.prompt == evaluation_prompt(records[0].problem, records[0].choices)
+    # The generator's own prompt, the one its training items are posed with.
+    official = adapter.build_request(items[0], "official")
+    assert official.prompt == training_prompt(records[0].problem, records[0].choices)
+    assert official.prompt.startswith(TRAIN_INSTRUCTION) and official.images == request.images
 
     # Right on even positions, an empty answer on odd ones.
     responses = [
@@ -470,6 +585,29 @@ def test_synthetic_benchmark_from_rl_parquet(tmp_path: Path) -> None:
 
     limited = adapter.load(BenchmarkSpec(name="synthetic", source=str(tmp_path / "bench"), limit=3))
     assert len(limited) == 3
+
+
+def test_synthetic_missing_image_and_duplicate_id_are_invalid_items(tmp_path: Path) -> None:
+    first, second, third = (item.record for item in generate_benchmark(seed=0, n_items=3))
+    lost = second.model_copy(update={"images": [ImageData(path="gone.png")]})
+    again = third.model_copy(update={"id": first.id})
+    # Two parts of one dataset directory; the second repeats an id of the first.
+    write_rl_dataset([first, lost], tmp_path / "bench" / "a")
+    write_rl_dataset([again], tmp_path / "bench" / "b")
+    adapter = get_adapter("synthetic")
+    items = adapter.load(BenchmarkSpec(name="synthetic", source=str(tmp_path / "bench")))
+    assert [item.item_id for item in items] == [first.id, second.id, f"{first.id}#row2"]
+    assert items[0].invalid is None
+    missing = str(tmp_path / "bench" / "gone.png")
+    assert str(items[1].invalid).endswith(
+        f"row 1: field 'images[0]': no bytes and no file at {missing!r}"
+    )
+    assert str(items[2].invalid).endswith(f"row 2: field 'id': duplicate id {first.id!r}")
+    assert items[1].images == [] and "<image>" not in items[1].question
+    right = [f"\\boxed{{{item.answer}}}" for item in items]
+    scores, result = run(adapter, items, right, "test")
+    assert [s.correct for s in scores] == [True, False, False]
+    assert (result.n_invalid, result.n_correct) == (2, 1)
 
 
 def test_aggregate_rejects_scores_that_do_not_match_the_items() -> None:

@@ -62,6 +62,22 @@ def test_mathverse_judge_verdicts_and_rule_fallback(server: ChatServer) -> None:
     )
 
 
+def test_invalid_items_are_wrong_and_never_judged(server: ChatServer) -> None:
+    server.state.respond = lambda text, body: ["Extracted: 2\nJudgement: 1"]
+    valid = _mathverse_item("1", "2")
+    broken = _mathverse_item("2", "2").model_copy(
+        update={"invalid": "testmini.jsonl: line 2: field 'question_type': missing"}
+    )
+    with _backend(server) as backend:
+        scores = judge_scores("mathverse", [broken, valid], ["\\boxed{2}", "\\boxed{2}"], backend)
+    assert [(s.correct, s.extracted, s.scorer) for s in scores] == [
+        (False, "", "rule"),
+        (True, "2", "llm_judge"),
+    ]
+    (seen,) = server.state.seen  # only the valid item went to the judge
+    assert "(1)" in seen["json"]["messages"][-1]["content"][0]["text"]
+
+
 def test_mathvista_quick_paths_skip_the_judge(server: ChatServer) -> None:
     server.state.respond = lambda text, body: ["Extracted answer: C"]
     row = {

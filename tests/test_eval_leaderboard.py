@@ -92,9 +92,12 @@ def test_one_row_per_checkpoint_latest_result_wins() -> None:
     sft, rl = rows
     assert sft["synthetic"] == pytest.approx(75.0) and sft["mathvista"] == pytest.approx(65.0)
     assert rl["synthetic"] == pytest.approx(50.0) and rl["mathvista"] is None
-    # Paper benchmarks first, then the others; avg5 and notes last.
-    assert list(sft) == ["checkpoint", "source", "mathvista", "synthetic", "avg5", "notes"]
+    # Paper benchmarks first, then the others; avg5, notes and invalid last.
+    assert list(sft) == [
+        "checkpoint", "source", "mathvista", "synthetic", "avg5", "notes", "invalid"
+    ]  # fmt: skip
     assert sft["avg5"] is None and sft["source"] == "catalog" and sft["notes"] == {}
+    assert sft["invalid"] == {}
 
 
 def test_avg5_needs_all_five_benchmarks() -> None:
@@ -165,6 +168,38 @@ def test_marked_cells_render_with_a_footnote() -> None:
     # Nothing marked: no footnote.
     clean = build_leaderboard([result("rl@1", "mathvista", 0.5)], include_reference=False)
     assert "*" not in render_leaderboard(clean) and "*" not in render_leaderboard_markdown(clean)
+
+
+def test_unreadable_rows_are_footnoted_but_stay_comparable() -> None:
+    results = full_five("rl@1", [0.5, 0.7, 0.3, 0.4, 0.8])
+    logicvista = results[3]
+    assert logicvista.benchmark == "logicvista"
+    results[3] = logicvista.model_copy(update={"metrics": {**logicvista.metrics, "n_invalid": 1.0}})
+    (row,) = build_leaderboard(results, include_reference=False)
+    assert row["invalid"] == {"logicvista": "1 of 448 rows"} and row["notes"] == {}
+    assert row["avg5"] == pytest.approx(54.0)  # still in the average: the paper scores it wrong
+    text = render_leaderboard([row]).splitlines()
+    assert text[2].split() == ["rl@1", "50.0", "70.0", "30.0", "40.0\u2020", "80.0", "54.0"]
+    assert text[3:] == [
+        "",
+        "\u2020 rows that could not be read, scored wrong as the official scripts do "
+        "(still comparable):",
+        "  rl@1 LogicVista: 1 of 448 rows",
+    ]
+    markdown = render_leaderboard_markdown([row]).splitlines()
+    assert markdown[2] == "| rl@1 | 50.0 | 70.0 | 30.0 | 40.0\u2020 | 80.0 | 54.0 |"
+    assert markdown[-1] == "- rl@1 LogicVista: 1 of 448 rows"
+    # Both marks on one cell: another split and an unreadable row.
+    other = result("rl@1", "mathvision", 0.9, minute=5, split="testmini", n_items=304)
+    other = other.model_copy(update={"metrics": {**other.metrics, "n_invalid": 2.0}})
+    (row,) = build_leaderboard([other], include_reference=False)
+    assert render_leaderboard([row]).splitlines()[2].split() == ["rl@1", "90.0*\u2020", "-"]
+    assert row["invalid"] == {"mathvision": "2 of 304 rows"}
+    # n_invalid 0 (or absent, for results recorded before it existed): no mark.
+    zero = result("rl@1", "mathvista", 0.5)
+    zero = zero.model_copy(update={"metrics": {**zero.metrics, "n_invalid": 0.0}})
+    (row,) = build_leaderboard([zero], include_reference=False)
+    assert row["invalid"] == {} and "\u2020" not in render_leaderboard([row])
 
 
 def test_reference_rows_follow_the_checkpoints() -> None:

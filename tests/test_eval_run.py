@@ -147,3 +147,63 @@ def test_judge_scores_instead_of_the_rule(tmp_path: Path) -> None:
     assert run.predictions["correct"].to_list() == [True, False]
     assert run.predictions["scorer"].to_list() == ["llm_judge", "llm_judge"]
     assert run.predictions["extracted"].to_list()[0] == "three"
+
+
+class SampledBackend(ScriptedBackend):
+    """Greedy answers from ``answers``; with temperature > 0, ``sampled[id]`` (n of them)."""
+
+    def __init__(self, answers: dict[str, str], sampled: dict[str, list[str]]) -> None:
+        super().__init__(answers)
+        self.sampled = sampled
+        self.seeds: list[int] = []
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingParams
+    ) -> list[Completion]:
+        if sampling.temperature == 0:
+            return super().generate(requests, sampling)
+        self.seeds.append(sampling.seed)
+        return [
+            Completion(
+                request_id=r.request_id,
+                samples=[
+                    CompletionSample(text=text, finish_reason="stop")
+                    for text in self.sampled[str(r.request_id)][: sampling.n]
+                ],
+            )
+            for r in requests
+        ]
+
+
+def test_sampled_answers_are_scored_per_item(synthetic_items, tmp_path: Path) -> None:
+    adapter = get_adapter("synthetic")
+    right = {item.item_id: f"<answer>\\boxed{{{item.answer}}}</answer>" for item in synthetic_items}
+    # Item i gets i % 4 right answers out of 3 samples (capped at 3).
+    sampled = {
+        item.item_id: [right[item.item_id] if j < i % 4 else "no" for j in range(3)]
+        for i, item in enumerate(synthetic_items)
+    }
+    backend = SampledBackend(_half_right(synthetic_items), sampled)
+    samples = SamplingParams(n=3, temperature=1.0, max_new_tokens=16, return_logprobs=False)
+    run = evaluate_benchmark(
+        synthetic_items, adapter, backend, GREEDY, tmp_path / "w", shard_size=4, samples=samples
+    )
+    expected = [[j < i % 4 for j in range(3)] for i in range(7)]
+    assert run.predictions["sampled_correct"].to_list() == expected
+    assert run.predictions["correct"].to_list() == [i % 2 == 0 for i in range(7)]
+    assert run.predictions["sampled_responses"].to_list()[1] == sampled[synthetic_items[1].item_id]
+    assert len(set(backend.seeds)) == 2  # one derived seed per shard
+    # The greedy scores (what the adapter aggregates) are unchanged by the samples.
+    assert [s.correct for s in run.scores] == [i % 2 == 0 for i in range(7)]
+    # Other sampled settings are another run; greedy samples are refused.
+    with pytest.raises(ShardManifestError):
+        evaluate_benchmark(synthetic_items, adapter, backend, GREEDY, tmp_path / "w", shard_size=4)
+    with pytest.raises(ValueError, match="temperature"):
+        evaluate_benchmark(
+            synthetic_items,
+            adapter,
+            backend,
+            GREEDY,
+            tmp_path / "v",
+            samples=samples.model_copy(update={"temperature": 0.0}),
+        )

@@ -12,6 +12,7 @@ from mmr1.eval.scoring import (
     chartqa_relaxed_any,
     choice_letters,
     inline_choices,
+    latex_form,
     latex_value,
     levenshtein,
     logicvista_correct,
@@ -25,6 +26,7 @@ from mmr1.eval.scoring import (
     mathvista_normalize,
     nearest_choice,
     normalize_answer,
+    numbered_options,
     relaxed_match,
 )
 from mmr1.eval.scoring.text import answer_phrase
@@ -242,6 +244,47 @@ def test_mathvista_list_answers() -> None:
     assert mathvista_correct(mathvista_extract("\\boxed{2016, 2014}", LIST), LIST) is False
 
 
+def test_mathvista_set_braces_are_a_list() -> None:
+    for response in (
+        "\\boxed{\\{2014, 2016\\}}",
+        "\\boxed{\\left\\{2014, 2016\\right\\}}",
+        "\\boxed{\\{2014,2016\\}}",
+        "\\boxed{[[2014, 2016]]}",
+        "\\boxed{years = 2014, 2016}",
+    ):
+        assert mathvista_extract(response, LIST) == "[2014, 2016]", response
+        assert mathvista_correct(mathvista_extract(response, LIST), LIST) is True, response
+    assert mathvista_correct(mathvista_extract("\\boxed{\\{2014, 2015\\}}", LIST), LIST) is False
+    assert mathvista_correct(mathvista_extract("\\boxed{\\{2016, 2014\\}}", LIST), LIST) is False
+    assert mathvista_normalize("\\{2014, 2016\\}", LIST) == "[2014, 2016]"  # judge extractions
+    # Brackets that do not wrap the whole answer stay.
+    pairs = mathvista_row(answer_type="list", answer="['(1', '2)', '(3', '4)']")
+    assert mathvista_extract("\\boxed{(1, 2), (3, 4)}", pairs) == "['(1', '2)', '(3', '4)']"
+
+
+def test_mathvista_equation_compares_its_right_hand_side() -> None:
+    row = mathvista_row(answer_type="integer", answer="14")
+    assert mathvista_extract("so \\boxed{x = 14}", row) == "14"
+    assert mathvista_correct(mathvista_extract("\\boxed{x = 14}", row), row) is True
+    assert mathvista_correct(mathvista_extract("\\boxed{x=14.0}", row), row) is True
+    assert mathvista_correct(mathvista_extract("\\boxed{x = 15}", row), row) is False
+    assert mathvista_correct(mathvista_extract("\\boxed{14 = x}", row), row) is False  # rhs: x
+    # Only "=" and approximations: an inequality is not an answer of the type.
+    assert mathvista_extract("\\boxed{x \\leq 14}", row) == "x \\leq 14"
+    assert mathvista_extract("\\boxed{x <= 14}", row) == "x <= 14"
+    floating = mathvista_row(answer_type="float", precision=1.0, answer="4.2")
+    assert mathvista_correct(mathvista_extract("\\boxed{AB \\approx 4.24}", floating), floating)
+    assert (
+        mathvista_correct(mathvista_extract("\\boxed{AB \\approx 4.26}", floating), floating)
+        is False
+    )
+    # Multiple choice: the right-hand side counts only when it is a choice's text.
+    assert mathvista_extract("\\boxed{x = 7}", MC_NUMBERS) == "7"
+    assert mathvista_correct(mathvista_extract("\\boxed{x = 7}", MC_NUMBERS), MC_NUMBERS) is True
+    assert mathvista_extract("\\boxed{x = 8}", MC_NUMBERS) == "x = 8"
+    assert mathvista_correct(mathvista_extract("\\boxed{x = 5}", MC_NUMBERS), MC_NUMBERS) is False
+
+
 def test_mathvista_letters_map_to_choice_texts() -> None:
     assert mathvista_normalize("C", MC_NUMBERS) == "7"
     assert mathvista_normalize("(C)", MC_NUMBERS) == "7"
@@ -340,6 +383,20 @@ def test_mathvision_cleaning_keeps_the_value() -> None:
     assert not mathvision_equal("(1, 2, 3)", "(1, 2)")
     assert not mathvision_equal("", "5")
     assert not mathvision_equal("x+1", "2")
+
+
+def test_mathvision_thousands_separator_is_one_number() -> None:
+    thousand = mathvision_row([], "1000")
+    assert mathvision_correct("\\boxed{1,000}", thousand) is True
+    assert mathvision_correct("\\boxed{1{,}000}", thousand) is True
+    assert mathvision_correct("\\boxed{1,000 \\text{ cm}}", thousand) is True
+    assert mathvision_correct("\\boxed{2,000}", thousand) is False
+    assert mathvision_correct("\\boxed{1,000}", mathvision_row([], "1")) is False
+    assert normalize_answer("-12,345.5") == "-12345.5"
+    # Not groups of three digits, or inside brackets: still tuples.
+    assert normalize_answer("1,2") == "1,2" and normalize_answer("1,00") == "1,00"
+    assert mathvision_equal("1, 2", "(1, 2)") and not mathvision_equal("1,00", "100")
+    assert mathvision_equal("(1,000, 2)", "(1, 0, 2)")
 
 
 def test_mathvision_letter_answer_matches_option_text() -> None:
@@ -446,6 +503,67 @@ def test_logicvista_never_reads_prose_capitals_or_reduces_to_one_letter() -> Non
     assert logicvista_correct("\\boxed{c, a}", "a, c") is True
 
 
+@pytest.mark.parametrize(
+    ("response", "letters"),
+    [
+        # A chat role label in front of the answer.
+        ("ASSISTANT: D", "D"),
+        ("Assistant: (B)", "B"),
+        ("ASSISTANT: D\nThe shapes turn clockwise, so the last one points up.", "D"),
+        # The answer on its own line, the explanation below it.
+        ("D\n\nExplanation: each row adds a dot; A has too many, B too few.", "D"),
+        ("**(B)**\nBecause the pattern alternates between A and C.", "B"),
+        ("Looking at the options.\nA, C\nBoth keep the symmetry.", "AC"),
+        ("Option D\nIt completes the rotation.", "D"),
+        # A concluding mention of a labelled option.
+        ("Each row gains one side. The pattern suggests figure D.", "D"),
+        ("The pattern suggests figure D because the rotation continues.", "D"),
+        ("At first it suggests figure A, but the colours rule it out. So option C.", "C"),
+        ("The missing piece must be shape (E), matching the others.", "E"),
+        # Negative controls: prose capitals and descriptions choose nothing.
+        ("Figure A shows a triangle and figure B shows a square.", ""),
+        ("The pattern suggests figure D and E are alike.", ""),
+        ("This is figure A, which has three dots.", ""),
+        ("ASSISTANT: I am not sure, A or B both fit.", ""),
+        ("A triangle and a square.\nNeither fits well.", ""),
+        ("The answer is 3.", ""),  # letters expected, a number chooses nothing
+    ],
+)
+def test_logicvista_extraction_of_conversational_answers(response: str, letters: str) -> None:
+    assert logicvista_extract(response) == frozenset(letters)
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "expected"),
+    [
+        ("\\boxed{3}", "3", True),
+        ("The answer is 3.", "3", True),
+        ("So option 3.", "3", True),
+        ("(3) twelve dots", "3", True),
+        ("The pattern suggests figure 3.", "3", True),
+        ("\\boxed{3, 5}", "3, 5", True),
+        ("\\boxed{5 and 3}", "3, 5", True),
+        ("\\boxed{3}", "3, 5", False),  # still an exact set
+        ("\\boxed{35}", "3, 5", False),  # thirty-five, not two options
+        ("\\boxed{4}", "3", False),
+        ("\\boxed{C}", "3", False),  # numbered options: a letter chooses nothing
+        ("There are 3 circles and 5 squares.", "3", False),  # prose numbers are not read
+        ("\\boxed{3}", "C", False),  # lettered options: a number chooses nothing
+    ],
+)
+def test_logicvista_numbered_options(response: str, gold: str, expected: bool) -> None:
+    assert logicvista_correct(response, gold) is expected
+
+
+def test_logicvista_numbered_options_come_from_the_gold() -> None:
+    assert numbered_options("3") and numbered_options("2, 4") and numbered_options("12")
+    assert not numbered_options("C") and not numbered_options("A, 3")
+    assert not numbered_options("123") and not numbered_options("")
+    assert logicvista_extract("\\boxed{3}", numeric=True) == frozenset({"3"})
+    assert choice_letters("options 2 and 4", numeric=True) == frozenset({"2", "4"})
+    assert choice_letters("options 2 and 4") == frozenset()
+
+
 # ------------------------------------------------------------------------ MathVerse
 
 
@@ -484,6 +602,69 @@ def test_mathverse_multi_choice_letters() -> None:
     assert mathverse_correct("\\boxed{C}", vision_only) is False
 
 
+@pytest.mark.parametrize(
+    ("options", "gold", "response", "expected"),
+    [
+        ("A:\u221a3\nB:2\u221a3\nC:3\nD:\u03c0", "A", "\\boxed{\\sqrt{3}}", True),
+        ("A:\u221a3\nB:2\u221a3\nC:3\nD:\u03c0", "A", "\\boxed{\\sqrt3}", True),
+        ("A:\u221a3\nB:2\u221a3\nC:3\nD:\u03c0", "B", "\\boxed{2\\sqrt{3}}", True),
+        ("A:\u221a3\nB:2\u221a3\nC:3\nD:\u03c0", "D", "\\boxed{\\pi}", True),
+        ("A:\u221a3\nB:2\u221a3\nC:3\nD:\u03c0", "A", "\\boxed{2\\sqrt{3}}", False),
+        ("A:\u221a3\nB:2\u221a3\nC:3\nD:\u03c0", "A", "\\boxed{3}", False),
+        ("A:\\sqrt{3}\nB:\\sqrt{2}\nC:\\pi", "A", "\\boxed{\u221a3}", True),
+        ("A:\\sqrt{3}\nB:\\sqrt{2}\nC:\\pi", "C", "\\boxed{\u03c0}", True),
+        ("A:\\sqrt{3}\nB:\\sqrt{2}\nC:\\pi", "B", "\\boxed{\u221a3}", False),
+        ("A:\u221a23\nB:\u221a2", "A", "\\boxed{\\sqrt{23}}", True),  # the root of 23
+        ("A:30^{\\circ}\nB:45^{\\circ}", "B", "\\boxed{45\u00b0}", True),
+        ("A:30\u00b0\nB:45\u00b0", "B", "\\boxed{45^\\circ}", True),
+        ("A:30\u00b0\nB:45\u00b0", "B", "\\boxed{30^{\\circ}}", False),
+        ("A:\\frac{\u03c0}{2}\nB:\u03c0", "A", "\\boxed{\\dfrac{\\pi}{2}}", True),
+    ],
+)
+def test_mathverse_latex_and_unicode_forms_of_one_option(
+    options: str, gold: str, response: str, expected: bool
+) -> None:
+    row = mathverse_row(f"Find the value.\nChoices:\n{options}", gold, "multi-choice")
+    assert mathverse_correct(response, row) is expected
+
+
+def test_latex_form() -> None:
+    assert latex_form("2\u221a3 + \u03c0") == "2\\sqrt{3} + \\pi"
+    assert latex_form("\u221a23") == "\\sqrt{23}"  # Unicode: the whole number is under the root
+    assert latex_form("\\sqrt23") == "\\sqrt{2}3"  # LaTeX: one digit, as TeX reads it
+    assert latex_form("30^{\\circ}") == latex_form("30\u00b0") == "30^\\circ"
+    assert latex_form("\\tfrac{1}{2} \u00d7 4") == "\\frac{1}{2} \\times 4"
+
+
+@pytest.mark.parametrize(
+    ("question", "options"),
+    [
+        ("Find x.\nChoices: A: 3 B: 4 C: 5 D: 6", ["3", "4", "5", "6"]),
+        ("Find x.\nChoices:\nA. 3 B. 4 C. 5 D. 6", ["3", "4", "5", "6"]),
+        ("Find x. Choices: (A) 3 cm (B) 4 cm (C) 5 cm", ["3 cm", "4 cm", "5 cm"]),
+        ("Find x.\nChoices:\nA:30\u00b0\nB:45\u00b0\nPlease answer.", ["30\u00b0", "45\u00b0"]),
+        ("Find x.\nChoices: A:1.5 B:2.5", ["1.5", "2.5"]),
+        ("Find x.\nChoices: A: 3 C: 4", None),  # not A, B, C... in order
+        ("Find x.\nChoices: three or four", None),
+        ("Find x. A: 3 B: 4", None),  # no Choices heading
+    ],
+)
+def test_mathverse_inline_choices(question: str, options: list[str] | None) -> None:
+    assert inline_choices(question) == options
+
+
+def test_mathverse_options_on_one_line_map_texts_to_letters() -> None:
+    for question in (
+        "Find x.\nChoices: A: 3 B: 4 C: 5 D: 6",
+        "Find x. Choices: A. 3 B. 4 C. 5 D. 6",
+    ):
+        row = mathverse_row(question, "C", "multi-choice")
+        assert mathverse_correct("\\boxed{5}", row) is True
+        assert mathverse_correct("\\boxed{C}", row) is True
+        assert mathverse_correct("\\boxed{4}", row) is False
+        assert mathverse_correct("\\boxed{6}", row) is False
+
+
 def test_mathverse_free_form_uses_math_verification() -> None:
     row = mathverse_row("Find the length of AB.", "2", "free-form")
     assert mathverse_correct("\\boxed{2}", row) is True
@@ -492,3 +673,6 @@ def test_mathverse_free_form_uses_math_verification() -> None:
     assert mathverse_correct("\\boxed{3}", row) is False
     half = mathverse_row("Find the ratio.", "\\frac{1}{2}", "free-form")
     assert mathverse_correct("\\boxed{0.5}", half) is True
+    root = mathverse_row("Find AB.", "2\u221a3", "free-form")
+    assert mathverse_correct("\\boxed{2\\sqrt{3}}", root) is True
+    assert mathverse_correct("\\boxed{2\\sqrt{2}}", root) is False

@@ -18,6 +18,7 @@ from mmr1.models import build_tiny_model
 from mmr1.tracking import find_runs
 from schemas.eval import EvaluateConfig
 from schemas.models import TinyVLMConfig
+from schemas.pipeline import PipelineConfig
 from schemas.presets import load_config
 
 N_ITEMS = 6
@@ -54,6 +55,8 @@ def _config() -> EvaluateConfig:
             "checkpoints": ["tiny-a", "tiny-b"],
             "benchmarks": [{"name": "synthetic", "source": "bench", "limit": N_ITEMS}],
             "sampling": {"temperature": 0.0, "max_new_tokens": 8},
+            "sampled_k": 2,
+            "baseline": "tiny-b",
             "shard_size": 4,
             "score_workers": 1,
             "device": "cpu",
@@ -88,6 +91,7 @@ def test_flow_records_results_and_resumes_from_shards(eval_home) -> None:
         assert result.n_items == N_ITEMS and result.checkpoint_ref == ref
         assert result.metrics["accuracy"] == pytest.approx(out["results"][ref]["synthetic"])
         assert result.metrics["n_correct"] == pytest.approx(N_ITEMS * result.metrics["accuracy"])
+        assert result.metrics["n_invalid"] == 0.0  # every row of the synthetic source is readable
         assert set(result.breakdown) == {"family", "difficulty"}
         assert result.mlflow_run_id == out["mlflow_run_id"] and result.prefect_flow_run_id
         predictions = pl.read_parquet(result.predictions_uri)
@@ -97,6 +101,15 @@ def test_flow_records_results_and_resumes_from_shards(eval_home) -> None:
         )
         assert predictions["n_tokens"].max() <= 8
         assert predictions["correct"].sum() == result.metrics["n_correct"]
+        # Two samples at temperature 1 per item: sampled accuracy with its interval.
+        sampled = predictions["sampled_correct"].to_list()
+        assert [len(s) for s in sampled] == [2] * N_ITEMS
+        assert result.metrics["sampled_k"] == 2 and result.metrics["sampled_temperature"] == 1.0
+        expected = sum(sum(s) / 2 for s in sampled) / N_ITEMS
+        assert result.metrics["sampled_accuracy"] == pytest.approx(expected)
+        low, high = result.metrics["accuracy_ci95_lo"], result.metrics["accuracy_ci95_hi"]
+        assert low <= result.metrics["accuracy"] <= high and high - low > 0.2
+        assert "sampled_accuracy_ci95_lo" in result.metrics
 
     (run,) = find_runs(eval_home, "evaluate")
     assert run.info.status == "FINISHED" and run.info.run_id == out["mlflow_run_id"]
@@ -106,7 +119,10 @@ def test_flow_records_results_and_resumes_from_shards(eval_home) -> None:
     assert {"checkpoint:tiny-a@1", "checkpoint:tiny-b@1", "dataset:bench@1"} <= set(reads)
     client = MlflowClient(eval_home.tracking_uri)
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"leaderboard.md", "leaderboard.json"} <= top
+    assert {"leaderboard.md", "leaderboard.json", "comparison.json"} <= top
+    # Paired against the configured baseline, intervals and p-values in the printed table.
+    assert "p-values paired against tiny-b@1" in out["leaderboard"]
+    assert "(k=2)" in out["leaderboard"] and "baseline" in out["leaderboard"]
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval/tiny-a-v1/synthetic")}
     assert logged == {
         "eval/tiny-a-v1/synthetic/predictions.parquet",
@@ -130,8 +146,9 @@ def test_flow_records_results_and_resumes_from_shards(eval_home) -> None:
     # Greedy decoding: the same answers, scores and (content-addressed) predictions file.
     assert again["results"] == out["results"]
     for ref in ("tiny-a@1", "tiny-b@1"):
-        first, second = catalog.eval_results(checkpoint_ref=ref)
-        assert first.predictions_uri == second.predictions_uri
+        # The same generations, scorer and code: recorded once, not twice.
+        (only,) = catalog.eval_results(checkpoint_ref=ref)
+        assert only.predictions_uri.endswith("predictions.parquet")
 
     # What `mmr1 eval compare` prints: latest result per benchmark, reference rows.
     text = compare(catalog, ["tiny-a", "tiny-b"])
@@ -144,7 +161,9 @@ def test_presets_validate() -> None:
     demo = load_config(EvaluateConfig, "eval-demo")
     assert [spec.name for spec in demo.benchmarks] == ["synthetic"]
     assert demo.benchmarks[0].source == "synthetic-bench" and demo.sampling.temperature == 0.0
-    paper = load_config(EvaluateConfig, "eval-paper")
+    assert (demo.sampled_k, demo.sampled_temperature, demo.baseline) == (8, 1.0, "tiny-sft")
+    assert load_config(PipelineConfig, "demo").evaluate.sampled_k == 8
+    paper = load_config(EvaluateConfig, "eval-paper-7b")
     splits = {spec.name: spec.split for spec in paper.benchmarks}
     assert splits == {
         "mathverse": "testmini",
@@ -154,6 +173,7 @@ def test_presets_validate() -> None:
         "chartqa": "test",
     }
     assert paper.sampling.temperature == 0.0 and paper.sampling.max_new_tokens == 4096
+    assert paper.sampled_k == 0 and paper.sampled_params() is None
     assert paper.backend is not None and paper.backend.kind == "vllm"
     assert all(spec.prompt_style == "mmr1" for spec in paper.benchmarks)
 

@@ -3,6 +3,7 @@ and the same trainer under ``accelerate launch`` with 2 DDP processes (gloo, CPU
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from rl_fixtures import register_pool, register_tiny
 from safetensors.torch import load_file
 
 from mmr1.catalog import Catalog
+from mmr1.cli import main
 from mmr1.rl.grpo import run_grpo
 from mmr1.tracking import find_runs
 from schemas.grpo import GRPOStageConfig
@@ -46,7 +48,7 @@ def grpo_home(prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return home
 
 
-def test_flow_trains_registers_and_logs(grpo_home) -> None:
+def test_flow_trains_registers_and_logs(grpo_home, capsys: pytest.CaptureFixture[str]) -> None:
     from flows.grpo import grpo_vas
     from flows.vps import estimate_vps
 
@@ -80,6 +82,25 @@ def test_flow_trains_registers_and_logs(grpo_home) -> None:
     client = MlflowClient(grpo_home.tracking_uri)
     history = client.get_metric_history(run.info.run_id, "zero_variance_frac")
     assert [m.step for m in history] == [1, 2, 3, 4]
+
+    # Each version carries its run's summary so far and its sampling mode (`catalog show`).
+    def logged(key: str) -> list[float]:
+        return [m.value for m in client.get_metric_history(run.info.run_id, key)]
+
+    assert catalog.get_checkpoint("rl@1").metrics["run/steps"] == 2
+    capsys.readouterr()
+    assert main(["catalog", "show", "rl@2", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["config"]["sampling_mode"] == "vas"
+    metrics = shown["metrics"]
+    assert metrics["run/steps"] == 4
+    zero_acc = logged("zero_accuracy_variance_frac")
+    assert metrics["run/zero_accuracy_variance_frac_mean"] == pytest.approx(sum(zero_acc) / 4)
+    zero = logged("zero_variance_frac")
+    assert metrics["run/zero_variance_frac_mean"] == pytest.approx(sum(zero) / 4)
+    accuracy = logged("reward/accuracy")  # 4 steps: the first and last 10% are one step each
+    assert metrics["run/accuracy_first_10pct"] == pytest.approx(accuracy[0])
+    assert metrics["run/accuracy_last_10pct"] == pytest.approx(accuracy[-1])
     for key in ("reward/mean", "grad_norm", "loss/clip_frac", "loss/kl", "vps_refresh/s"):
         assert key in run.data.metrics, key
     assert "plots/grpo_curves.png" in {

@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from mmr1.catalog import Catalog
-from mmr1.tracking import find_runs
+from mmr1.tracking import child_runs, find_runs
 from mmr1.tracking.runs import TAG_PREFECT_FLOW_RUN, TAG_WRITES
 from schemas.pipeline import PipelineConfig
 from schemas.presets import load_config
@@ -189,12 +190,49 @@ def test_pipeline_run_is_tagged_in_mlflow(runs) -> None:
     writes = run.data.tags[TAG_WRITES].split(",")
     assert refs["rl_model"] in writes and refs["vps"] in writes
     assert run.data.params["benchmark_items"] == "6"
-    children = [
-        r
-        for r in find_runs(home, "grpo_vas")
-        if r.data.tags.get("mlflow.parentRunId") == run.info.run_id
-    ]
-    assert len(children) == 1
+    # The stages that ran are the pipeline run's children in its experiment (where the
+    # MLflow UI shows them); the reused ones ran under the first attempt's run.
+    children = child_runs(home, run.info.run_id)
+    assert [c.data.tags["mmr1.flow"] for c in children] == ["grpo_vas", "evaluate"]
+    assert {c.info.experiment_id for c in children} == {run.info.experiment_id}
+    assert all(c.info.status == "FINISHED" for c in children)
+    [grpo] = [r for r in find_runs(home, "grpo_vas") if r.info.run_id == children[0].info.run_id]
+    assert grpo.data.tags["mlflow.parentRunId"] == run.info.run_id
+    # Each stage's own experiment links to it and is a model-training experiment.
+    client = MlflowClient(home.tracking_uri)
+    own = client.get_experiment_by_name("mmr1/grpo_vas")
+    assert own.tags["mlflow.experimentKind"] == "custom_model_development"
+    links = client.search_runs(
+        [own.experiment_id], filter_string=f"tags.`mmr1.nested_run_id` = '{grpo.info.run_id}'"
+    )
+    assert len(links) == 1 and links[0].info.status == "FINISHED"
+    # estimate_vps logs the RL pool it scored as a dataset input.
+    [vps] = find_runs(home, "estimate_vps")[-1:]
+    assert [d.dataset.name for d in vps.inputs.dataset_inputs] == [refs["rl_pool"].split(":")[1]]
+
+
+def test_the_pipeline_run_log_tells_what_happened(runs) -> None:
+    # What `prefect deployment run --watch` (a CI job) shows: the pipeline's own log,
+    # with its stages' progress and the leaderboard mirrored into it.
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    home, _, second, _, _ = runs
+    APILogHandler().flush()
+    pipeline_runs = {r.info.run_id: r for r in find_runs(home, "mmr1-pipeline")}
+    flow_run_id = UUID(pipeline_runs[second["mlflow_run_id"]].data.tags[TAG_PREFECT_FLOW_RUN])
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    messages = [log.message for log in logs if log.flow_run_id == flow_run_id]
+    assert "stage grpo_vas: started" in messages
+    assert any(m.startswith("stage grpo_vas: finished in") for m in messages)
+    assert "grpo_vas: step 2/2 (100%)" in messages
+    assert any(m.startswith("stage curate_rl: reusing") for m in messages)
+    [board] = [m for m in messages if m.startswith("evaluate: leaderboard")]
+    assert "tiny-grpo" in board
 
 
 def test_pinned_and_skipped_stages(runs) -> None:

@@ -116,7 +116,9 @@ def test_sft_flow_in_process(sft_home, monkeypatch: pytest.MonkeyPatch) -> None:
     _check_outputs(sft_home, ref, flow_run_count=1)
     [run] = find_runs(sft_home, "sft")
     name, tags, artifacts = _prefect_view(run.data.tags["mmr1.prefect_flow_run_id"])
-    url = f"http://mlflow.test:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    # The link opens the MLflow UI's "Model training" view (3.17 opens GenAI otherwise).
+    url = f"http://mlflow.test:5000/{page}?workflowType=machine_learning"
     assert {f"mlflow:{run.info.run_id}", f"mlflow-url:{url}"} <= set(tags)
     assert f"]({url})" in artifacts["mlflow-sft"]
     # Progress lands in the run name; the last step is always written.

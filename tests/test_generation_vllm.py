@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
 from mmr1.generation import get_backend
@@ -20,6 +21,8 @@ from mmr1.generation.vllm import (
     VISION_SPECIAL_TOKENS,
     VLLMBackend,
     build_prompt_input,
+    colocated_engine_kwargs,
+    colocated_environment,
     completion_output_to_sample,
     engine_kwargs,
     format_prompt,
@@ -94,6 +97,29 @@ def test_engine_kwargs() -> None:
         "seed": 7,
         "logprobs_mode": "processed_logprobs",
     }
+
+
+def test_colocated_engine_kwargs() -> None:
+    config = VLLMBackendConfig(model="/ckpt/policy", gpu_memory_utilization=0.4)
+    alone = colocated_engine_kwargs(config, seed=3)
+    assert alone == engine_kwargs(config, seed=3)  # vLLM's one-worker executor, in process
+    launched = colocated_engine_kwargs(config, seed=3, sleep_mode=True, world_size=8)
+    assert launched == {
+        **engine_kwargs(config, seed=3),
+        "distributed_executor_backend": "external_launcher",
+        "enable_sleep_mode": True,
+    }
+
+
+def test_colocated_environment_keeps_the_engine_in_process() -> None:
+    env = {"WORLD_SIZE": "8", "RANK": "3"}
+    assert colocated_environment(env) == 8
+    assert env == {"WORLD_SIZE": "8", "RANK": "3", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    plain: dict[str, str] = {}
+    assert colocated_environment(plain) == 1
+    assert plain == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    with pytest.raises(ValueError, match="VLLM_ENABLE_V1_MULTIPROCESSING is set to '1'"):
+        colocated_environment({"VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
 
 
 def test_sampling_kwargs() -> None:
@@ -223,9 +249,10 @@ class _StandInLLM:
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
+        self.multiprocessing = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
         self.calls: list[tuple[list[dict[str, Any]], Any]] = []
         self.applied: list[Any] = []
-        self.prefix_cache_resets = 0
+        self.events: list[str] = []
 
     def get_tokenizer(self) -> Any:
         return _tiny_tokenizer()
@@ -234,6 +261,7 @@ class _StandInLLM:
         self, inputs: list[dict[str, Any]], params: Any, use_tqdm: bool = True
     ) -> list[Any]:
         self.calls.append((inputs, params))
+        self.events.append("generate")
         return [
             SimpleNamespace(
                 prompt_token_ids=[0] * (i + 1), outputs=[_output(0, [4], [{4: _lp(-0.7)}])]
@@ -246,17 +274,28 @@ class _StandInLLM:
         model.load_weights = lambda weights: model.loaded.extend(weights)
         func(model)
         self.applied.append(model.loaded)
+        self.events.append("apply_model")
         return [None]
 
     def reset_prefix_cache(self) -> None:
-        self.prefix_cache_resets += 1
+        self.events.append("reset_prefix_cache")
+
+    def sleep(self, level: int) -> None:
+        self.events.append(f"sleep({level})")
+
+    def wake_up(self) -> None:
+        self.events.append("wake_up")
+
+
+def _stand_in_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(LLM=_StandInLLM, SamplingParams=dict))
+    # colocated_environment sets it; monkeypatch restores the variable afterwards.
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
 def test_backend_wiring_with_stand_in_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(LLM=_StandInLLM, SamplingParams=dict))
-    monkeypatch.delenv("VLLM_ALLOW_INSECURE_SERIALIZATION", raising=False)
+    _stand_in_vllm(monkeypatch)
     backend = VLLMBackend(VLLMBackendConfig(model="m", limit_images_per_prompt=2), seed=1)
-    assert os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] == "1"
     llm = backend._llm
     assert llm.kwargs == engine_kwargs(backend.config, seed=1)
 
@@ -275,13 +314,38 @@ def test_backend_wiring_with_stand_in_engine(monkeypatch: pytest.MonkeyPatch) ->
     assert [c.request_id for c in completions] == ["a", "b"]
     assert [c.prompt_tokens for c in completions] == [1, 2]
     assert completions[0].samples[0].logprobs == [-0.7]
-
-    weights = [("model.layers.0.mlp.up_proj.weight", object())]
-    backend.update_weights(iter(weights))
-    assert llm.applied == [weights]
-    assert llm.prefix_cache_resets == 1
+    # A separate engine would need the weights serialised: refused.
+    with pytest.raises(RuntimeError, match="needs a colocated engine"):
+        backend.update_weights(iter([]))
     backend.close()
     backend.close()  # idempotent
+
+
+def test_colocated_engine_loads_weights_in_process_and_sleeps_between_rollouts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _stand_in_vllm(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config = VLLMBackendConfig(model="m")
+    backend = VLLMBackend(config, seed=4, colocated=True, sleep_between_rollouts=True)
+    llm = backend._llm
+    assert llm.multiprocessing == "0"  # set before the engine was built
+    assert llm.kwargs == colocated_engine_kwargs(config, seed=4, sleep_mode=True, world_size=2)
+
+    backend.generate([GenerationRequest(prompt="hi")], SamplingParams(seed=1))
+    weights = [("model.layers.0.mlp.up_proj.weight", torch.zeros(3, 2, dtype=torch.bfloat16))]
+    sent = backend.update_weights(iter(weights))
+    assert llm.applied == [weights]
+    assert sent == {"tensors": 1.0, "bytes": 12.0}
+    backend.generate([GenerationRequest(prompt="hi")], SamplingParams(seed=2))
+    assert llm.events == [
+        "generate", "sleep(1)",
+        "wake_up", "apply_model", "reset_prefix_cache",  # weights are loaded awake
+        "generate", "sleep(1)",  # already awake: no second wake-up
+    ]  # fmt: skip
+    backend.close()
+    with pytest.raises(ValueError, match="needs a colocated engine"):
+        VLLMBackend(config, sleep_between_rollouts=True)
 
 
 # -- the real engine (GPU trainer environment only) ----------------------------------------

@@ -97,7 +97,7 @@ def test_library_versions_are_part_of_the_code_version(
 
 def test_pipeline_stage_keys_follow_library_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     from schemas.vas import VPSEstimateConfig
-    from tasks.pipeline import KEY_DISTRIBUTIONS, stage_key
+    from tasks.versions import KEY_DISTRIBUTIONS, stage_key
 
     assert {"torch", "transformers", "accelerate", "vllm", "mmr1-pipeline"} <= set(
         KEY_DISTRIBUTIONS

@@ -84,13 +84,13 @@ def test_sft_presets_validate(preset: str) -> None:
         assert (Path(__file__).parents[1] / config.launch.accelerate_config).is_file()
 
 
-@pytest.mark.parametrize("preset", ["vps-demo", "vps-paper"])
+@pytest.mark.parametrize("preset", ["vps-demo", "vps-paper-3b", "vps-paper-7b"])
 def test_vps_presets_validate(preset: str) -> None:
     from schemas.vas import VPSEstimateConfig
 
     config = load_config(VPSEstimateConfig, preset)
     assert config.rollouts >= 8
-    if preset == "vps-paper":
+    if preset.startswith("vps-paper"):
         assert config.rollouts == 32 and config.sampling.temperature == 0.6
         assert config.backend is not None and config.backend.kind == "vllm"
 

@@ -294,7 +294,13 @@ def test_loader_uses_auto_processor_for_other_checkpoints(
     other = tmp_path / "other"
     shutil.copytree(tiny_dir, other)
     (other / "processor_config.json").unlink()
-    # AutoProcessor silently returns a bare tokenizer here; the loader refuses it for a VLM.
+    # Without torchvision a Qwen-VL checkpoint gets the image-only processor, which needs the
+    # image settings this copy lost: a clear error, not AutoProcessor's bare tokenizer.
+    with pytest.raises(ValueError, match="no image processor settings"):
+        load_processor(other)
+
+    # Where torchvision is installed, AutoProcessor decides; a bare tokenizer is refused.
+    monkeypatch.setattr("mmr1.models.loader.is_torchvision_available", lambda: True)
     with pytest.raises(RuntimeError, match="returned only a tokenizer"):
         load_processor(other)
 

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -225,6 +226,28 @@ def test_serve_stops_on_sigterm_and_reports_a_dead_child(
         servers.serve(print_fn=printed.append)
 
 
+def test_sqlite_settings_apply_to_a_sqlite_server_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmr1.ops.prefect_api import prefect_env
+
+    everywhere, sqlite = servers.SERVER_SETTINGS, servers.SQLITE_SERVER_SETTINGS
+    assert everywhere["PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED"] == "true"  # --watch shows logs
+    assert servers.server_settings({}) == {**everywhere, **sqlite}
+    assert servers.server_settings({"PREFECT_SERVER_DATABASE_TIMEOUT": "5"}) == {
+        k: v for k, v in {**everywhere, **sqlite}.items() if k != "PREFECT_SERVER_DATABASE_TIMEOUT"
+    }
+    postgres = {
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": "postgresql+asyncpg://u:p@db:5432/prefect"
+    }
+    assert not servers.uses_sqlite(postgres) and servers.server_settings(postgres) == everywhere
+    assert servers.uses_sqlite({"PREFECT_API_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:///x.db"})
+    # Every client the stack starts retries a busy server's 503s longer; an explicit
+    # setting wins.
+    monkeypatch.delenv("PREFECT_CLIENT_MAX_RETRIES", raising=False)
+    assert prefect_env("http://127.0.0.1:9/api")["PREFECT_CLIENT_MAX_RETRIES"] == "10"
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "3")
+    assert prefect_env("http://127.0.0.1:9/api")["PREFECT_CLIENT_MAX_RETRIES"] == "3"
+
+
 def test_mlflow_server_refuses_a_remote_tracking_uri(tmp_path: Path) -> None:
     home = HomeConfig(root=tmp_path / "home", mlflow_tracking_uri="http://mlflow.example:5000")
     with pytest.raises(ServiceError, match="not a database or file store"):
@@ -271,9 +294,73 @@ WATCH_TIMEOUT_S = 240
 STACK_BUDGET_S = 300  # server + worker start-up, prefect deploy, inspect, teardown
 
 
+def _prefect_cli(api_url: str, prefect_home: Path, *args: str) -> str:
+    """Stdout of ``prefect ARGS`` against the test's server (fails the test on an error)."""
+    env = {**os.environ, **OFFLINE, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(prefect_home)}
+    command = [sys.executable, "-m", "prefect", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _scheduled_runs(api_url: str, deployment_id: str, timeout: float = 120) -> list[dict]:
+    """The SCHEDULED flow runs of a deployment, once the server's scheduler has made some."""
+    deadline = time.monotonic() + timeout
+    query = {
+        "flow_runs": {
+            "deployment_id": {"any_": [deployment_id]},
+            "state": {"type": {"any_": ["SCHEDULED"]}},
+        },
+        "sort": "EXPECTED_START_TIME_ASC",
+        "limit": 10,
+    }
+    while True:
+        response = httpx.post(f"{api_url}/flow_runs/filter", json=query, timeout=30)
+        response.raise_for_status()
+        if response.json() or time.monotonic() > deadline:
+            return response.json()
+        time.sleep(1.0)
+
+
+def _flow_run_logs(api_url: str, flow_run_id: str, *, tasks: bool = True) -> list[str]:
+    """Log messages of the flow run, oldest first (``tasks`` False: the flow's own only)."""
+    query = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC"}
+    response = httpx.post(f"{api_url}/logs/filter", json={**query, "limit": 200}, timeout=30)
+    response.raise_for_status()
+    return [log["message"] for log in response.json() if tasks or not log["task_run_id"]]
+
+
+def _wait_for_log(
+    api_url: str, flow_run_id: str, match, *, tasks: bool = True, timeout: float = WATCH_TIMEOUT_S
+) -> str:
+    """The first log line of the flow run that ``match`` accepts, once it has been written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in _flow_run_logs(api_url, flow_run_id, tasks=tasks) if match(m)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, _flow_run_logs(api_url, flow_run_id)[-20:]
+        time.sleep(1.0)
+
+
+def _wait_for_final_state(api_url: str, flow_run_id: str) -> dict:
+    deadline = time.monotonic() + WATCH_TIMEOUT_S
+    final_types = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+    while True:
+        response = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=30)
+        response.raise_for_status()
+        state = response.json()["state"]
+        if state["type"] in final_types:
+            return state
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(2 * WATCH_TIMEOUT_S + STACK_BUDGET_S)
-def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
+@pytest.mark.timeout(4 * WATCH_TIMEOUT_S + STACK_BUDGET_S)
+def test_curate_rl_runs_on_a_real_server_and_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.tracking import MlflowClient
 
     from mmr1.catalog import Catalog
@@ -281,7 +368,12 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
     from mmr1.models import build_tiny_model
     from mmr1.tracking import find_runs
     from schemas.models import TinyVLMConfig
+    from schemas.presets import load_config
+    from schemas.vas import VPSEstimateConfig
+    from tasks.parameters import stage_config
 
+    # The server's scheduler makes scheduled runs within a second (default: every 60 s).
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "1")
     home = HomeConfig(root=tmp_path / "home").ensure()
     model = build_tiny_model(TinyVLMConfig(), tmp_path / "tiny-model")
     log_dir = tmp_path / "logs"
@@ -290,7 +382,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
     with servers.local_stack(
         prefect_port=0,
         mlflow_port=0,
-        deploy_names=["curate_rl", "estimate_vps"],
+        deploy_names=["curate_rl", "estimate_vps", "scheduled"],
         home=home,
         prefect_home=tmp_path / "prefect",
         log_dir=log_dir,
@@ -301,6 +393,9 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
         timings["prefect server"] = stack.prefect.startup_s
         assert stack.worker is not None
         timings["worker"] = stack.worker.startup_s
+        # Prefect keeps its SQLite database in WAL mode (readers never block the writer).
+        with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as database:
+            assert database.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert "curate_rl/curate_rl" in stack.deployments
         run_started = time.monotonic()
         result = deployments.run_deployment(
@@ -323,39 +418,66 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
         flow_run.raise_for_status()
         url_tags = [t for t in flow_run.json()["tags"] if t.startswith("mlflow-url:")]
         assert url_tags and url_tags[0].startswith(f"mlflow-url:{stack.mlflow.url}/#/experiments/")
-        # Scheduled re-estimation: the deployment carries its cron, and a run with bare
-        # refs scores the latest pool with the latest checkpoint version.
-        inspect = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
+        assert url_tags[0].endswith("?workflowType=machine_learning")  # the training view
+        # Scheduled re-estimation with the GRPO policy survives toggling its schedule
+        # with the CLI (Prefect 3.9 resets a schedule's own parameters on each update).
+        api, prefect_home = stack.prefect.api_url, tmp_path / "prefect"
+        listed = _prefect_cli(
+            api,
+            prefect_home,
+            "deployment",
+            "schedule",
+            "ls",
+            "estimate_vps/scheduled",
+            "-o",
+            "json",
+        )
+        [schedule] = json.loads(listed)
+        assert schedule["active"] is False and schedule["schedule"] == "cron: 0 */6 * * *"
+        for action in ("resume", "pause", "resume"):
+            _prefect_cli(
+                api,
+                prefect_home,
+                "deployment",
+                "schedule",
+                action,
+                "estimate_vps/scheduled",
+                schedule["id"],
+            )
+        deployed = json.loads(
+            _prefect_cli(
+                api, prefect_home, "deployment", "inspect", "estimate_vps/scheduled", "-o", "json"
+            )
+        )
+        [toggled] = deployed["schedules"]
+        assert toggled["active"] is True and not toggled["parameters"]
+        upcoming = _scheduled_runs(api, deployed["id"])
+        assert upcoming, "the scheduler made no run for the resumed schedule"
+        policy_config = load_config(VPSEstimateConfig, "vps-demo", {"checkpoint": "tiny-grpo"})
+        for run in upcoming:
+            params = run["parameters"]
+            resolved = stage_config(
+                VPSEstimateConfig,
+                params.get("config"),
+                params.get("preset"),
+                params.get("overrides"),
+            )
+            assert resolved.checkpoint == "tiny-grpo", params
+            assert resolved == policy_config
+        # Runs by hand keep the SFT model of the estimate_vps deployment's preset.
+        manual = json.loads(
+            _prefect_cli(
+                api,
+                prefect_home,
                 "deployment",
                 "inspect",
                 "estimate_vps/estimate_vps",
-                "--output",
+                "-o",
                 "json",
-            ],
-            env={
-                **os.environ,
-                **OFFLINE,
-                "PREFECT_API_URL": stack.prefect.api_url,
-                "PREFECT_HOME": str(tmp_path / "prefect"),
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
+            )
         )
-        deployed = json.loads(inspect.stdout)
-        [schedule] = deployed["schedules"]
-        assert schedule["schedule"]["cron"] == "0 */6 * * *"
-        assert schedule["active"] is False
-        # The schedule scores with the GRPO policy; a scheduled run's parameters are
-        # {**deployment, **schedule} (shallow), so its config must name the checkpoint.
-        scheduled = {**deployed["parameters"], **schedule["parameters"]}
-        assert scheduled["config"]["checkpoint"] == "tiny-grpo"
-        assert scheduled["config"]["dataset"] == "synthetic-rl"
+        assert manual["parameters"]["config"]["checkpoint"] == "tiny-sft"
+        assert not manual["schedules"]
         policy = Catalog(home.catalog)
         for seed in (0, 1):
             directory = build_tiny_model(TinyVLMConfig(seed=seed), tmp_path / f"policy-{seed}")
@@ -365,24 +487,49 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
                 uri=str(directory),
                 content_hash=hash_directory(directory),
             )
+        # A partial override: the deployment's preset (vps-demo) keeps its other values.
+        vps_run_overrides = {
+            "dataset": "ops-rl",
+            "checkpoint": "ops-policy",
+            "rollouts": 2,
+            "rewards.num_workers": 0,
+        }
         vps_run = deployments.run_deployment(
             "estimate_vps/estimate_vps",
             stack.prefect.api_url,
             log_dir=log_dir,
-            params={
-                "config": {
-                    "dataset": "ops-rl",
-                    "checkpoint": "ops-policy",
-                    "rollouts": 2,
-                    "sampling": {"max_new_tokens": 6},
-                    "rewards": {"num_workers": 0},
-                }
-            },
+            params={"overrides": vps_run_overrides},
             watch_timeout=WATCH_TIMEOUT_S,
             env={"PREFECT_HOME": str(tmp_path / "prefect")},
             check=False,
         )
         assert vps_run.returncode == 0, f"{vps_run.stdout}\n{stack.worker.process.tail(60)}"
+        # The watch (what a CI job prints) streams the run's log lines, not only events.
+        assert "VPS: " in vps_run.stdout and "registered vps:" in vps_run.stdout
+        # Cancelling a run: it ends Cancelled, and its log says so (not "Running()").
+        long_vps = {"rollouts": 64, "sampling.max_new_tokens": 256, "restart": True}
+        params = {"overrides": {**vps_run_overrides, **long_vps}}
+        started = _prefect_cli(
+            api,
+            prefect_home,
+            "deployment",
+            "run",
+            "estimate_vps/estimate_vps",
+            "--params",
+            json.dumps(params),
+        )
+        cancelled_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
+        _wait_for_log(api, cancelled_id, lambda m: m.startswith("VPS: "))
+        asked = time.monotonic()
+        _prefect_cli(api, prefect_home, "flow-run", "cancel", cancelled_id)
+        state = _wait_for_final_state(api, cancelled_id)
+        timings["cancel settled"] = time.monotonic() - asked
+        assert state["type"] == "CANCELLED", state
+        # The flow's own last line (its task's says Crashed: aborted by the signal).
+        last = _wait_for_log(
+            api, cancelled_id, lambda m: m.startswith("Finished in state"), tasks=False
+        )
+        assert last.startswith("Finished in state Cancelled"), last
         workers = stack.worker.process
     assert not workers.running()
     assert not port_in_use("127.0.0.1", stack.prefect.port)
@@ -403,6 +550,14 @@ def test_curate_rl_runs_on_a_real_server_and_worker(tmp_path: Path) -> None:
     table = catalog.latest_vps_table("ops-rl")
     assert table is not None
     assert (table.dataset_ref, table.checkpoint_ref) == (pool.ref, "ops-policy@2")
+    # Two estimate_vps runs: the partial override, then the cancelled one (KILLED).
+    cancelled, vps = find_runs(home, "estimate_vps")
+    assert (cancelled.info.status, vps.info.status) == ("KILLED", "FINISHED")
+    assert vps.data.params["rollouts"] == "2"
+    assert vps.data.params["sampling.max_new_tokens"] == "96"  # vps-demo's, not the schema's
+    assert vps.data.params["sampling.temperature"] == "1.0"
+    assert vps.data.params["batch_size"] == "16"
+    assert [d.dataset.name for d in vps.inputs.dataset_inputs] == [pool.ref]
 
 
 @pytest.mark.slow  # 8-11 s measured (the server alone starts in 5-6 s)

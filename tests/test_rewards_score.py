@@ -21,6 +21,8 @@ from mmr1.rewards.pool import DeadlinePool
 
 # Pure-Python SymPy work that takes seconds (no guard catches it): only a deadline stops it.
 SLOW_ANSWER = "(a+b+c+d+e)^{24}"
+# Needs math-verify, so it goes to a worker (plain numbers and letters are settled inline).
+HALF = r"\boxed{\frac{1}{2}}"
 
 
 def good(answer: str, think: str = "reasoning") -> str:
@@ -195,7 +197,7 @@ def test_adversarial_answers_finish_within_deadline_as_wrong() -> None:
 
 def test_deadline_kills_stuck_worker_and_later_items_still_score() -> None:
     config = RewardConfig(num_workers=2)
-    score_batch([good("1")], ["1"], config=config)  # warm the shared pool
+    score_batch([good(HALF)], ["0.5"], config=config)  # warm the shared pool
     pool = score_module._POOL
     assert pool is not None
     kills_before, pids_before = pool.kills, set(pool.pids)
@@ -217,9 +219,9 @@ def test_deadline_kills_stuck_worker_and_later_items_still_score() -> None:
 
 
 def test_pool_is_reused_across_calls() -> None:
-    score_batch([good("1")], ["1"])
+    score_batch([good(HALF)], ["0.5"])  # a math item: letters and numbers never reach the pool
     pids = score_module._POOL.pids
-    score_batch([good("2")], ["2"])
+    score_batch([good(r"\boxed{\frac{3}{4}}")], ["0.75"])
     assert score_module._POOL.pids == pids
     assert all(pid is not None and pid != os.getpid() for pid in pids)
 

@@ -256,3 +256,33 @@ def test_math_verify_signal_timeout_is_reported_inline() -> None:
     assert verdict.correct is False
     assert verdict.timed_out is True
     assert elapsed < 4.0
+
+
+def test_quick_verdict_agrees_with_check_answer() -> None:
+    """Where quick_verdict decides (no math-verify), it gives check_answer's exact verdict."""
+    from mmr1.rewards.verify import quick_verdict
+
+    pairs = [
+        ("5", "5", None), ("1,000", "1000", None), ("12.0", "12", None), ("-3", "3", None),
+        ("2", "3", None), ("0.5", r"\frac{1}{2}", None), (r"\frac{1}{2}", "0.5", None),
+        ("Yes", "No", None), ("yes", "Yes", None), ("a cat", "a dog", None), ("B", "B", None),
+        ("(B)", "A", None), ("7", "D", CHOICES), ("0.5", "B", CHOICES),
+        ("the red one", "C", CHOICES), ("3", "A", CHOICES), (r"9^{9^{9^{9}}}", "1", None),
+        ("", "5", None), ("x = 3", "3", None),
+        ("[1, 2)", "[1,2)", None), (r"50\%", "0.5", None), ("5 cm", "5", None), ("10.", "10", None),
+        ("1.0000001", "1", None), ("3", "x", None), ("x", "x", None),
+    ]  # fmt: skip
+    decided = 0
+    for prediction, gold, choices in pairs:
+        quick = quick_verdict(prediction, gold, choices)
+        if quick is not None:
+            decided += 1
+            assert quick == check_answer(prediction, gold, choices), (prediction, gold)
+    # Letters, text, plain numbers and guards are settled; LaTeX, sets, decimals are not.
+    assert quick_verdict("(B)", "A") == (False, False, "choice")
+    assert quick_verdict("1,000", "1000") == (True, False, "math")
+    assert quick_verdict(r"9^{9^{9^{9}}}", "1") == (False, False, "guard:power_tower")
+    assert quick_verdict(r"\frac{1}{2}", "0.5") is None
+    assert quick_verdict("1.0000001", "1") is None  # math-verify's rounding decides
+    assert quick_verdict("0.5", "B", CHOICES) is None  # a choice compared by math-verify
+    assert 14 <= decided < len(pairs)

@@ -405,12 +405,13 @@ def test_vllm_engine_gets_the_new_weights_once_per_changed_step_before_generatin
     assert trainer.rollouts.backend._llm.kwargs["model"] == str(tiny_dir)
     events = StandInLLM.events
     model = trainer.accelerator.unwrap_model(trainer.model)
-    initial = {n: t.clone() for n, t in model.state_dict().items()}
+    # The engine gets every parameter once (the tied head shares the embedding), no buffers.
+    initial = _params(model)
     optimizer_step = trainer.updater.optimizer_step
 
     def step_and_record(params: list[torch.nn.Parameter]) -> tuple[float, bool]:
         result = optimizer_step(params)
-        events.append(("update", {n: t.clone() for n, t in model.state_dict().items()}))
+        events.append(("update", _params(model)))
         return result
 
     trainer.updater.optimizer_step = step_and_record  # type: ignore[method-assign]

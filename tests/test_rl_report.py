@@ -6,7 +6,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from mmr1.rl.report import rollout_stats
+from mmr1.rl.report import rollout_stats, run_summary
 from schemas.generation import CompletionSample
 from schemas.rewards import RewardScore
 
@@ -37,3 +37,33 @@ def test_zero_variance_of_rewards_and_of_accuracies_per_group() -> None:
     assert stats["response/length_max"] == 6
     assert stats["response/truncated_frac"] == pytest.approx(5 / 6)
     assert stats["_tokens"] == 21
+
+
+def test_run_summary_means_and_the_first_and_last_tenth_of_steps() -> None:
+    # 11 steps: the first and last 10% are ceil(1.1) = 2 steps each.
+    history = [
+        {
+            "step": float(i + 1),
+            "reward/accuracy": i / 10,
+            "zero_variance_frac": 0.5 if i < 5 else 1.0,
+            "zero_accuracy_variance_frac": 0.25,
+        }
+        for i in range(11)
+    ]
+    summary = run_summary(history)
+    assert summary == pytest.approx(
+        {
+            "run/zero_variance_frac_mean": (5 * 0.5 + 6 * 1.0) / 11,
+            "run/zero_accuracy_variance_frac_mean": 0.25,
+            "run/accuracy_first_10pct": 0.05,
+            "run/accuracy_last_10pct": 0.95,
+            "run/steps": 11.0,
+        }
+    )
+    assert run_summary(history[:3])["run/accuracy_first_10pct"] == 0.0  # at least one step
+    assert run_summary([]) == {}
+    assert run_summary([{"step": 1.0, "reward/accuracy": 0.5}]) == {
+        "run/accuracy_first_10pct": 0.5,
+        "run/accuracy_last_10pct": 0.5,
+        "run/steps": 1.0,
+    }

@@ -10,6 +10,7 @@ import time
 import pytest
 from PIL import Image
 
+from mmr1.data.families import PALETTE
 from mmr1.data.synthetic import (
     BENCHMARK_SOURCE,
     FAMILIES,
@@ -166,6 +167,7 @@ def test_difficulty_knob_changes_measurable_facts():
         "bar_chart": lambda f: f["n_bars"],
         "compare_length": lambda f: len(f["labels"]),
         "digit_arithmetic": lambda f: len(f["digits"]),
+        "tallest_bar": lambda f: f["n_bars"],
     }
     for family, measure in measures.items():
         means = [
@@ -191,12 +193,64 @@ def test_answers_follow_from_the_facts():
         elif item.family == "bar_chart":
             assert int(item.value) in facts["values"]
             assert 1 <= int(item.value) <= facts["max_value"]
+        elif item.family == "tallest_bar":
+            values, colours = facts["values"], facts["colours"]
+            tallest = max(values)
+            assert values.count(tallest) == 1
+            assert item.value == colours[values.index(tallest)]
+            assert tallest - sorted(values)[-2] == facts["gap"] >= 1
         elif item.family == "compare_length":
             lengths = dict(zip(facts["labels"], facts["lengths"], strict=True))
             assert lengths[item.value] == max(lengths.values())
             assert sorted(lengths.values()).count(max(lengths.values())) == 1
         else:
             assert int(item.value) == facts["result"]
+
+
+def _pixels(item) -> dict[str, list[tuple[int, int]]]:
+    """Palette colour -> the (x, y) pixels of that exact colour in the item's image."""
+    image = Image.open(io.BytesIO(_png(item))).convert("RGB")
+    by_rgb = {rgb: name for name, rgb in PALETTE.items()}
+    found: dict[str, list[tuple[int, int]]] = {}
+    for y in range(image.height):
+        for x in range(image.width):
+            name = by_rgb.get(image.getpixel((x, y)))
+            if name:
+                found.setdefault(name, []).append((x, y))
+    return found
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_shape_colour_levels_set_how_close_the_other_shapes_come(level):
+    items = generate_items(
+        SyntheticConfig(n_items=30, seed=2, families=["shape_color"], difficulties=[level])
+    )
+    low, high = {1: (0.3, 0.45), 2: (0.5, 0.65), 3: (0.7, 0.85)}[level]
+    # Pixel-area ratio of the next-largest shape to the big one (measured: d1 0.10-0.20,
+    # d2 0.26-0.43, d3 0.52-0.71 over 300 items): the levels do not overlap.
+    area_low, area_high = {1: (0.06, 0.23), 2: (0.23, 0.48), 3: (0.48, 0.8)}[level]
+    for item in items:
+        assert low <= item.facts["size_ratio"] <= high
+        areas = {colour: len(px) for colour, px in _pixels(item).items()}
+        # Every shape is drawn, and the big one covers the most pixels, even at level 3.
+        assert set(areas) == {item.value, *item.facts["small_colours"]}
+        ratio = max(areas[c] for c in item.facts["small_colours"]) / areas[item.value]
+        assert area_low <= ratio <= area_high, (item.record.id, ratio)
+
+
+@pytest.mark.parametrize(("level", "gaps"), [(1, {4, 5, 6}), (2, {2, 3}), (3, {1})])
+def test_tallest_bar_levels_set_the_height_gap(level, gaps):
+    items = generate_items(
+        SyntheticConfig(n_items=30, seed=2, families=["tallest_bar"], difficulties=[level])
+    )
+    assert {item.facts["gap"] for item in items} <= gaps
+    assert {item.facts["n_bars"] for item in items} == {level + 1}
+    for item in items:
+        tops = {colour: min(y for _, y in px) for colour, px in _pixels(item).items()}
+        assert set(tops) == set(item.facts["colours"])
+        # The answer's bar reaches highest in the picture (smallest y), strictly.
+        assert min(tops, key=tops.get) == item.value
+        assert sorted(tops.values())[1] > tops[item.value]
 
 
 # ---------------------------------------------------------------------------- teacher

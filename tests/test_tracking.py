@@ -57,6 +57,11 @@ def test_failed_block_marks_run_failed(home) -> None:
         raise RuntimeError("boom")
     [stored] = find_runs(home, "unit-fail")
     assert stored.info.status == "FAILED"
+    # Stopped from outside (Ctrl-C; a cancelled Prefect run's termination signal).
+    with pytest.raises(KeyboardInterrupt), start_run(home, "unit-killed"):
+        raise KeyboardInterrupt
+    [stored] = find_runs(home, "unit-killed")
+    assert stored.info.status == "KILLED"
 
 
 def test_env_tracking_uri_overrides_default(tmp_path: Path, monkeypatch) -> None:
@@ -79,3 +84,67 @@ def test_reads_and_writes_merge_across_handles(home) -> None:
     [stored] = find_runs(home, "unit-merge")
     assert stored.data.tags[TAG_WRITES] == "dataset:a@1,checkpoint:b@1"
     assert stored.data.tags[TAG_READS] == "dataset:z@2"
+
+
+def test_stage_runs_nest_in_the_pipeline_experiment_and_link_from_their_own(home) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from mmr1.tracking import child_runs
+    from mmr1.tracking.runs import MODEL_TRAINING_KIND, TAG_EXPERIMENT_KIND, TAG_NESTED_RUN
+
+    with start_run(home, "unit-pipeline", run_name="unit-pipeline[demo]") as parent:
+        with start_run(
+            home,
+            "unit-stage",
+            run_name="unit-stage[x]",
+            config=_Config(),
+            parent_run_id=parent.run_id,
+        ) as stage:
+            stage.log_metrics({"loss": 0.5}, step=1)
+            stage.log_metrics({"loss": 0.25}, step=2)
+            stage.record_writes(["checkpoint:s@1"])
+        with (
+            pytest.raises(RuntimeError),
+            start_run(home, "unit-stage", run_name="unit-stage[y]", parent_run_id=parent.run_id),
+        ):
+            raise RuntimeError("stage failed")
+    client = MlflowClient(home.tracking_uri)
+    pipeline_experiment = client.get_run(parent.run_id).info.experiment_id
+    # The MLflow UI shows children under their parent within one experiment.
+    children = child_runs(home, parent.run_id)
+    assert [c.info.run_name for c in children] == ["unit-stage[x]", "unit-stage[y]"]
+    assert [c.info.status for c in children] == ["FINISHED", "FAILED"]
+    assert {c.info.experiment_id for c in children} == {pipeline_experiment}
+    assert children[0].info.run_id == stage.run_id
+    assert children[0].data.params == {
+        "name": "x",
+        "inner.lr": "1e-05",
+        "inner.betas": "[0.9, 0.95]",
+    }
+    # The flow's own experiment keeps a link run per stage run: config, final metrics, status.
+    own = client.get_experiment_by_name("mmr1/unit-stage")
+    links = {r.info.run_name: r for r in client.search_runs([own.experiment_id])}
+    assert set(links) == {"unit-stage[x]", "unit-stage[y]"}
+    link = links["unit-stage[x]"]
+    assert link.data.tags[TAG_NESTED_RUN] == stage.run_id
+    assert "mlflow.parentRunId" not in link.data.tags
+    assert (
+        f"#/experiments/{pipeline_experiment}/runs/{stage.run_id}"
+        in link.data.tags["mlflow.note.content"]
+    )
+    assert link.data.metrics == {"loss": 0.25}
+    assert link.data.params == children[0].data.params
+    assert link.data.tags[TAG_WRITES] == "checkpoint:s@1"
+    assert (link.info.status, links["unit-stage[y]"].info.status) == ("FINISHED", "FAILED")
+    # find_runs lists each run of a flow once, wherever it lives.
+    assert [r.info.run_id for r in find_runs(home, "unit-stage")] == [
+        c.info.run_id for c in reversed(children)
+    ]
+    # Every experiment is a model-training one for the MLflow UI, old ones included.
+    old = client.create_experiment("mmr1/unit-old", artifact_location=home.artifacts.as_uri())
+    with start_run(home, "unit-old"):
+        pass
+    for name in ("mmr1/unit-pipeline", "mmr1/unit-stage", "mmr1/unit-old"):
+        tags = client.get_experiment_by_name(name).tags
+        assert tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING_KIND == "custom_model_development"
+    assert client.get_experiment(old).tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING_KIND

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from mmr1.data.io import decode_image
+from mmr1.data.io import decode_image, write_sft_dataset
 from mmr1.data.synthetic import encode_png, generate_items, to_sft_record
 from mmr1.models import build_tiny_model, load_policy
 from mmr1.train.data import (
     IGNORE_INDEX,
+    MicroBatchCollator,
     SFTCollator,
-    SFTDataset,
     SFTEncoder,
+    SFTSamples,
     record_messages,
 )
 from mmr1.train.loss import token_cross_entropy
+from mmr1.train.rows import SFTRows
 from mmr1.train.sampling import (
+    SampleKey,
     SampleStream,
     StepBatchSampler,
     micro_batches_for_step,
+    row_hashes,
     split_train_eval,
 )
 from schemas.models import TinyVLMConfig
@@ -159,26 +164,43 @@ def synthetic_records(n: int) -> list[SFTRecord]:
     return [to_sft_record(item) for item in generate_items(SyntheticConfig(n_items=n))]
 
 
-def test_too_long_samples_are_dropped_and_counted_never_cut(encoder: SFTEncoder) -> None:
+def test_too_long_samples_are_dropped_when_drawn_never_cut(
+    encoder: SFTEncoder, tmp_path: Path
+) -> None:
     records = synthetic_records(24)
+    write_sft_dataset(records, tmp_path / "data")
     full = [encoder.encode(r) for r in records]
     lengths = sorted(s.num_tokens for s in full)
     cutoff = lengths[len(lengths) // 2]
-    data = SFTDataset(records, encoder, cutoff_len=cutoff)
-    too_long = [r.id for r, s in zip(records, full, strict=True) if s.num_tokens > cutoff]
-    assert too_long and data.stats.dropped_too_long == len(too_long)
-    assert data.stats.dropped_ids == too_long
-    assert len(data) == len(records) - len(too_long)
-    by_id = {r.id: s for r, s in zip(records, full, strict=True)}
-    for i, rid in enumerate(data.record_ids):
-        kept = data[i]
-        assert torch.equal(kept.input_ids, by_id[rid].input_ids)  # untouched, not truncated
-        assert int(kept.mm_token_type_ids.sum()) == 4
+    rows = SFTRows(tmp_path / "data")
+    every_row = np.arange(len(records))
+    data = SFTSamples(rows, every_row, encoder, cutoff_len=cutoff)
+    too_long = [i for i, s in enumerate(full) if s.num_tokens > cutoff]
+    assert 0 < len(too_long) < len(records)
+    for i, s in enumerate(full):
+        drawn = data[SampleKey(i, first_epoch=i % 2 == 0)]
+        assert drawn.record_id == records[i].id and drawn.num_tokens == s.num_tokens
+        if i in too_long:
+            assert drawn.sample is None
+        else:  # untouched, not truncated
+            assert torch.equal(drawn.sample.input_ids, s.input_ids)
+            assert int(drawn.sample.mm_token_type_ids.sum()) == 4
+
+    # A micro-batch leaves dropped samples out and counts them (first-epoch ones apart).
+    collate = MicroBatchCollator(SFTCollator(encoder.tokenizer.pad_token_id, is_vlm=True))
+    keys = [SampleKey(i, first_epoch=i % 2 == 0) for i in range(8)]
+    batch = collate([data[k] for k in keys])
+    long_here = [i for i in range(8) if i in too_long]
+    assert batch.dropped == len(long_here) and batch.samples == 8 - len(long_here)
+    assert batch.dropped_first_epoch == sum(1 for i in long_here if i % 2 == 0)
+    assert batch.dropped_ids == [records[i].id for i in long_here if i % 2 == 0]
+    assert batch.tensors["input_ids"].shape[0] == batch.samples
 
     # A cutoff inside the image-token run of every sample: all dropped, nothing crashes.
     first_image = int(full[0].mm_token_type_ids.nonzero()[0])
-    none_fit = SFTDataset(records, encoder, cutoff_len=first_image + 2, cache=False)
-    assert len(none_fit) == 0 and none_fit.stats.dropped_too_long == len(records)
+    none_fit = SFTSamples(rows, every_row, encoder, cutoff_len=first_image + 2)
+    empty = collate([none_fit[i] for i in range(4)])
+    assert empty.tensors is None and empty.samples == 0 and empty.dropped == 4
 
 
 def test_collator_pads_right_and_mixes_image_and_text_items(policy, encoder: SFTEncoder) -> None:
@@ -251,18 +273,37 @@ def test_global_batches_do_not_depend_on_the_process_split() -> None:
     # Epoch e is a permutation seeded by seed + e; batches run across epoch boundaries.
     assert stream.indices(0, 10) == torch.randperm(10, generator=stream.generator(0)).tolist()
     assert sorted(stream.indices(10, 10)) == list(range(10))
-    assert stream.indices(8, 4) == stream.permutation(0)[8:] + stream.permutation(1)[:2]
+    assert stream.indices(8, 4) == [
+        *stream.permutation(0)[8:].tolist(),
+        *stream.permutation(1)[:2].tolist(),
+    ]
     sampler = StepBatchSampler(
-        stream, start_step=2, stop_step=4, micro_batch_size=2, grad_accum=2, rank=1, world_size=2
+        stream, start_step=0, stop_step=2, micro_batch_size=2, grad_accum=2, rank=1, world_size=2
     )
-    assert len(sampler) == 4 and list(sampler)[0] == stream.indices(2 * 8 + 4, 2)
+    keys = list(sampler)
+    assert len(sampler) == len(keys) == 4
+    assert [k.index for k in keys[2]] == stream.indices(1 * 8 + 4, 2)
+    # Positions 4..7 (step 0) are in epoch 0; step 1's are 12..15: epoch 1 (n=10).
+    assert [[k.first_epoch for k in mb] for mb in keys] == [[True] * 2] * 2 + [[False] * 2] * 2
 
 
-def test_eval_split_is_seeded_disjoint_and_non_empty() -> None:
+def test_eval_split_is_a_seeded_hash_of_the_row_index() -> None:
     train, held = split_train_eval(40, 0.05, seed=0)
-    assert len(held) == 2 and sorted(train + held) == list(range(40))
-    assert split_train_eval(40, 0.05, seed=0) == (train, held)
-    assert split_train_eval(40, 0.05, seed=1) != (train, held)
+    assert len(held) == 2 and sorted([*train, *held]) == list(range(40))
+    # The held-out rows are the ones with the smallest hashes: a function of the index only.
+    hashes = row_hashes(40, seed=0)
+    assert held.tolist() == sorted(np.argsort(hashes)[:2].tolist())
+    assert row_hashes(1000, seed=0)[:40].tolist() == hashes.tolist()
+    assert len(set(row_hashes(100_000, seed=0).tolist())) == 100_000
+    again = split_train_eval(40, 0.05, seed=0)
+    assert again[0].tolist() == train.tolist() and again[1].tolist() == held.tolist()
+    assert split_train_eval(40, 0.05, seed=1)[1].tolist() != held.tolist()
     assert len(split_train_eval(5, 0.01, seed=0)[1]) == 1  # at least one item
-    assert split_train_eval(1, 0.5, seed=0) == ([0], [])
-    assert split_train_eval(10, 0.0, seed=0) == (list(range(10)), [])
+    assert len(split_train_eval(10, 0.5, seed=0)[1]) == 5
+    one_train, one_held = split_train_eval(1, 0.5, seed=0)
+    assert one_train.tolist() == [0] and one_held.tolist() == []
+    assert split_train_eval(10, 0.0, seed=0)[0].tolist() == list(range(10))
+    # At a million rows: an exact count, and the held-out rows spread over the file.
+    big_train, big_held = split_train_eval(1_000_000, 0.01, seed=0)
+    assert len(big_held) == 10_000 and len(big_train) == 990_000
+    assert 4_500 < int((big_held < 500_000).sum()) < 5_500  # ~5,000 in each half

@@ -10,8 +10,11 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
+from mmr1.data.io import read_sft_dataset
 from mmr1.generation.hf import HFBackend
 from mmr1.models import load_policy
+from mmr1.train.data import SFTEncoder
+from mmr1.train.sampling import SampleStream
 from mmr1.train.schedule import build_scheduler, lr_multiplier, warmup_steps
 from mmr1.train.sft import SFTRecipe, read_result, run_sft, vision_tower
 from schemas.generation import GenerationRequest, HFBackendConfig, SamplingParams
@@ -229,21 +232,27 @@ def test_too_long_everything_is_a_clear_error(tiny_dir, sft_data, tmp_path) -> N
         )
 
 
-def test_small_cutoff_drops_and_reports(tiny_dir, sft_data, tmp_path) -> None:
-    lengths = []
-    recipe = SFTRecipe(config(), tiny_dir, sft_data, tmp_path / "probe")
-    recipe.setup()
-    lengths = sorted(recipe.train_data.lengths)
-    cutoff = lengths[len(lengths) // 2]
+def test_small_cutoff_drops_when_drawn_and_counts_each_sample_once(
+    tiny_dir, sft_data, tmp_path
+) -> None:
+    policy = load_policy(tiny_dir, device="cpu")
+    encoder = SFTEncoder(policy.processor, is_vlm=True)
+    lengths = [encoder.encode(r).num_tokens for r in read_sft_dataset(sft_data)]
+    cutoff = sorted(lengths)[len(lengths) // 2]
+    too_long = {row for row, n in enumerate(lengths) if n > cutoff}
+    # 40 rows, 8 a step: steps 1-5 are epoch 0 (every row once), 6-10 epoch 1.
     result = run_sft(
-        config(cutoff_len=cutoff, max_steps=1),
+        config(cutoff_len=cutoff, max_steps=10),
         model_path=tiny_dir,
         dataset_path=sft_data,
         output_dir=tmp_path / "run",
     )
-    expected = sum(1 for n in lengths if n > cutoff)
-    assert result.dropped_too_long == expected > 0
-    assert result.train_samples == len(lengths) - expected
+    order = SampleStream(40, seed=0).indices(0, 40)
+    expected = [len(too_long & set(order[: 8 * step])) for step in range(1, 6)]
+    assert 0 < expected[0] < expected[-1] == len(too_long)
+    drops = [h["dropped_too_long"] for h in result.history]
+    assert drops == expected + [len(too_long)] * 5  # met once, never counted again
+    assert result.dropped_too_long == len(too_long) and result.train_samples == 40
 
 
 def test_bf16_autocast_after_an_fp32_run_in_the_same_process(tiny_dir, sft_data, tmp_path) -> None:

@@ -101,7 +101,7 @@ def test_vps_record_is_frozen() -> None:
 
 
 def test_paper_preset_uses_the_raw_outcome_variance() -> None:
-    score = load_config(VPSEstimateConfig, "vps-paper").score
+    score = load_config(VPSEstimateConfig, "vps-paper-7b").score
     assert (score.alpha, score.beta, score.ovs_scale) == (0.8, 0.2, 1.0)
     record = variance_promotion_score(
         [1, 0, 1, 0], [[1, 2, 3]] * 4, score.alpha, score.beta, score.ovs_scale

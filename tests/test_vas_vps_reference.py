@@ -1,9 +1,9 @@
 """The fast TDS internals of mmr1/vas/vps.py against plain readable implementations.
 
-vps.py counts n-grams once per trajectory with numpy and computes Levenshtein
-distances bit-parallel; the references below are the textbook forms (Counter of
-n-gram tuples per hypothesis/reference pair, the O(|a| |b|) table). They must
-agree exactly, not approximately.
+vps.py counts n-grams once per trajectory with numpy and takes Levenshtein
+distances from rapidfuzz (mmr1.edit_distance); the references below are the
+textbook forms (Counter of n-gram tuples per hypothesis/reference pair, the
+O(|a| |b|) table). They must agree exactly, not approximately.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from mmr1.edit_distance import dense_ids, levenshtein, pairwise_levenshtein
 from mmr1.vas import vps
 
 Token = int | str
@@ -105,8 +106,34 @@ def test_levenshtein_equals_table(seed: int) -> None:
         # Lengths past 64 and 128 so the bit vectors span several machine words.
         a = [rng.choice(vocabulary) for _ in range(rng.choice([0, 1, 3, 70, 150]))]
         b = [rng.choice(vocabulary) for _ in range(rng.choice([0, 1, 5, 65, 140]))]
-        assert vps._levenshtein(a, b) == reference_levenshtein(a, b)
-        assert vps._levenshtein(b, a) == reference_levenshtein(a, b)
+        assert levenshtein(a, b) == reference_levenshtein(a, b)
+        assert levenshtein(b, a) == reference_levenshtein(a, b)
+        text_a, text_b = "".join(map(str, a)), "".join(map(str, b))
+        assert levenshtein(text_a, text_b) == reference_levenshtein(text_a, text_b)
+
+
+def test_levenshtein_compares_tokens_by_equality_not_by_hash() -> None:
+    # hash(-1) == hash(-2) and hash(2**61 - 1) == hash(0): still different tokens.
+    assert hash(-1) == hash(-2) and hash(2**61 - 1) == hash(0)
+    assert levenshtein([-1, 5], [-2, 5]) == 1
+    assert levenshtein([2**61 - 1], [0]) == 1
+    assert pairwise_levenshtein([[-1], [-2], [-1]]) == [1, 0, 1]
+    # Equal as dict keys means equal tokens, as in the table (1 == 1.0 == True).
+    assert levenshtein([1, "the"], [1.0, "the"]) == reference_levenshtein([1, "the"], [1.0, "the"])
+    assert levenshtein(["the", "cat"], ["the", "hat"]) == 1
+    assert dense_ids([[7, "a"], ["a", 9]]) == [[0, 1], [1, 2]]
+
+
+def test_pairwise_levenshtein_order_and_edit_normalisation() -> None:
+    rollouts: list[list[Token]] = [[1, 2, 3], [1, 3], [], [4, 5, 6, 7]]
+    expected = [
+        reference_levenshtein(rollouts[i], rollouts[j]) for i in range(4) for j in range(i + 1, 4)
+    ]
+    assert pairwise_levenshtein(rollouts) == expected == [1, 3, 4, 2, 4, 4]
+    # edit TDS: mean of lev / longer length over the 6 pairs; () vs () would be 0.
+    normalised = [1 / 3, 3 / 3, 4 / 4, 2 / 2, 4 / 4, 4 / 4]
+    assert vps.trajectory_diversity(rollouts, "edit") == sum(normalised) / 6
+    assert vps.trajectory_diversity([[], []], "edit") == 0.0
 
 
 def test_public_scores_equal_reference_on_long_rollouts() -> None:
@@ -123,4 +150,4 @@ def test_public_scores_equal_reference_on_long_rollouts() -> None:
         for i in range(5)
         for j in range(i + 1, 5)
     ]
-    assert vps.trajectory_diversity(rollouts, "edit") == pytest.approx(sum(pairs) / len(pairs))
+    assert vps.trajectory_diversity(rollouts, "edit") == sum(pairs) / len(pairs)

@@ -8,7 +8,7 @@ from mmr1.catalog.errors import (
     CatalogLockTimeout,
     CatalogNotFoundError,
 )
-from mmr1.catalog.refs import KINDS, Ref, parse_ref
+from schemas.refs import KINDS, Ref, parse_ref
 
 __all__ = [
     "KINDS",

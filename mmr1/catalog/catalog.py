@@ -10,7 +10,7 @@ checkpoints and VPS tables:
   insert share one transaction, and (name, version) and (name, content_hash)
   are unique, so concurrent writers can neither collide nor leave gaps;
 - ``name`` alone means the latest version; ``kind:`` prefixes disambiguate a
-  name used by several kinds (see ``mmr1.catalog.refs``);
+  name used by several kinds (see ``schemas.refs``);
 - lineage edges (child -> parents) live in one table and are written once, when
   the version is created.
 
@@ -30,7 +30,6 @@ from mmr1.catalog import store
 from mmr1.catalog.connection import run_transaction
 from mmr1.catalog.errors import CatalogError
 from mmr1.catalog.migrations import apply_migrations
-from mmr1.catalog.refs import KINDS, Ref, check_name, parse_ref
 from schemas.catalog import (
     CheckpointEntry,
     DatasetEntry,
@@ -40,6 +39,7 @@ from schemas.catalog import (
     StageRunEntry,
     VPSTableEntry,
 )
+from schemas.refs import KINDS, Ref, check_name, parse_ref
 
 Con = store.Con
 Entry = store.Entry
@@ -63,6 +63,11 @@ class Catalog:
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r})"
+
+    def _location(self, location: str) -> str:
+        """Stored form of a file location: relative to the catalog's directory when inside it
+        (the home can then be moved or copied whole); entries always read back absolute."""
+        return store.stored_location(location, self.path.parent)
 
     def _run(self, work: Callable[[Con], T]) -> T:
         return run_transaction(self.path, work, lock_timeout_s=self.lock_timeout_s)
@@ -95,7 +100,7 @@ class Catalog:
             raise ValueError(f"dataset {name!r}: row_count must be >= 0, got {row_count}")
         values = {
             "kind": kind,
-            "uri": str(uri),
+            "uri": self._location(str(uri)),
             "row_count": int(row_count),
             "columns": store.to_json({str(k): str(v) for k, v in columns.items()}, "columns"),
             "prefect_flow_run_id": prefect_flow_run_id,
@@ -208,7 +213,7 @@ class Catalog:
         parent_refs = _parse_parents(parents)
         values = {
             "stage": stage,
-            "uri": str(uri),
+            "uri": self._location(str(uri)),
             "step": step,
             "metrics": store.to_json(_float_map(metrics or {}, "metrics"), "metrics"),
             "config": store.to_json(dict(config or {}), "config"),
@@ -263,7 +268,7 @@ class Catalog:
         data_ref = _typed_ref(dataset_ref, "dataset")
         model_ref = _typed_ref(checkpoint_ref, "checkpoint")
         values = {
-            "uri": str(uri),
+            "uri": self._location(str(uri)),
             "row_count": int(row_count),
             "stats": store.to_json(dict(stats or {}), "stats"),
             "prefect_flow_run_id": prefect_flow_run_id,
@@ -333,10 +338,14 @@ class Catalog:
         predictions_uri: str | None = None,
         prefect_flow_run_id: str | None = None,
         mlflow_run_id: str | None = None,
+        result_key: str | None = None,
     ) -> EvalResultEntry:
         """Record the scores of a checkpoint (which must exist) on a benchmark split.
 
-        Every call adds a result: evaluating twice keeps both, newest last.
+        ``result_key`` identifies what produced the result (generations, scorer and
+        code): a result with the same checkpoint, benchmark, split and key already
+        recorded is returned unchanged, so a resumed or retried evaluation records
+        once. Without a key every call adds a result (newest last).
         """
         _require_text(benchmark=benchmark, split=split, scorer=scorer)
         model_ref = _typed_ref(checkpoint_ref, "checkpoint")
@@ -347,11 +356,20 @@ class Catalog:
 
         def work(con: Con) -> EvalResultEntry:
             checkpoint = store.require(con, model_ref, "checkpoint")
+            if result_key is not None:
+                found = store.rows(
+                    con,
+                    store.SELECT_EVAL + " WHERE e.checkpoint_id = ? AND e.benchmark = ? AND "
+                    "e.split = ? AND e.result_key = ? ORDER BY e.created_at LIMIT 1",
+                    [checkpoint.id, benchmark, split, result_key],
+                )
+                if found:
+                    return EvalResultEntry(**found[0])
             result_id = uuid.uuid4().hex
             con.execute(
                 "INSERT INTO eval_results (id, checkpoint_id, benchmark, split, scorer, n_items, "
                 "metrics, breakdown, predictions_uri, created_at, prefect_flow_run_id, "
-                "mlflow_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "mlflow_run_id, result_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     result_id,
                     checkpoint.id,
@@ -361,10 +379,11 @@ class Catalog:
                     int(n_items),
                     metrics_json,
                     breakdown_json,
-                    predictions_uri,
+                    self._location(predictions_uri) if predictions_uri else None,
                     store.now(),
                     prefect_flow_run_id,
                     mlflow_run_id,
+                    result_key,
                 ],
             )
             rows = store.rows(con, store.SELECT_EVAL + " WHERE e.id = ?", [result_id])

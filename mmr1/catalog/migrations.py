@@ -152,6 +152,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX stage_runs_key ON stage_runs (key);
         """,
     ),
+    Migration(
+        4,
+        "eval results keyed by what produced them, so a resumed evaluation records once",
+        """
+        ALTER TABLE eval_results ADD COLUMN result_key VARCHAR;
+        CREATE INDEX eval_results_key ON eval_results (checkpoint_id, benchmark, split, result_key);
+        """,
+    ),
 )
 
 

@@ -10,19 +10,20 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 
 from mmr1.catalog.errors import CatalogAmbiguousRefError, CatalogNotFoundError
-from mmr1.catalog.refs import KINDS, Ref
 from schemas.catalog import (
     CheckpointEntry,
     DatasetEntry,
     QuarantinedRow,
     VPSTableEntry,
 )
+from schemas.refs import KINDS, Ref
 
 Entry = DatasetEntry | CheckpointEntry | VPSTableEntry
 Con = duckdb.DuckDBPyConnection
@@ -60,6 +61,8 @@ SELECT_EVAL = """
 _JSON_FIELDS = frozenset(
     {"columns", "metadata", "metrics", "config", "stats", "breakdown", "inputs"}
 )
+#: Columns holding locations: stored relative to the catalog file's directory when inside it.
+PATH_FIELDS = frozenset({"uri", "predictions_uri"})
 _QUARANTINE_VIEW = "incoming_quarantine"
 
 
@@ -77,17 +80,42 @@ def to_json(value: Any, field: str) -> str:
 
 
 def rows(con: Con, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Run a query and return its rows as dicts, JSON columns decoded."""
+    """Run a query and return its rows as dicts, JSON columns decoded, locations absolute."""
     con.execute(sql, list(params))
     names = [column[0] for column in con.description or ()]
     out = []
+    anchor: Path | None = None
     for values in con.fetchall():
         row = dict(zip(names, values, strict=True))
         for key in _JSON_FIELDS & row.keys():
             if row[key] is not None:
                 row[key] = json.loads(row[key])
+        for key in PATH_FIELDS & row.keys():
+            if is_relative_location(row[key]):
+                anchor = anchor or Path(database_path(con)).parent
+                row[key] = str(anchor / row[key])
         out.append(row)
     return out
+
+
+def is_relative_location(value: Any) -> bool:
+    """A stored location relative to the catalog's directory (not absolute, not a URI)."""
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and "://" not in value
+        and not (Path(value).is_absolute())
+    )
+
+
+def stored_location(location: str, anchor: Path) -> str:
+    """What to store for ``location``: relative to ``anchor`` (the catalog file's directory)
+    when it lies inside it, so a home can be moved or copied whole; else the absolute path
+    (URIs such as ``hf://...`` unchanged)."""
+    if "://" in location:
+        return location
+    path = Path(location).expanduser().absolute()  # a relative path means from here
+    return path.relative_to(anchor).as_posix() if path.is_relative_to(anchor) else location
 
 
 def scalar(con: Con, sql: str, params: Sequence[Any] = ()) -> Any:

@@ -17,26 +17,36 @@ programmatic trace, judged once (``attempts`` = 1).
 The per-shard rejection loop is the unit of :func:`~mmr1.data.shards.run_sharded`:
 a killed run resumes at the first unfinished shard, and since every seed
 derives from (seed, shard, round), the result equals an uninterrupted run's.
+A caller streaming more rows than fit in memory computes :func:`cot_plan` over
+all row ids once and calls :func:`generate_cot` on groups of whole shards
+(:func:`~mmr1.data.shards.shard_groups`) with that plan: same shards, same seeds.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from mmr1.cot.teacher import synthetic_solution
+from mmr1.cot.teacher import TeacherSolution, synthetic_solution
 from mmr1.data.frame import QUARANTINE_SCHEMA, StepResult, ensure_raw_schema
 from mmr1.data.requests import backend_identity, build_requests
-from mmr1.data.shards import derive_seed, run_sharded, step_fingerprint
+from mmr1.data.shards import (
+    ShardPlan,
+    derive_seed,
+    run_shard_group,
+    run_sharded,
+    step_fingerprint,
+)
 from mmr1.generation import GenerationBackend
 from mmr1.prompts import training_prompt
 from mmr1.rewards import score_batch
-from schemas.curation import CoTConfig, ModelTeacher
+from schemas.curation import CoTConfig, ExistingTeacher, ModelTeacher
 from schemas.records import ChatTurn, ImageData, SFTRecord
 from schemas.rewards import RewardConfig
 from schemas.synthetic import SyntheticConfig
@@ -54,6 +64,7 @@ KEPT_COLUMNS = (
     "type",
     "response",
     "attempts",
+    "problem_is_prompt",
 )
 #: What a shard writes: one row per question.
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
@@ -202,6 +213,27 @@ def _synthetic_shard(
         "row_id", "source", "source_row_id", "problem", "answer", "choices"
     ).to_dicts()
     solutions = [synthetic_solution(r, templates) for r in records]
+    return _judged_once(records, solutions, config, rewards)
+
+
+def _existing_shard(rows: pl.DataFrame, config: CoTConfig, rewards: RewardConfig) -> pl.DataFrame:
+    """The data's own chains of thought (``response``), judged once like generated ones."""
+    records = rows.select("row_id", "answer", "choices", "response").to_dicts()
+    missing = (
+        "the row has no chain of thought: teacher 'existing' keeps the gpt turn of a source in "
+        "the sharegpt layout (conversations), and this row came from another layout"
+    )
+    solutions = [TeacherSolution(r["response"], "" if r["response"] else missing) for r in records]
+    return _judged_once(records, solutions, config, rewards)
+
+
+def _judged_once(
+    records: Sequence[Mapping[str, Any]],
+    solutions: Sequence[TeacherSolution],
+    config: CoTConfig,
+    rewards: RewardConfig,
+) -> pl.DataFrame:
+    """Outcomes of one CoT per question (or none, with the reason in the solution)."""
     solved = [i for i, s in enumerate(solutions) if s.trace is not None]
     verdicts = judge_cots(
         [solutions[i].trace or "" for i in solved],
@@ -244,40 +276,14 @@ def _synthetic_shard(
 # ------------------------------------------------------------------ entry point
 
 
-def generate_cot(
-    frame: pl.DataFrame,
+def _cot_params(
     config: CoTConfig,
-    out_dir: Path,
     seed: int,
-    *,
-    backend: GenerationBackend | None = None,
-    rewards: RewardConfig | None = None,
-    synthetic_configs: Mapping[str, SyntheticConfig] | None = None,
-    restart: bool = False,
-) -> StepResult:
-    """One verified long CoT per question, or a quarantined row saying why not.
-
-    Args:
-        frame: curation rows (``row_id``, ``source``, ``source_row_id``,
-            ``problem``, ``answer``, ``images``, ``choices``, ``type``).
-        config: teacher, attempts, sampling and filters.
-        out_dir: shard directory (resumable; see :mod:`mmr1.data.shards`).
-        seed: base seed; round ``r`` of shard ``s`` uses ``derive_seed(seed, "cot", s, r)``.
-        backend: the model teacher's backend, built by the caller from
-            ``config.teacher.backend`` (required for a ``ModelTeacher``, ignored
-            for the synthetic one). Not closed here.
-        rewards: verification deadline and workers (default ``RewardConfig()``).
-        synthetic_configs: source name -> the ``SyntheticConfig`` it was generated
-            with, for the synthetic teacher (default distribution otherwise).
-        restart: clear ``out_dir``'s shards first.
-
-    Returns:
-        ``kept``: one row per accepted question with ``KEPT_COLUMNS``;
-        ``quarantined``: ``cot_rejected`` (detail like "4 attempts: 3 wrong
-        answer, 1 bad format") and ``no_teacher_solution`` rows.
-    """
-    rewards = rewards or RewardConfig()
-    frame = ensure_raw_schema(frame)
+    backend: GenerationBackend | None,
+    rewards: RewardConfig,
+    synthetic_configs: Mapping[str, SyntheticConfig] | None,
+) -> dict[str, object]:
+    """The parameters that identify a CoT run (its shards' fingerprint)."""
     teacher = config.teacher
     params: dict[str, object] = {
         "step": "cot",
@@ -299,6 +305,63 @@ def generate_cot(
             name: cfg.model_dump(mode="json")
             for name, cfg in sorted((synthetic_configs or {}).items())
         }
+    return params
+
+
+def cot_plan(
+    row_ids: Iterable[str],
+    config: CoTConfig,
+    seed: int,
+    *,
+    backend: GenerationBackend | None = None,
+    rewards: RewardConfig | None = None,
+    synthetic_configs: Mapping[str, SyntheticConfig] | None = None,
+) -> ShardPlan:
+    """The shard plan of a CoT run over rows with these ids (in order; read once)."""
+    params = _cot_params(config, seed, backend, rewards or RewardConfig(), synthetic_configs)
+    return ShardPlan.of(params, row_ids, config.shard_size)
+
+
+def generate_cot(
+    frame: pl.DataFrame,
+    config: CoTConfig,
+    out_dir: Path,
+    seed: int,
+    *,
+    backend: GenerationBackend | None = None,
+    rewards: RewardConfig | None = None,
+    synthetic_configs: Mapping[str, SyntheticConfig] | None = None,
+    restart: bool = False,
+    plan: ShardPlan | None = None,
+) -> StepResult:
+    """One verified long CoT per question, or a quarantined row saying why not.
+
+    Args:
+        frame: curation rows (``row_id``, ``source``, ``source_row_id``,
+            ``problem``, ``answer``, ``images``, ``choices``, ``type``).
+        config: teacher, attempts, sampling and filters.
+        out_dir: shard directory (resumable; see :mod:`mmr1.data.shards`).
+        seed: base seed; round ``r`` of shard ``s`` uses ``derive_seed(seed, "cot", s, r)``.
+        backend: the model teacher's backend, built by the caller from
+            ``config.teacher.backend`` (required for a ``ModelTeacher``, ignored
+            for the synthetic one). Not closed here.
+        rewards: verification deadline and workers (default ``RewardConfig()``).
+        synthetic_configs: source name -> the ``SyntheticConfig`` it was generated
+            with, for the synthetic teacher (default distribution otherwise).
+        restart: clear ``out_dir``'s shards first.
+        plan: :func:`cot_plan` of the whole run when ``frame`` is one group of
+            whole shards of it (positioned at its first shard); None: ``frame``
+            is the whole run.
+
+    Returns:
+        ``kept``: one row per accepted question with ``KEPT_COLUMNS``;
+        ``quarantined``: ``cot_rejected`` (detail like "4 attempts: 3 wrong
+        answer, 1 bad format") and ``no_teacher_solution`` rows.
+    """
+    rewards = rewards or RewardConfig()
+    frame = _with_chat_columns(ensure_raw_schema(frame))
+    teacher = config.teacher
+    params = _cot_params(config, seed, backend, rewards, synthetic_configs)
     row_ids = frame["row_id"].to_list()
 
     def process(indices: Sequence[int], shard: int) -> pl.DataFrame:
@@ -308,19 +371,31 @@ def generate_cot(
         if isinstance(teacher, ModelTeacher):
             assert backend is not None
             return _model_shard(rows, shard, backend, config, teacher.system, seed, rewards)
+        if isinstance(teacher, ExistingTeacher):
+            return _existing_shard(rows, config, rewards)
         return _synthetic_shard(rows, config, synthetic_configs, rewards)
 
-    outcomes = run_sharded(
-        list(range(frame.height)),
-        key=lambda i: row_ids[i],
-        process=process,
-        out_dir=out_dir,
-        shard_size=config.shard_size,
-        fingerprint=step_fingerprint(params, row_ids),
-        restart=restart,
-        desc="long CoT",
-    )
-    joined = frame.join(outcomes, on="row_id", how="left", maintain_order="left")
+    indices = list(range(frame.height))
+    if plan is None:
+        outcomes = run_sharded(
+            indices,
+            key=lambda i: row_ids[i],
+            process=process,
+            out_dir=out_dir,
+            shard_size=config.shard_size,
+            fingerprint=step_fingerprint(params, row_ids),
+            restart=restart,
+            desc="long CoT",
+        )
+    else:
+        if plan.shard_size != config.shard_size:
+            raise ValueError(
+                f"generate_cot: plan has shards of {plan.shard_size}, config {config.shard_size}"
+            )
+        outcomes = run_shard_group(
+            indices, row_ids, process, out_dir, plan, restart=restart, desc="long CoT"
+        )
+    joined = frame.drop("response").join(outcomes, on="row_id", how="left", maintain_order="left")
     kept = joined.filter(pl.col("status") == ACCEPTED).select(KEPT_COLUMNS)
     quarantined = (
         joined.filter(pl.col("status") != ACCEPTED)
@@ -338,22 +413,51 @@ def generate_cot(
     return result
 
 
+def _with_chat_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add the ShareGPT columns (``response``, ``problem_is_prompt``) as nulls where missing."""
+    missing = {"response": pl.String, "problem_is_prompt": pl.Boolean}
+    return frame.with_columns(
+        pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in missing.items()
+        if name not in frame.columns
+    )
+
+
 def to_sft_records(kept: pl.DataFrame) -> list[SFTRecord]:
     """MMR1-SFT rows from :func:`generate_cot`'s kept frame (id = ``row_id``).
 
-    The human turn is ``training_prompt(problem, choices)``, the gpt turn the
-    accepted CoT; write them with :func:`mmr1.data.io.write_sft_dataset`.
+    The human turn is ``training_prompt(problem, choices)``, or the problem itself
+    when it already is the whole user turn (``problem_is_prompt``: a ShareGPT
+    source); the gpt turn is the accepted CoT. Write them with
+    :func:`mmr1.data.io.write_sft_dataset`.
     """
-    records = []
-    columns = ("row_id", "problem", "choices", "response", "images", "answer", "type", "source")
-    for row in kept.select(columns).iter_rows(named=True):
-        records.append(
-            SFTRecord(
+    return list(iter_sft_records([kept]))
+
+
+def iter_sft_records(frames: Iterable[pl.DataFrame]) -> Iterator[SFTRecord]:
+    """:func:`to_sft_records` of a stream of kept frames, one record at a time."""
+    columns = (
+        "row_id",
+        "problem",
+        "choices",
+        "response",
+        "images",
+        "answer",
+        "type",
+        "source",
+        "problem_is_prompt",
+    )
+    for kept in frames:
+        for row in _with_chat_columns(kept).select(columns).iter_rows(named=True):
+            human = (
+                row["problem"]
+                if row["problem_is_prompt"]
+                else training_prompt(row["problem"], row["choices"])
+            )
+            yield SFTRecord(
                 id=row["row_id"],
                 conversations=[
-                    ChatTurn.model_validate(
-                        {"from": "human", "value": training_prompt(row["problem"], row["choices"])}
-                    ),
+                    ChatTurn.model_validate({"from": "human", "value": human}),
                     ChatTurn.model_validate({"from": "gpt", "value": row["response"]}),
                 ],
                 images=[ImageData(**image) for image in row["images"] or []],
@@ -361,5 +465,3 @@ def to_sft_records(kept: pl.DataFrame) -> list[SFTRecord]:
                 type=row["type"] or "unknown",
                 source=row["source"] or "unknown",
             )
-        )
-    return records

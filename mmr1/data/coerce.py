@@ -9,7 +9,10 @@ a column of an unusable type raises ``SourceError``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -31,9 +34,17 @@ CHUNK_SCHEMA: dict[str, pl.DataType] = {
     "choices": pl.List(pl.String()),
     "type": pl.String(),
     "difficulty": pl.Int64(),
+    # ShareGPT sources only (``mmr1.data.sharegpt``): the gpt turn, and whether ``problem``
+    # is the whole user prompt.
+    "response": pl.String(),
+    "problem_is_prompt": pl.Boolean(),
     "_reason": pl.String(),
     "_detail": pl.String(),
 }
+
+
+#: Chunk columns a layout conversion fills in directly (never mapped from a source column).
+PASSTHROUGH = {"response": "__response", "problem_is_prompt": "__problem_is_prompt"}
 
 
 class SourceError(ValueError):
@@ -55,12 +66,14 @@ def python_row(record: dict[str, Any], columns: dict[str, str], strict: bool) ->
     """One JSON object -> chunk values; raises ``RowError`` naming the bad field."""
     row: dict[str, Any] = {
         "_id": py_id(record.get(columns["id"]), strict),
-        "problem": _py_text(record.get(columns["problem"]), "problem", strict),
-        "answer": _py_text(record.get(columns["answer"]), "answer", strict, lists=True),
+        "problem": py_text(record.get(columns["problem"]), "problem", strict),
+        "answer": py_text(record.get(columns["answer"]), "answer", strict, lists=True),
         "images": _py_images(record.get(columns["images"]), strict),
         "choices": _py_choices(record.get(columns["choices"]), strict),
-        "type": _py_text(record.get(columns["type"]), "type", strict),
+        "type": py_text(record.get(columns["type"]), "type", strict),
         "difficulty": _py_int(record.get(columns["difficulty"])),
+        "response": record.get(PASSTHROUGH["response"]),
+        "problem_is_prompt": record.get(PASSTHROUGH["problem_is_prompt"]),
     }
     return row
 
@@ -81,7 +94,8 @@ def _py_str(value: Any, name: str, strict: bool) -> str:
     return text
 
 
-def _py_text(value: Any, name: str, strict: bool, *, lists: bool = False) -> str | None:
+def py_text(value: Any, name: str, strict: bool, *, lists: bool = False) -> str | None:
+    """A text field's value as a string (numbers, booleans, UTF-8 bytes; lists for answers)."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -94,6 +108,12 @@ def _py_text(value: Any, name: str, strict: bool, *, lists: bool = False) -> str
         except UnicodeDecodeError:
             raise RowError("invalid_utf8", f"field '{name}' is not valid UTF-8") from None
     if lists and isinstance(value, list | tuple):
+        bad = [type(v).__name__ for v in value if not isinstance(v, str | int | float | bool)]
+        if bad:
+            raise RowError(
+                "invalid_field",
+                f"field '{name}': a list answer must hold numbers or text, got {bad[0]} items",
+            )
         return _py_str(str(list(value)), name, strict)  # MathVista list answers: "[2014, 2016]"
     raise RowError("invalid_field", f"field '{name}': expected text, got {type(value).__name__}")
 
@@ -132,7 +152,7 @@ def _py_choices(value: Any, strict: bool) -> list[str | None] | None:
             raise RowError(
                 "invalid_field", f"field 'choices'[{i}]: expected text, got {type(item).__name__}"
             )
-        options.append(None if item is None else _py_text(item, f"choices[{i}]", strict))
+        options.append(None if item is None else py_text(item, f"choices[{i}]", strict))
     return options or None
 
 
@@ -143,11 +163,43 @@ def _py_images(value: Any, strict: bool) -> list[dict[str, Any]]:
     return [_py_image(item, i, strict) for i, item in enumerate(items)]
 
 
+#: Leading bytes of the image formats an inline (base64) image may hold.
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
+
+
+def inline_image(text: str) -> bytes | None:
+    """The bytes of an image written inline as a data URL or plain base64, else None.
+
+    Exported datasets often store images as ``data:image/png;base64,...`` or bare
+    base64 strings; a string that is neither (or does not decode to a known image
+    format) is a path.
+    """
+    if text.startswith("data:"):
+        header, sep, payload = text.partition(",")
+        if not sep or ";base64" not in header:
+            return None
+        try:
+            return base64.b64decode(payload, validate=False)
+        except (binascii.Error, ValueError):
+            return None
+    if len(text) < 64 or not _BASE64.match(text[:4096]):
+        return None
+    try:
+        data = base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    return data if data.startswith(_IMAGE_MAGIC) else None
+
+
 def _py_image(item: Any, i: int, strict: bool) -> dict[str, Any]:
     name = f"images[{i}]"
     if item is None:
         return {"bytes": None, "path": None}
     if isinstance(item, str):
+        data = inline_image(item)
+        if data is not None:
+            return {"bytes": data, "path": None}
         return {"bytes": None, "path": _py_str(item, name, strict)}
     if isinstance(item, bytes | bytearray):
         return {"bytes": bytes(item), "path": None}
@@ -171,21 +223,41 @@ def _py_image(item: Any, i: int, strict: bool) -> dict[str, Any]:
 
 
 def coerce_chunk(
-    frame: pl.DataFrame, columns: dict[str, str], file_id: int, offset: int
+    frame: pl.DataFrame,
+    columns: dict[str, str],
+    file_id: int,
+    offset: int,
+    row_errors: dict[int, tuple[str, str]] | None = None,
+    *,
+    first_pos: int = 0,
 ) -> pl.DataFrame:
     """Source columns of one file -> a chunk in ``CHUNK_SCHEMA`` (columnar where the
-    Arrow type allows; Python only for binary-text, nested-answer and JSON-string columns)."""
+    Arrow type allows; Python only for binary-text, nested-answer and JSON-string columns).
+
+    ``row_errors`` (row -> (reason, detail)) marks rows a layout conversion already
+    found bad; they win over coercion errors. The ``PASSTHROUGH`` columns are taken
+    as they are when the frame has them. ``offset`` numbers the rows in the source
+    (``_index``), ``first_pos`` in their file (``_pos``).
+    """
     n = frame.height
     base = pl.DataFrame(
         {
             "_index": pl.int_range(offset, offset + n, eager=True, dtype=pl.Int64),
             "_file": pl.repeat(file_id, n, dtype=pl.Int32, eager=True),
-            "_pos": pl.int_range(0, n, eager=True, dtype=pl.Int64),
+            "_pos": pl.int_range(first_pos, first_pos + n, eager=True, dtype=pl.Int64),
         }
     )
     reasons: list[str | None] = [None] * n
     details: list[str | None] = [None] * n
+    for row, (reason, detail) in (row_errors or {}).items():
+        reasons[row], details[row] = reason, detail
     out: list[pl.Series] = []
+    for target, column in PASSTHROUGH.items():
+        dtype = CHUNK_SCHEMA[target]
+        if column in frame.columns:
+            out.append(frame.get_column(column).cast(dtype).alias(target))
+        else:
+            out.append(pl.Series(target, [None] * n, dtype=dtype))
     for name, coerce in _COERCERS.items():
         target = "_id" if name == "id" else name
         column = columns[name]
@@ -231,7 +303,7 @@ def _text_series(series: pl.Series, name: str) -> tuple[pl.Series, _Errors]:
     if isinstance(dtype, pl.Enum):
         return series.cast(pl.String), {}
     lists = name == "answer"
-    return _python_column(series, lambda v: _py_text(v, name, False, lists=lists), pl.String())
+    return _python_column(series, lambda v: py_text(v, name, False, lists=lists), pl.String())
 
 
 def _id_series(series: pl.Series, name: str) -> tuple[pl.Series, _Errors]:

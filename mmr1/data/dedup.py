@@ -45,17 +45,31 @@ other's buckets and windows. Within a bucket, a row is compared
 with the ``BUCKET_WINDOW`` rows before it and with the bucket's first row, so
 the work stays linear in bucket size; every candidate is verified exactly as
 stated above.
+
+Bounded memory (:func:`deduplicate_batches`): a first pass over the rows, batch
+by batch, keeps only a :class:`DedupSketch` of each row (a 128-bit hash of its
+exact key, its MinHash signature, answer and image-set digests, perceptual
+hashes: about ``16 + 4 * num_perm + 40`` bytes) and its ``row_id``; the
+verdicts are computed on those arrays, and a second pass splits each batch into
+kept and quarantined rows. Exact keys compare by their 128-bit hash (two
+independent 64-bit polars hashes): different keys collide with probability
+about ``rows^2 / 2^129``. :func:`deduplicate` is the same on one in-memory frame,
+so results do not depend on the batch size.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from mmr1.data.frame import QUARANTINE_SCHEMA, StepResult, empty_quarantine, require_columns
+from mmr1.data.signature_store import MemorySignatures, SignatureStore, SpilledSignatures
 from mmr1.data.sketches import (
     WORD_HASH_SEED,
-    band_keys,
     bit_bands,
     combine64,
     connected_components,
@@ -74,25 +88,51 @@ REQUIRED_COLUMNS = (
     "image_sha256",
     "image_phash",
 )
+#: What the first pass reads of each row.
+SKETCH_COLUMNS = ("row_id", "problem_norm", "answer", "image_sha256", "image_phash")
 REASONS = ("duplicate_exact", "duplicate_near_text", "duplicate_near_image")
 BUCKET_WINDOW = 16  # compare with this many preceding rows of a bucket (and its first row)
 _EXACT, _NEAR_TEXT, _NEAR_IMAGE = 1, 2, 3
 _VERIFY_CHUNK = 65_536  # candidate pairs verified per chunk (bounds the signature gather)
 _TEXT_FAMILY = np.uint64(0x54455854)  # "TEXT": salts keys of the two candidate families
 _IMAGE_FAMILY = np.uint64(0x494D4147)  # "IMAG"
+_EXACT_SEEDS = (0x65786163, 0x74313238)  # "exac", "t128": two 64-bit halves of the exact key
 
 
-def exact_first_positions(frame: pl.DataFrame) -> np.ndarray:
-    """Position of the first row with the same exact key, for every row, ``shape: (rows,)``."""
-    keys = frame.select(
+def _exact_keys(frame: pl.DataFrame) -> np.ndarray:
+    """128-bit hash of each row's exact key (problem_norm, answer, image set), ``(rows, 2)``."""
+    key = pl.struct(
         pl.col("problem_norm").cast(pl.String).fill_null("").alias("k_problem"),
         _answer_key().alias("k_answer"),
         _image_set_text().alias("k_images"),
     )
-    first = keys.with_row_index("pos").select(
-        pl.col("pos").first().over(["k_problem", "k_answer", "k_images"])
+    halves = frame.select(
+        key.hash(seed=_EXACT_SEEDS[0]).alias("a"), key.hash(seed=_EXACT_SEEDS[1]).alias("b")
     )
-    return first.to_series().to_numpy().astype(np.int64)
+    return np.stack([halves[:, 0].to_numpy(), halves[:, 1].to_numpy()], axis=1).astype(np.uint64)
+
+
+def _first_positions(keys: np.ndarray) -> np.ndarray:
+    """Position of the first row with the same key, for every row (``keys``: ``(rows, 2)``).
+
+    A stable sort by key keeps equal keys in row order, so each run of equal keys
+    starts with its first row (numpy: about 40 bytes a row, no hash table).
+    """
+    rows = len(keys)
+    order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable
+    ranked = keys[order]
+    starts = np.ones(rows, dtype=bool)
+    starts[1:] = (ranked[1:] != ranked[:-1]).any(axis=1)
+    del ranked
+    run_start = np.maximum.accumulate(np.where(starts, np.arange(rows), 0))
+    first = np.empty(rows, dtype=np.int64)
+    first[order] = order[run_start]
+    return first
+
+
+def exact_first_positions(frame: pl.DataFrame) -> np.ndarray:
+    """Position of the first row with the same exact key, for every row, ``shape: (rows,)``."""
+    return _first_positions(_exact_keys(frame))
 
 
 def _answer_key() -> pl.Expr:
@@ -107,18 +147,53 @@ def _image_set_text() -> pl.Expr:
     )
 
 
-class _NearInputs:
-    """Per-row sketches of the rows taking part in near-duplicate search."""
+@dataclass
+class DedupSketch:
+    """What deduplication keeps of each row: flat arrays, no text and no images."""
 
-    def __init__(self, frame: pl.DataFrame, config: DedupConfig) -> None:
-        self.rows = frame.height
-        self.signatures = text_minhash(
-            frame["problem_norm"].cast(pl.String),
-            config.shingle_words,
-            config.num_perm,
-            config.seed,
-        )
-        self.text_keys = band_keys(self.signatures, config.bands)
+    exact: np.ndarray  # (rows, 2) uint64: hash of the exact key
+    signatures: SignatureStore | None  # MinHash of problem_norm; None when no near rule is on
+    answer: np.ndarray  # (rows,) uint64 digest of the normalised answer
+    n_images: np.ndarray  # (rows,) int64
+    image_set: np.ndarray  # (rows,) uint64 digest of the image set
+    phash_ok: np.ndarray  # (rows,) bool: every image has a perceptual hash
+    phash: np.ndarray  # uint64, CSR values: row i owns phash[phash_offsets[i]:phash_offsets[i+1]]
+    phash_offsets: np.ndarray  # (rows + 1,) int64
+
+
+class _Sketcher:
+    """Fills a :class:`DedupSketch` of ``rows`` rows batch by batch.
+
+    Signatures go to memory, or to files under ``spill`` (see ``mmr1.data.signature_store``).
+    """
+
+    def __init__(self, rows: int, config: DedupConfig, spill: Path | None = None) -> None:
+        self.rows, self.config, self.filled = rows, config, 0
+        self.signatures: SignatureStore | None = None
+        if config.near_text or config.near_image:
+            shape = (rows, config.num_perm, config.bands)
+            self.signatures = (
+                MemorySignatures(*shape) if spill is None else SpilledSignatures(spill, *shape)
+            )
+        self.parts: dict[str, list[np.ndarray]] = {
+            name: [] for name in ("exact", "answer", "n_images", "image_set", "phash_ok", "phash")
+        }
+        self.phash_lengths: list[np.ndarray] = []
+
+    def add(self, frame: pl.DataFrame) -> None:
+        n, start = frame.height, self.filled
+        if start + n > self.rows:
+            raise RuntimeError(f"deduplicate: more than the {self.rows} rows announced")
+        config = self.config
+        if self.signatures is not None:
+            self.signatures.append(
+                text_minhash(
+                    frame["problem_norm"].cast(pl.String),
+                    config.shingle_words,
+                    config.num_perm,
+                    config.seed,
+                )
+            )
         info = frame.select(
             # 64-bit digest of the normalised answer: near pairs must agree on it.
             _answer_key().hash(seed=WORD_HASH_SEED).alias("answer"),
@@ -136,12 +211,69 @@ class _NearInputs:
             .list.eval(pl.element().fill_null(0))
             .alias("phash"),
         )
-        self.answer = info["answer"].to_numpy().astype(np.uint64)
-        self.n_images = info["n_images"].to_numpy()
-        self.image_set = info["image_set"].to_numpy().astype(np.uint64)
-        self.phash_ok = info["phash_ok"].to_numpy() & (self.n_images > 0)
-        self.phash, self.phash_offsets = list_values(info["phash"])
-        self.phash = self.phash.astype(np.uint64)
+        n_images = info["n_images"].to_numpy()
+        phash, offsets = list_values(info["phash"])
+        self.parts["exact"].append(_exact_keys(frame))
+        self.parts["answer"].append(info["answer"].to_numpy().astype(np.uint64))
+        self.parts["n_images"].append(n_images)
+        self.parts["image_set"].append(info["image_set"].to_numpy().astype(np.uint64))
+        self.parts["phash_ok"].append(info["phash_ok"].to_numpy() & (n_images > 0))
+        self.parts["phash"].append(phash.astype(np.uint64))
+        self.phash_lengths.append(np.diff(offsets))
+        self.filled += n
+
+    def finish(self) -> DedupSketch:
+        if self.filled != self.rows:
+            raise RuntimeError(f"deduplicate: {self.filled} rows read, {self.rows} announced")
+        if self.signatures is not None:
+            self.signatures.finish()
+        joined = {
+            name: np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+            for name, parts in self.parts.items()
+        }
+        offsets = np.zeros(self.rows + 1, dtype=np.int64)
+        if self.phash_lengths:
+            np.cumsum(np.concatenate(self.phash_lengths), out=offsets[1:])
+        return DedupSketch(
+            exact=joined["exact"].reshape(self.rows, 2),
+            signatures=self.signatures,
+            answer=joined["answer"].astype(np.uint64),
+            n_images=joined["n_images"].astype(np.int64),
+            image_set=joined["image_set"].astype(np.uint64),
+            phash_ok=joined["phash_ok"].astype(bool),
+            phash=joined["phash"].astype(np.uint64),
+            phash_offsets=offsets,
+        )
+
+
+class _NearInputs:
+    """The sketches of the rows taking part in near-duplicate search (a view by row index).
+
+    Signatures are not copied: :meth:`signatures` and :meth:`band_key` gather them
+    from the sketch's store.
+    """
+
+    def __init__(self, sketch: DedupSketch, rows: np.ndarray) -> None:
+        assert sketch.signatures is not None, "near-duplicate search needs signatures"
+        self.rows = len(rows)
+        self._store = sketch.signatures
+        self._index = rows  # sorted: the survivors of the exact rule
+        self.answer = sketch.answer[rows]
+        self.n_images = sketch.n_images[rows]
+        self.image_set = sketch.image_set[rows]
+        self.phash_ok = sketch.phash_ok[rows]
+        lengths = np.diff(sketch.phash_offsets)[rows]
+        self.phash_offsets = np.zeros(self.rows + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self.phash_offsets[1:])
+        shift = np.repeat(sketch.phash_offsets[rows] - self.phash_offsets[:-1], lengths)
+        self.phash = sketch.phash[np.arange(int(self.phash_offsets[-1])) + shift]
+
+    def signatures(self, positions: np.ndarray) -> np.ndarray:
+        """Signatures of the rows at ``positions`` (sorted, distinct)."""
+        return self._store.take(self._index[positions])
+
+    def band_key(self, band: int) -> np.ndarray:
+        return self._store.band_key(self._index, band)
 
 
 def _bucket_pairs(keys: np.ndarray, positions: np.ndarray, rows: int) -> np.ndarray:
@@ -201,8 +333,8 @@ def _candidate_pairs(near: _NearInputs, config: DedupConfig) -> np.ndarray:
         image_positions = np.repeat(image_rows, ranges.shape[1])
     set_keys = combine64(combine64(_TEXT_FAMILY, near.answer), near.image_set)
     found = []
-    for band in range(near.text_keys.shape[1]):
-        text_key = near.text_keys[:, band]
+    for band in range(config.bands):
+        text_key = near.band_key(band)
         keys, owners = [], []
         if config.near_text:
             keys.append(combine64(text_key, set_keys))
@@ -226,9 +358,12 @@ def _verify(
     normalised answer is checked here again, like every other condition.
     """
     jaccard = np.empty(len(u), dtype=np.float64)
+    rows = np.unique(np.concatenate([u, v]))
+    table = near.signatures(rows)  # the candidates' signatures, gathered once
+    u_at, v_at = np.searchsorted(rows, u), np.searchsorted(rows, v)
     for s in range(0, len(u), _VERIFY_CHUNK):
-        a = near.signatures[u[s : s + _VERIFY_CHUNK]]
-        b = near.signatures[v[s : s + _VERIFY_CHUNK]]
+        a = table[u_at[s : s + _VERIFY_CHUNK]]
+        b = table[v_at[s : s + _VERIFY_CHUNK]]
         jaccard[s : s + _VERIFY_CHUNK] = (a == b).mean(axis=1)
     same_answer = near.answer[u] == near.answer[v]
     text_near = (jaccard >= config.text_threshold) & same_answer  # both near rules need both
@@ -259,16 +394,15 @@ def _verify(
 
 
 def _near_duplicates(
-    frame: pl.DataFrame, config: DedupConfig
+    near: _NearInputs, config: DedupConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Near-duplicate clusters of ``frame``, as arrays over its rows.
+    """Near-duplicate clusters of the rows of ``near``, as arrays over them.
 
     Returns ``(kept, matched, rule, jaccard, distance)``: the cluster's first
     row (the row itself for rows that stay), and for duplicates the row of
     their verified pair with the smallest position, that pair's rule,
     estimated Jaccard and largest per-image Hamming distance.
     """
-    near = _NearInputs(frame, config)
     packed = _candidate_pairs(near, config)
     u = (packed >> np.uint64(32)).astype(np.int64)
     v = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
@@ -306,64 +440,116 @@ def deduplicate(frame: pl.DataFrame, config: DedupConfig) -> StepResult:
     and ``duplicate_of`` = the ``row_id`` of the row kept in its place.
     """
     require_columns(frame, REQUIRED_COLUMNS, "deduplicate")
-    rows = frame.height
-    if rows == 0:
-        return StepResult(frame, empty_quarantine())
-    positions = np.arange(rows, dtype=np.int64)
-    kept_as = positions.copy()  # the row kept in each row's place
-    matched = positions.copy()
-    rules = np.zeros(rows, dtype=np.int8)
-    jaccards = np.zeros(rows)
-    distances = np.zeros(rows, dtype=np.int64)
-    if config.exact:
-        kept_as = exact_first_positions(frame)
-        rules[kept_as != positions] = _EXACT
-        matched = kept_as.copy()
-    if config.near_text or config.near_image:
-        survivors = positions[rules == 0]
-        if len(survivors) > 1:
-            columns = frame.select("problem_norm", "answer", "image_sha256", "image_phash")
-            near = _near_duplicates(columns[survivors], config)
-            kept, hit, rule, jaccard, distance = near
-            is_dup = kept != np.arange(len(survivors))
-            dup = survivors[is_dup]
-            kept_as[dup] = survivors[kept[is_dup]]
-            matched[dup] = survivors[hit[is_dup]]
-            rules[dup] = rule[is_dup]
-            jaccards[dup] = jaccard[is_dup]
-            distances[dup] = distance[is_dup]
-            # An exact duplicate of a row the near rules removed points at that row's keeper.
-            kept_as = kept_as[kept_as]
-    quarantined = rules > 0
+
+    def read(columns: Sequence[str] | None) -> list[pl.DataFrame]:
+        return [frame if columns is None else frame.select(columns)]
+
+    results = list(deduplicate_batches(read, frame.height, config))
     return StepResult(
-        kept=frame.filter(pl.Series(~quarantined)),
-        quarantined=_quarantine(
-            frame, np.flatnonzero(quarantined), kept_as, matched, rules, jaccards, distances
-        ),
+        kept=pl.concat([r.kept for r in results], how="vertical"),
+        quarantined=pl.concat([r.quarantined for r in results], how="vertical"),
     )
 
 
+def deduplicate_batches(
+    read: Callable[[Sequence[str] | None], Iterable[pl.DataFrame]],
+    rows: int,
+    config: DedupConfig,
+    *,
+    spill: Path | None = None,
+) -> Iterator[StepResult]:
+    """:func:`deduplicate` over rows read twice in batches, one result per batch.
+
+    ``read(columns)`` must yield the same ``rows`` rows in the same order each
+    time it is called, as frames of any sizes, with only ``columns`` (all columns
+    for None). The first pass sketches :data:`SKETCH_COLUMNS`; the second yields
+    each batch's kept rows and its duplicates. ``spill``: a directory for the
+    MinHash signatures and band keys (``4 * num_perm + 8 * bands`` bytes a row),
+    which then stay out of memory; the caller removes it.
+    """
+    sketcher = _Sketcher(rows, config, spill)
+    row_ids = [pl.Series("row_id", [], dtype=pl.String)]
+    for frame in read(SKETCH_COLUMNS):
+        require_columns(frame, SKETCH_COLUMNS, "deduplicate")
+        sketcher.add(frame)
+        row_ids.append(frame["row_id"].cast(pl.String))
+    verdicts = _decide(sketcher.finish(), config)
+    ids = pl.concat(row_ids, rechunk=True)
+    del row_ids, sketcher
+    start = 0
+    for frame in read(None):
+        require_columns(frame, REQUIRED_COLUMNS, "deduplicate")
+        end = start + frame.height
+        if end > rows:
+            raise RuntimeError(f"deduplicate: the second pass read more than {rows} rows")
+        duplicate = verdicts.rules[start:end] > 0
+        yield StepResult(
+            kept=frame.filter(pl.Series(~duplicate)),
+            quarantined=_quarantine(frame, ids, start, np.flatnonzero(duplicate), verdicts),
+        )
+        start = end
+    if start != rows:
+        raise RuntimeError(f"deduplicate: the second pass read {start} rows, the first {rows}")
+
+
+@dataclass
+class _Verdicts:
+    """Per row: the row kept in its place, the row it matched, rule, Jaccard, phash distance."""
+
+    kept_as: np.ndarray
+    matched: np.ndarray
+    rules: np.ndarray
+    jaccards: np.ndarray
+    distances: np.ndarray
+
+
+def _decide(sketch: DedupSketch, config: DedupConfig) -> _Verdicts:
+    rows = len(sketch.exact)
+    positions = np.arange(rows, dtype=np.int64)
+    verdicts = _Verdicts(
+        kept_as=positions.copy(),
+        matched=positions.copy(),
+        rules=np.zeros(rows, dtype=np.int8),
+        jaccards=np.zeros(rows),
+        distances=np.zeros(rows, dtype=np.int64),
+    )
+    if config.exact and rows:
+        verdicts.kept_as = _first_positions(sketch.exact)
+        verdicts.rules[verdicts.kept_as != positions] = _EXACT
+        verdicts.matched = verdicts.kept_as.copy()
+    if config.near_text or config.near_image:
+        survivors = positions[verdicts.rules == 0]
+        if len(survivors) > 1:
+            near = _near_duplicates(_NearInputs(sketch, survivors), config)
+            kept, hit, rule, jaccard, distance = near
+            is_dup = kept != np.arange(len(survivors))
+            dup = survivors[is_dup]
+            verdicts.kept_as[dup] = survivors[kept[is_dup]]
+            verdicts.matched[dup] = survivors[hit[is_dup]]
+            verdicts.rules[dup] = rule[is_dup]
+            verdicts.jaccards[dup] = jaccard[is_dup]
+            verdicts.distances[dup] = distance[is_dup]
+            # An exact duplicate of a row the near rules removed points at that row's keeper.
+            verdicts.kept_as = verdicts.kept_as[verdicts.kept_as]
+    return verdicts
+
+
 def _quarantine(
-    frame: pl.DataFrame,
-    dup: np.ndarray,
-    kept_as: np.ndarray,
-    matched: np.ndarray,
-    rules: np.ndarray,
-    jaccards: np.ndarray,
-    distances: np.ndarray,
+    frame: pl.DataFrame, row_ids: pl.Series, start: int, dup: np.ndarray, verdicts: _Verdicts
 ) -> pl.DataFrame:
+    """Quarantine rows of the batch ``frame`` (rows ``start...`` of the whole input)."""
     if len(dup) == 0:
         return empty_quarantine()
-    row_ids = frame["row_id"].cast(pl.String)
+    rows = start + dup
     table = pl.DataFrame(
         {
             "source": frame["source"].cast(pl.String).gather(dup),
             "source_row_id": frame["source_row_id"].cast(pl.String).gather(dup),
-            "rule": rules[dup],
-            "jaccard": jaccards[dup],
-            "distance": distances[dup],
-            "matched": row_ids.gather(matched[dup]),
-            "duplicate_of": row_ids.gather(kept_as[dup]),
+            "rule": verdicts.rules[rows],
+            "jaccard": verdicts.jaccards[rows],
+            "distance": verdicts.distances[rows],
+            "matched": row_ids.gather(verdicts.matched[rows]),
+            "duplicate_of": row_ids.gather(verdicts.kept_as[rows]),
         }
     )
     jaccard_text = pl.col("jaccard").round(2).cast(pl.String).str.pad_end(4, "0")

@@ -12,6 +12,12 @@ docs/METHOD.md section 2. Two steps:
    (``p <= hard_at``) or ``medium``, quarantines the buckets not in
    ``config.keep`` and, with ``balance_by_type`` and ``target_size``, keeps a
    type-balanced subset (water-filling quotas, see :func:`balanced_quotas`).
+
+Bounded memory: a caller streaming its rows computes :func:`pass_rate_plan`
+once, estimates groups of whole shards with ``plan=`` (same shards and seeds as
+one call over all rows), keeps only :data:`RATED_COLUMNS` of the rated rows,
+and :func:`filter_batches` decides on those and applies the verdict batch by
+batch.
 """
 
 from __future__ import annotations
@@ -19,14 +25,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 
 from mmr1.data.frame import QUARANTINE_SCHEMA, StepResult, empty_quarantine
 from mmr1.data.requests import backend_identity, build_requests
-from mmr1.data.shards import derive_seed, run_sharded, step_fingerprint
+from mmr1.data.shards import (
+    ShardPlan,
+    derive_seed,
+    run_shard_group,
+    run_sharded,
+    step_fingerprint,
+)
 from mmr1.generation import GenerationBackend
 from mmr1.rewards import score_batch
 from schemas.curation import DifficultyConfig
@@ -39,11 +51,39 @@ PASS_RATE_SCHEMA: dict[str, pl.DataType] = {
     "pass_rate": pl.Float64(),
     "n_rollouts": pl.Int64(),
 }
+#: What :func:`filter_batches` needs of each rated row (the rest is read again).
+RATED_COLUMNS = ("row_id", "source", "source_row_id", "type", "pass_rate", "n_rollouts")
 BUCKET_REASONS = {"easy": "too_easy", "hard": "too_hard", "medium": "medium_filtered"}
 UNKNOWN_TYPE = "unknown"
 
 
 # ------------------------------------------------------------------ pass rates
+
+
+def _rate_params(
+    config: DifficultyConfig, seed: int, backend: GenerationBackend, rewards: RewardConfig
+) -> dict[str, object]:
+    return {
+        "step": "difficulty",
+        "rollouts": config.rollouts,
+        "sampling": config.sampling,
+        "seed": seed,
+        "backend": backend_identity(backend),
+        "rewards": rewards.model_dump(exclude={"num_workers"}),
+    }
+
+
+def pass_rate_plan(
+    row_ids: Iterable[str],
+    backend: GenerationBackend,
+    config: DifficultyConfig,
+    seed: int,
+    *,
+    rewards: RewardConfig | None = None,
+) -> ShardPlan:
+    """The shard plan of a pass-rate estimate over rows with these ids (read once)."""
+    params = _rate_params(config, seed, backend, rewards or RewardConfig())
+    return ShardPlan.of(params, row_ids, config.shard_size)
 
 
 def estimate_pass_rates(
@@ -55,6 +95,7 @@ def estimate_pass_rates(
     *,
     rewards: RewardConfig | None = None,
     restart: bool = False,
+    plan: ShardPlan | None = None,
 ) -> pl.DataFrame:
     """``frame`` plus ``pass_rate`` (float in [0, 1]) and ``n_rollouts`` (= K), same row order.
 
@@ -62,6 +103,8 @@ def estimate_pass_rates(
     Shards of ``config.shard_size`` questions are written under ``out_dir``;
     a rerun with the same inputs, config, backend and seed reuses them.
     ``rewards`` sets the verification deadline and workers (default RewardConfig()).
+    ``plan``: :func:`pass_rate_plan` of the whole run when ``frame`` is one group
+    of whole shards of it (positioned at its first shard).
     """
     rewards = rewards or RewardConfig()
     missing = {"row_id", "problem", "answer", "images", "choices"} - set(frame.columns)
@@ -69,17 +112,6 @@ def estimate_pass_rates(
         raise ValueError(f"estimate_pass_rates: frame lacks columns {sorted(missing)}")
     frame = frame.drop([c for c in ("pass_rate", "n_rollouts") if c in frame.columns])
     row_ids = frame["row_id"].to_list()
-    fingerprint = step_fingerprint(
-        {
-            "step": "difficulty",
-            "rollouts": config.rollouts,
-            "sampling": config.sampling,
-            "seed": seed,
-            "backend": backend_identity(backend),
-            "rewards": rewards.model_dump(exclude={"num_workers"}),
-        },
-        row_ids,
-    )
 
     def process(indices: Sequence[int], shard: int) -> pl.DataFrame:
         rows = frame[list(indices)]
@@ -112,16 +144,22 @@ def estimate_pass_rates(
             schema=PASS_RATE_SCHEMA,
         )
 
-    rates = run_sharded(
-        list(range(frame.height)),
-        key=lambda i: row_ids[i],
-        process=process,
-        out_dir=out_dir,
-        shard_size=config.shard_size,
-        fingerprint=fingerprint,
-        restart=restart,
-        desc="pass rates",
-    )
+    indices = list(range(frame.height))
+    if plan is None:
+        rates = run_sharded(
+            indices,
+            key=lambda i: row_ids[i],
+            process=process,
+            out_dir=out_dir,
+            shard_size=config.shard_size,
+            fingerprint=step_fingerprint(_rate_params(config, seed, backend, rewards), row_ids),
+            restart=restart,
+            desc="pass rates",
+        )
+    else:
+        rates = run_shard_group(
+            indices, row_ids, process, out_dir, plan, restart=restart, desc="pass rates"
+        )
     return frame.join(rates, on="row_id", how="left", maintain_order="left")
 
 
@@ -253,3 +291,28 @@ def _balance(
     dropped = _quarantine(ranked.filter(~pl.col("_keep")), "balanced_out", detail)
     balanced = ranked.filter(pl.col("_keep")).drop("_group", "_rank", "_keep")
     return balanced, dropped
+
+
+def filter_batches(
+    rated: pl.DataFrame, frames: Iterable[pl.DataFrame], config: DifficultyConfig, seed: int
+) -> Iterator[StepResult]:
+    """:func:`bucket_and_filter` decided on ``rated`` (:data:`RATED_COLUMNS` of every row)
+    and applied to the same rows read again as ``frames``, one result per frame.
+
+    Each kept row gains ``pass_rate``, ``n_rollouts`` and ``difficulty_bucket``
+    (replacing earlier values); the first result carries every quarantined row.
+    """
+    verdict = bucket_and_filter(rated, config, seed)
+    decided = verdict.kept.select(
+        "row_id", "pass_rate", "n_rollouts", _bucket=pl.col("difficulty_bucket")
+    )
+    quarantined = verdict.quarantined
+    for frame in frames:
+        frame = frame.drop([c for c in ("pass_rate", "n_rollouts") if c in frame.columns])
+        kept = (
+            frame.join(decided, on="row_id", how="inner", maintain_order="left")
+            .with_columns(difficulty_bucket=pl.col("_bucket"))  # in place if it was there
+            .drop("_bucket")
+        )
+        yield StepResult(kept=kept, quarantined=quarantined)
+        quarantined = empty_quarantine()

@@ -173,6 +173,38 @@ def _near_numbers(
     return [str(v) for v in out]
 
 
+def _bar_chart(
+    size: int,
+    values: Sequence[int],
+    colours: Sequence[str],
+    top_value: int,
+    width_share: float = 0.6,
+) -> Image.Image:
+    """Bars of ``values`` left to right over a y axis with a tick at every unit up to top_value.
+
+    Each bar is ``width_share`` of its slot wide.
+    """
+    image, draw = _canvas(size)
+    base_y, top_y = round(0.9 * size), round(0.06 * size)
+    left, right = round(0.16 * size), size - 1 - round(0.03 * size)
+    unit = (base_y - top_y) / top_value
+    tick = max(2, round(0.05 * size))
+    draw.line([(left, top_y), (left, base_y)], fill=INK)
+    draw.line([(left, base_y), (right, base_y)], fill=INK)
+    for v in range(1, top_value + 1):
+        y = base_y - round(v * unit)
+        draw.line([(left - tick, y), (left - 1, y)], fill=INK)
+    slot = (right - left) / len(values)
+    width = max(3, round(width_share * slot))
+    for i, (value, colour) in enumerate(zip(values, colours, strict=True)):
+        x0 = left + 1 + round(i * slot + (slot - width) / 2)
+        draw.rectangle(
+            [x0, base_y - round(value * unit), x0 + width - 1, base_y - 1],
+            fill=PALETTE[colour],
+        )
+    return image
+
+
 def _colour_distractors(rng: random.Random, answer: str, present: Sequence[str]) -> list[str]:
     """Colours in the image first (the real confusions), then the rest of the palette."""
     in_image = [c for c in present if c != answer]
@@ -187,25 +219,34 @@ def _colour_distractors(rng: random.Random, answer: str, present: Sequence[str])
 
 @register_family("shape_color")
 class ShapeColour(TaskFamily):
-    """One big shape (a 2x2 block of a 4x4 grid) among small ones, all of distinct colours.
+    """One big shape among smaller ones of the same kind, all of distinct colours.
 
-    Difficulty: 1-2 small shapes (d1), 2-3 (d2), 4-5 larger small shapes (d3).
+    One shape per quadrant of the image (a quadrant is one image token at 56
+    px), jittered inside it; the big one fills most of its quadrant and the
+    others are ``ratio`` times its side. Difficulty is how close the others
+    come to it: 1-2 others at ratio 0.3-0.45 (d1), 2-3 at 0.5-0.65 (d2), 3 at
+    0.7-0.85 (d3). A tiny VLM first learns "the colour with the most pixels":
+    d1 is easy, d3 needs a finer size comparison.
     """
 
+    LEVELS = {1: (1, 2, 0.3, 0.45), 2: (2, 3, 0.5, 0.65), 3: (3, 3, 0.7, 0.85)}
+
     def draw(self, rng: random.Random, difficulty: int, size: int) -> Drawing:
-        n_small = {1: rng.randint(1, 2), 2: rng.randint(2, 3), 3: rng.randint(4, 5)}[difficulty]
-        small_margin = 0.12 if difficulty == 3 else 0.25
-        row, col = rng.randrange(3), rng.randrange(3)
-        block = {(row + dr, col + dc) for dr in (0, 1) for dc in (0, 1)}
-        free = [(r, c) for r in range(4) for c in range(4) if (r, c) not in block]
-        cells = rng.sample(free, n_small)
+        low, high, ratio_low, ratio_high = self.LEVELS[difficulty]
+        n_small = rng.randint(low, high)
+        ratio = rng.uniform(ratio_low, ratio_high)
+        cells = rng.sample([(r, c) for r in range(2) for c in range(2)], n_small + 1)
         colours = rng.sample(list(PALETTE), n_small + 1)
-        kinds = [rng.choice(SHAPES) for _ in range(n_small + 1)]
+        kind = rng.choice(SHAPES)
+        cell = size // 2
+        big = max(4, round(0.9 * cell))
+        sides = [big] + [max(3, round(ratio * big))] * n_small
 
         image, draw = _canvas(size)
-        _draw_shape(draw, kinds[0], _grid_box(size, 4, row, col, 2, 0.07), colours[0])
-        for (r, c), kind, colour in zip(cells, kinds[1:], colours[1:], strict=True):
-            _draw_shape(draw, kind, _grid_box(size, 4, r, c, 1, small_margin), colour)
+        for (r, c), side, colour in zip(cells, sides, colours, strict=True):
+            x0 = c * cell + rng.randint(0, cell - side)
+            y0 = r * cell + rng.randint(0, cell - side)
+            _draw_shape(draw, kind, (x0, y0, x0 + side - 1, y0 + side - 1), colour)
         return Drawing(
             image=image,
             question="What is the colour of the big shape?",
@@ -213,9 +254,10 @@ class ShapeColour(TaskFamily):
             value=colours[0],
             facts={
                 "n_shapes": n_small + 1,
-                "big_shape": kinds[0],
+                "big_shape": kind,
                 "big_colour": colours[0],
                 "small_colours": colours[1:],
+                "size_ratio": round(ratio, 3),
             },
             distractors=_colour_distractors(rng, colours[0], colours[1:]),
         )
@@ -289,24 +331,7 @@ class BarChart(TaskFamily):
         colours = rng.sample(list(PALETTE), n_bars)
         target = rng.randrange(n_bars)
 
-        image, draw = _canvas(size)
-        base_y, top_y = round(0.9 * size), round(0.06 * size)
-        left, right = round(0.16 * size), size - 1 - round(0.03 * size)
-        unit = (base_y - top_y) / top_value
-        tick = max(2, round(0.05 * size))
-        draw.line([(left, top_y), (left, base_y)], fill=INK)
-        draw.line([(left, base_y), (right, base_y)], fill=INK)
-        for v in range(1, top_value + 1):
-            y = base_y - round(v * unit)
-            draw.line([(left - tick, y), (left - 1, y)], fill=INK)
-        slot = (right - left) / n_bars
-        width = max(3, round(0.6 * slot))
-        for i, (value, colour) in enumerate(zip(values, colours, strict=True)):
-            x0 = left + 1 + round(i * slot + (slot - width) / 2)
-            draw.rectangle(
-                [x0, base_y - round(value * unit), x0 + width - 1, base_y - 1],
-                fill=PALETTE[colour],
-            )
+        image = _bar_chart(size, values, colours, top_value)
         value = values[target]
         return Drawing(
             image=image,
@@ -443,3 +468,40 @@ class DigitArithmetic(TaskFamily):
         else:
             step = f"The larger minus the smaller is {max(digits)} - {min(digits)} = {result}."
         return [f"The digits are {listed}.", step]
+
+
+@register_family("tallest_bar")
+class TallestBar(TaskFamily):
+    """Coloured bars on the bar_chart axes (values 1..10); what colour is the tallest bar?
+
+    Difficulty is the gap between the tallest bar and the next: 2 bars, gap
+    >= 4 units (d1); 3 bars, gap 2-3 (d2); 4 bars, gap 1 (d3). Like
+    shape_color it asks for a colour, so a tiny VLM learns it in minutes;
+    the gap grades how fine a height comparison it needs.
+    """
+
+    TOP = 10
+    LEVELS = {1: (2, 4, 6), 2: (3, 2, 3), 3: (4, 1, 1)}
+
+    def draw(self, rng: random.Random, difficulty: int, size: int) -> Drawing:
+        n_bars, gap_low, gap_high = self.LEVELS[difficulty]
+        gap = rng.randint(gap_low, gap_high)
+        tallest = rng.randint(gap + 1, self.TOP)
+        second = tallest - gap
+        values = [tallest, second] + [rng.randint(1, second) for _ in range(n_bars - 2)]
+        rng.shuffle(values)
+        colours = rng.sample(list(PALETTE), n_bars)
+        colour = colours[values.index(tallest)]
+        return Drawing(
+            image=_bar_chart(size, values, colours, self.TOP, width_share=0.85),
+            question="What is the colour of the tallest bar?",
+            hint=COLOUR_HINT,
+            value=colour,
+            facts={"n_bars": n_bars, "values": values, "colours": colours, "gap": gap},
+            distractors=_colour_distractors(rng, colour, colours),
+        )
+
+    def explain(self, facts: dict[str, Any]) -> list[str]:
+        tallest = max(facts["values"])
+        colour = facts["colours"][facts["values"].index(tallest)]
+        return [f"The chart has {facts['n_bars']} bars.", f"The tallest is the {colour} bar."]

@@ -14,7 +14,10 @@ The parquet schema metadata carries a ``huggingface`` entry declaring
 decodes them to PIL images; other columns are inferred from the Arrow types.
 
 Same records -> byte-identical file: fixed column order and types, fixed
-compression and row-group size, and parquet stores no timestamps. A new
+compression and row-group size, and parquet stores no timestamps. Records are
+consumed as a stream and written one row group at a time, so a writer holds
+one row group of records (never the whole dataset) and the file is the same as
+one written from a single table. A new
 directory is written under a hidden sibling name and renamed into place; in an
 existing directory the file is written to a hidden temp file and renamed over
 ``data.parquet`` unless the bytes are already identical (then nothing is
@@ -27,15 +30,19 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain, islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
 
+from mmr1.data.batches import KeySet
 from mmr1.hashing import hash_directory, hash_file
 from schemas.records import IMAGE_PLACEHOLDER, ChatTurn, ImageData, RLRecord, SFTRecord
 
@@ -100,39 +107,117 @@ def _image_rows(images: Sequence[ImageData]) -> list[dict[str, Any]]:
     return [{"bytes": image.bytes, "path": image.path} for image in images]
 
 
-def _check_unique_ids(ids: Sequence[str], what: str) -> None:
-    seen: set[str] = set()
-    for row, record_id in enumerate(ids):
-        if record_id in seen:
-            raise ValueError(f"{what}: row {row}: field 'id': duplicate id {record_id!r}")
-        seen.add(record_id)
+R = TypeVar("R", RLRecord, SFTRecord)
+#: Row groups of records held (and their ids checked) at a time by the writers.
+_BLOCK_GROUPS = 16
 
 
-def _with_extra(
-    schema: pa.Schema, columns: dict[str, list[Any]], extra: Mapping[str, Sequence[Any]] | None
-) -> pa.Table:
-    n_rows = len(columns["id"])
-    arrays = [pa.array(columns[f.name], type=f.type) for f in schema]
-    fields = list(schema)
+class _UniqueIds:
+    """Checks record ids for repeats across the whole stream (compactly, see ``KeySet``)."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.seen, self.rows = what, KeySet(), 0
+
+    def check(self, ids: Sequence[str]) -> None:
+        keys = pl.Series(ids, dtype=pl.String)
+        repeated = self.seen.contains(keys) | ~keys.is_first_distinct().to_numpy()
+        if repeated.any():
+            row = int(np.flatnonzero(repeated)[0])
+            raise ValueError(
+                f"{self.what}: row {self.rows + row}: field 'id': duplicate id {ids[row]!r}"
+            )
+        self.seen.add(keys)
+        self.rows += len(ids)
+
+
+def _extra_arrays(
+    schema: pa.Schema, extra: Mapping[str, Sequence[Any]] | None
+) -> dict[str, pa.Array]:
+    """Extra columns as Arrow arrays, typed from all their values at once."""
+    arrays = {}
     for name, values in (extra or {}).items():
         if name in schema.names:
             raise ValueError(f"extra column {name!r} clashes with a schema column")
-        if len(values) != n_rows:
-            raise ValueError(f"extra column {name!r} has {len(values)} values for {n_rows} rows")
         try:
-            array = pa.array(list(values))
+            arrays[name] = pa.array(list(values))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"extra column {name!r}: cannot store as Arrow: {exc}") from None
+    return arrays
+
+
+def _table(
+    schema: pa.Schema, columns: dict[str, list[Any]], extra: Mapping[str, pa.Array]
+) -> pa.Table:
+    arrays = [pa.array(columns[f.name], type=f.type) for f in schema]
+    fields = list(schema)
+    for name, array in extra.items():
         arrays.append(array)
         fields.append(pa.field(name, array.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=HF_METADATA))
+
+
+def _record_tables(
+    records: Iterable[R],
+    schema: pa.Schema,
+    extra: Mapping[str, Sequence[Any]] | None,
+    check: Callable[[R, int], None],
+    columns: Callable[[list[R]], dict[str, list[Any]]],
+    what: str,
+) -> Iterator[pa.Table]:
+    """One table per row group of ``records`` (at least one, maybe empty), checked as they come.
+
+    Records are taken ``_BLOCK_GROUPS`` row groups at a time (their ids checked
+    together); ``check(record, row)`` raises for a bad record; ids must be unique
+    over all of them.
+    """
+    arrays = _extra_arrays(schema, extra)
+    ids = _UniqueIds(what)
+    stream = iter(records)
+    start = 0
+    while True:
+        block = list(islice(stream, ROW_GROUP_SIZE * _BLOCK_GROUPS))
+        for offset, record in enumerate(block):
+            check(record, start + offset)
+        ids.check([r.id for r in block])
+        end = start + len(block)
+        for name, array in arrays.items():
+            if len(array) < end:
+                n_rows = end + sum(1 for _ in stream)
+                raise ValueError(f"extra column {name!r} has {len(array)} values for {n_rows} rows")
+        for first in range(0, max(len(block), 1) if not start else len(block), ROW_GROUP_SIZE):
+            chunk = block[first : first + ROW_GROUP_SIZE]
+            sliced = {n: a.slice(start + first, len(chunk)) for n, a in arrays.items()}
+            yield _table(schema, columns(chunk), sliced)
+        start = end
+        if len(block) < ROW_GROUP_SIZE * _BLOCK_GROUPS:
+            break
+    for name, array in arrays.items():
+        if len(array) != start:
+            raise ValueError(f"extra column {name!r} has {len(array)} values for {start} rows")
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
     return a.stat().st_size == b.stat().st_size and hash_file(a) == hash_file(b)
 
 
-def _write_table(table: pa.Table, out_dir: Path) -> DatasetFiles:
+def _write_file(tables: Iterator[pa.Table], path: Path) -> tuple[int, pa.Schema]:
+    """Write row-group tables to ``path``: the bytes of ``pq.write_table`` on their concatenation.
+
+    Each table holds at most ``ROW_GROUP_SIZE`` rows and all but the last exactly
+    that many, so each is one row group, cut where ``write_table`` would cut.
+    """
+    first = next(tables)
+    options = {k: v for k, v in PARQUET_OPTIONS.items() if k != "row_group_size"}
+    rows = 0
+    with pq.ParquetWriter(path, first.schema, **options) as writer:
+        for table in chain([first], tables):
+            writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+            rows += table.num_rows
+    return rows, first.schema
+
+
+def _write_dataset(tables: Iterator[pa.Table], out_dir: Path) -> DatasetFiles:
+    """Write ``out_dir/data.parquet`` from row-group tables, atomically (see the module doc)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -142,14 +227,10 @@ def _write_table(table: pa.Table, out_dir: Path) -> DatasetFiles:
             raise FileExistsError(
                 f"{out_dir} already holds other parquet files {others}; readers would merge them"
             )
-        target = out_dir / DATA_FILE
         tmp = out_dir / f".{DATA_FILE}.{uuid.uuid4().hex}.tmp"
         try:
-            pq.write_table(table, tmp, **PARQUET_OPTIONS)
-            if target.is_file() and _same_bytes(target, tmp):
-                tmp.unlink()
-            else:
-                os.replace(tmp, target)
+            rows, schema = _write_file(tables, tmp)
+            _settle(tmp, out_dir / DATA_FILE)
         finally:
             tmp.unlink(missing_ok=True)
     else:
@@ -157,14 +238,14 @@ def _write_table(table: pa.Table, out_dir: Path) -> DatasetFiles:
         staging = out_dir.parent / f".{out_dir.name}.staging-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            pq.write_table(table, staging / DATA_FILE, **PARQUET_OPTIONS)
+            rows, schema = _write_file(tables, staging / DATA_FILE)
             try:
                 staging.rename(out_dir)
             except OSError:
                 if not out_dir.is_dir():
                     raise
                 # A concurrent writer created the directory first: settle file by file.
-                return _write_table(table, out_dir)
+                _settle(staging / DATA_FILE, out_dir / DATA_FILE)
         finally:
             if staging.exists():
                 for path in staging.iterdir():
@@ -173,10 +254,18 @@ def _write_table(table: pa.Table, out_dir: Path) -> DatasetFiles:
     return DatasetFiles(
         path=out_dir,
         files=[DATA_FILE],
-        row_count=table.num_rows,
+        row_count=rows,
         content_hash=hash_directory(out_dir),
-        columns={f.name: str(f.type) for f in table.schema},
+        columns={f.name: str(f.type) for f in schema},
     )
+
+
+def _settle(written: Path, target: Path) -> None:
+    """Move ``written`` over ``target`` unless ``target`` already holds the same bytes."""
+    if target.is_file() and _same_bytes(target, written):
+        written.unlink()
+    else:
+        os.replace(written, target)
 
 
 def write_rl_dataset(
@@ -185,32 +274,35 @@ def write_rl_dataset(
     *,
     extra: Mapping[str, Sequence[Any]] | None = None,
 ) -> DatasetFiles:
-    """Write RL records (MMR1-RL schema) to ``out_dir/data.parquet``.
+    """Write RL records (MMR1-RL schema) to ``out_dir/data.parquet``, as they come.
 
     ``extra`` adds columns (name -> one value per record, in record order), e.g.
     pass rates or VPS scores. Raises ``ValueError`` naming the row for duplicate
     ids or a placeholder count that differs from the image count.
     """
-    records = list(records)
-    for row, record in enumerate(records):
+
+    def check(record: RLRecord, row: int) -> None:
         n_placeholders = record.problem.count(IMAGE_PLACEHOLDER)
         if n_placeholders != len(record.images):
             raise ValueError(
                 f"RL record {record.id!r} (row {row}): field 'problem' has {n_placeholders} "
                 f"{IMAGE_PLACEHOLDER} placeholders for {len(record.images)} images"
             )
-    _check_unique_ids([r.id for r in records], "RL records")
-    columns = {
-        "id": [r.id for r in records],
-        "problem": [r.problem for r in records],
-        "answer": [r.answer for r in records],
-        "images": [_image_rows(r.images) for r in records],
-        "choices": [list(r.choices) if r.choices is not None else None for r in records],
-        "type": [r.type for r in records],
-        "source": [r.source for r in records],
-        "difficulty": [r.difficulty for r in records],
-    }
-    return _write_table(_with_extra(RL_SCHEMA, columns, extra), out_dir)
+
+    def columns(records: list[RLRecord]) -> dict[str, list[Any]]:
+        return {
+            "id": [r.id for r in records],
+            "problem": [r.problem for r in records],
+            "answer": [r.answer for r in records],
+            "images": [_image_rows(r.images) for r in records],
+            "choices": [list(r.choices) if r.choices is not None else None for r in records],
+            "type": [r.type for r in records],
+            "source": [r.source for r in records],
+            "difficulty": [r.difficulty for r in records],
+        }
+
+    tables = _record_tables(records, RL_SCHEMA, extra, check, columns, "RL records")
+    return _write_dataset(tables, out_dir)
 
 
 def write_sft_dataset(
@@ -219,12 +311,12 @@ def write_sft_dataset(
     *,
     extra: Mapping[str, Sequence[Any]] | None = None,
 ) -> DatasetFiles:
-    """Write SFT records (MMR1-SFT ShareGPT schema) to ``out_dir/data.parquet``.
+    """Write SFT records (MMR1-SFT ShareGPT schema) to ``out_dir/data.parquet``, as they come.
 
     Placeholders are counted over the human turns and must match the images.
     """
-    records = list(records)
-    for row, record in enumerate(records):
+
+    def check(record: SFTRecord, row: int) -> None:
         n_placeholders = sum(
             turn.value.count(IMAGE_PLACEHOLDER)
             for turn in record.conversations
@@ -235,18 +327,21 @@ def write_sft_dataset(
                 f"SFT record {record.id!r} (row {row}): field 'conversations' has "
                 f"{n_placeholders} {IMAGE_PLACEHOLDER} placeholders for {len(record.images)} images"
             )
-    _check_unique_ids([r.id for r in records], "SFT records")
-    columns = {
-        "id": [r.id for r in records],
-        "conversations": [
-            [{"from": t.from_, "value": t.value} for t in r.conversations] for r in records
-        ],
-        "images": [_image_rows(r.images) for r in records],
-        "answer": [r.answer for r in records],
-        "type": [r.type for r in records],
-        "source": [r.source for r in records],
-    }
-    return _write_table(_with_extra(SFT_SCHEMA, columns, extra), out_dir)
+
+    def columns(records: list[SFTRecord]) -> dict[str, list[Any]]:
+        return {
+            "id": [r.id for r in records],
+            "conversations": [
+                [{"from": t.from_, "value": t.value} for t in r.conversations] for r in records
+            ],
+            "images": [_image_rows(r.images) for r in records],
+            "answer": [r.answer for r in records],
+            "type": [r.type for r in records],
+            "source": [r.source for r in records],
+        }
+
+    tables = _record_tables(records, SFT_SCHEMA, extra, check, columns, "SFT records")
+    return _write_dataset(tables, out_dir)
 
 
 # -------------------------------------------------------------------------- reading
@@ -277,7 +372,7 @@ def _iter_rows(
 ) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     for file in parquet_files(path):
         try:
-            parquet = pq.ParquetFile(file)
+            parquet = pq.ParquetFile(file, pre_buffer=False)  # see batches.iter_frames
         except (pa.ArrowException, OSError) as exc:
             raise ValueError(f"{file}: not a readable parquet file: {exc}") from None
         names = set(parquet.schema_arrow.names)

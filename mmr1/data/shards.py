@@ -24,6 +24,13 @@ its random seed from it (:func:`derive_seed`): a shard's result then depends
 only on its items and index, never on where an earlier run was interrupted,
 and an interrupted-then-resumed run equals an uninterrupted one.
 
+Bounded memory: a step over more rows than fit in memory computes its
+:class:`ShardPlan` (the manifest identity: fingerprint, hash of every key,
+count) in one pass over the keys, then hands its rows to
+:func:`run_shard_group` a few whole shards at a time (:func:`shard_groups`);
+the shard files, seeds and manifest are the same as one :func:`run_sharded`
+call over all rows would make.
+
 Only one process should work on an ``out_dir`` at a time (there is no lock).
 """
 
@@ -36,13 +43,16 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow.parquet as pq
 from pydantic import BaseModel
+
+from mmr1.data.batches import rebatch
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +99,82 @@ def step_fingerprint(params: Mapping[str, Any], ids: Iterable[str]) -> str:
     Parameters are serialised as sorted JSON, so dict order does not matter;
     ids are hashed in order, since shards are cut by position.
     """
+    return _fingerprint(params, keys_hash(ids))
+
+
+def _fingerprint(params: Mapping[str, Any], ids_hash: str) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(_jsonable(params), sort_keys=True, default=str).encode())
     digest.update(b"\n")
-    digest.update(keys_hash(ids).encode())
+    digest.update(ids_hash.encode())
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """What identifies a sharded run over all its items, and which shard a group starts at.
+
+    ``keys`` is :func:`keys_hash` of every item key in order (the items' ids, so
+    also the ids part of ``fingerprint``); ``first_shard`` is where the group of
+    items handed to :func:`run_shard_group` begins.
+    """
+
+    fingerprint: str
+    keys: str
+    item_count: int
+    shard_size: int
+    first_shard: int = 0
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any], ids: Iterable[str], shard_size: int) -> ShardPlan:
+        """The plan of a step with ``params`` over ``ids`` (read once, in order, not stored)."""
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        counted = _Counted(ids)
+        keys = keys_hash(counted)
+        return cls(_fingerprint(params, keys), keys, counted.count, shard_size)
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.item_count // self.shard_size)
+
+    def starting_at(self, shard: int) -> ShardPlan:
+        return replace(self, first_shard=shard)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "fingerprint": self.fingerprint,
+            "keys": self.keys,
+            "shard_size": self.shard_size,
+            "item_count": self.item_count,
+            "shards": self.n_shards,
+        }
+
+
+class _Counted:
+    """An iterable that counts what it yields."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items, self.count = items, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.items:
+            self.count += 1
+            yield item
+
+
+def shard_groups(
+    frames: Iterable[pl.DataFrame], plan: ShardPlan, batch_rows: int
+) -> Iterator[tuple[pl.DataFrame, ShardPlan]]:
+    """Cut a step's rows (in plan order) into groups of whole shards, each with its plan.
+
+    A group holds ``shard_size * max(1, batch_rows // shard_size)`` rows (the last
+    fewer); pass each to :func:`run_shard_group` (through the step's function).
+    """
+    size = plan.shard_size * max(1, batch_rows // plan.shard_size)
+    for number, rows in enumerate(rebatch(frames, size)):
+        yield rows, plan.starting_at(number * size // plan.shard_size)
 
 
 def derive_seed(seed: int, *parts: str | int) -> int:
@@ -262,36 +343,63 @@ def run_sharded(
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    out_dir = Path(out_dir)
     keys = [str(key(item)) for item in items]
     if len(set(keys)) != len(keys):
         seen: set[str] = set()
         duplicate = next(k for k in keys if k in seen or seen.add(k))
         raise ValueError(f"{desc}: item keys must be unique; {duplicate!r} repeats")
-    n_shards = -(-len(keys) // shard_size)
-    _check_manifest(
-        out_dir,
-        {
-            "version": MANIFEST_VERSION,
-            "fingerprint": fingerprint,
-            "keys": keys_hash(keys),
-            "shard_size": shard_size,
-            "item_count": len(keys),
-            "shards": n_shards,
-        },
-        restart,
-    )
-    if not items:
-        return process([], 0)
+    plan = ShardPlan(fingerprint, keys_hash(keys), len(keys), shard_size)
+    return run_shard_group(items, keys, process, out_dir, plan, restart=restart, desc=desc)
 
+
+def run_shard_group(
+    items: Sequence[T],
+    keys: Sequence[str],
+    process: Callable[[Sequence[T], int], pl.DataFrame],
+    out_dir: Path,
+    plan: ShardPlan,
+    *,
+    restart: bool = False,
+    desc: str = "shards",
+) -> pl.DataFrame:
+    """:func:`run_sharded` over the group of items that starts at shard ``plan.first_shard``.
+
+    ``items`` (with their ``keys``) are whole shards of the plan, the last one
+    possibly short only at the end of all items. The manifest is the plan's, so
+    every group of one run shares it. Keys must be unique over the whole run
+    (only the group's are checked here; the plan's key hash covers all of them).
+    Returns the group's shard frames concatenated; with no items at all
+    (``plan.item_count == 0``), ``process([], 0)``, not written.
+    """
+    shard_size = plan.shard_size
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if len(keys) != len(items):
+        raise ValueError(f"{desc}: {len(items)} items but {len(keys)} keys")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{desc}: item keys must be unique; the group repeats one")
+    start_item = plan.first_shard * shard_size
+    end_item = start_item + len(items)
+    if end_item > plan.item_count or (len(items) % shard_size and end_item != plan.item_count):
+        raise ValueError(
+            f"{desc}: items {start_item}..{end_item} are not whole shards of a run of "
+            f"{plan.item_count} items in shards of {shard_size}"
+        )
+    out_dir = Path(out_dir)
+    _check_manifest(out_dir, plan.manifest(), restart)
+    if not items:
+        return process([], plan.first_shard)
+
+    n_shards = plan.n_shards
+    group_shards = -(-len(items) // shard_size)
     frames: list[pl.DataFrame] = []
-    progress = _Progress(n_shards, desc)
+    progress = _Progress(group_shards, desc)
     reused = computed = 0
     try:
-        for index in range(n_shards):
-            start = index * shard_size
-            shard_items = items[start : start + shard_size]
-            shard_keys = keys[start : start + shard_size]
+        for local in range(group_shards):
+            index = plan.first_shard + local
+            shard_items = items[local * shard_size : (local + 1) * shard_size]
+            shard_keys = list(keys[local * shard_size : (local + 1) * shard_size])
             path = shard_path(out_dir, index)
             if path.is_file():
                 found = read_shard_keys(path)

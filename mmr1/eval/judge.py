@@ -132,6 +132,9 @@ def judge_scores(
     scores: list[ItemScore | None] = [None] * len(items)
     pending: list[int] = []
     for index, (item, response) in enumerate(zip(items, responses, strict=True)):
+        if item.invalid is not None:  # a row that could not be read: wrong, never judged
+            scores[index] = adapter.score(item, response)
+            continue
         quick = _mathvista_quick(item, response) if benchmark == "mathvista" else None
         if quick is not None:
             correct = mathvista_correct(quick, item.row)

@@ -21,6 +21,12 @@ benchmarks, other splits or partial runs would not be comparable with the
 paper's. The paper's published numbers can be added as reference rows
 (:data:`PAPER_REFERENCE`, docs/METHOD.md section 9), including the averages of its
 3B ablation (Table 3), which has no per-benchmark numbers.
+
+A cell whose result includes rows that could not be read (``n_invalid`` in its
+metrics: e.g. LogicVista's row with an empty gold answer) is marked ``†`` and
+footnoted with the count. Such rows are scored wrong, as the official scripts
+score them, so the cell stays comparable and counts in ``avg5``
+(docs/BENCHMARKS.md, "Bad rows").
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from mmr1.catalog import Catalog
+from mmr1.eval.significance import comparison_rows, render_comparison
 from schemas.catalog import EvalResultEntry
 
 
@@ -50,7 +57,7 @@ PAPER_SPLITS: dict[str, PaperSplit] = {
 }
 PAPER_BENCHMARKS: tuple[str, ...] = tuple(PAPER_SPLITS)
 #: Keys of a leaderboard row that are not benchmark columns.
-ROW_FIELDS: tuple[str, ...] = ("checkpoint", "source", "avg5", "notes")
+ROW_FIELDS: tuple[str, ...] = ("checkpoint", "source", "avg5", "notes", "invalid")
 #: Column titles for the terminal and markdown tables.
 TITLES: dict[str, str] = {
     "mathverse": "MathVerse",
@@ -64,6 +71,12 @@ TITLES: dict[str, str] = {
 #: Marks a cell that is not comparable with the paper (see ``notes``).
 MARK = "*"
 FOOTNOTE_TITLE = f"{MARK} not comparable with the paper (other split or partial run); not in Avg-5:"
+#: Marks a cell whose result has rows that could not be read (see ``invalid``).
+INVALID_MARK = "\u2020"
+INVALID_TITLE = (
+    f"{INVALID_MARK} rows that could not be read, scored wrong as the official scripts do "
+    "(still comparable):"
+)
 
 #: Published accuracies (%) of MMR1 (Table 2): MathVerse and MathVista testmini,
 #: MathVision test, LogicVista, ChartQA test. Qwen2.5-VL-7B: only its average is
@@ -132,6 +145,21 @@ def _cell_result(results: Sequence[EvalResultEntry]) -> EvalResultEntry:
     return (comparable or list(results))[-1]
 
 
+def cell_results(results: Sequence[EvalResultEntry]) -> dict[tuple[str, str], EvalResultEntry]:
+    """(checkpoint ref, benchmark) -> the result its leaderboard cell shows (:func:`_cell_result`).
+
+    Keys in first-seen order of checkpoints, then benchmarks; results without
+    an ``accuracy`` metric are ignored.
+    """
+    grouped: dict[tuple[str, str], list[EvalResultEntry]] = {}
+    for result in sorted(results, key=lambda r: r.created_at):  # stable: ties keep input order
+        if "accuracy" in result.metrics:
+            grouped.setdefault((result.checkpoint_ref, result.benchmark), []).append(result)
+    order = list(dict.fromkeys(result.checkpoint_ref for result in results))
+    keys = sorted(grouped, key=lambda key: order.index(key[0]))
+    return {key: _cell_result(grouped[key]) for key in keys}
+
+
 def build_leaderboard(
     results: Sequence[EvalResultEntry], include_reference: bool = True
 ) -> list[dict[str, Any]]:
@@ -139,31 +167,38 @@ def build_leaderboard(
 
     Each row has ``checkpoint`` (``name@version``), ``source`` (``catalog`` or
     ``paper``), one key per benchmark that any row has (None where this row
-    has no result), ``avg5`` (:func:`average5` over the comparable cells) and
+    has no result), ``avg5`` (:func:`average5` over the comparable cells),
     ``notes``: benchmark -> why that cell is not comparable with the paper
-    (:func:`comparability_note`; empty when all are). Which result fills a cell
-    is in the module doc. Reference rows, when included, come after the
-    checkpoints.
+    (:func:`comparability_note`; empty when all are) and ``invalid``:
+    benchmark -> how many of its rows could not be read (:func:`invalid_note`;
+    empty when none). Which result fills a cell is in the module doc.
+    Reference rows, when included, come after the checkpoints.
     """
     order = list(dict.fromkeys(result.checkpoint_ref for result in results))
-    grouped: dict[tuple[str, str], list[EvalResultEntry]] = {}
-    for result in sorted(results, key=lambda r: r.created_at):  # stable: ties keep input order
-        if "accuracy" in result.metrics:
-            grouped.setdefault((result.checkpoint_ref, result.benchmark), []).append(result)
+    cells = cell_results(results)
     rows: list[dict[str, Any]] = []
     for checkpoint in order:
-        row: dict[str, Any] = {"checkpoint": checkpoint, "source": "catalog", "notes": {}}
-        for (ref, benchmark), group in grouped.items():
+        row: dict[str, Any] = {
+            "checkpoint": checkpoint,
+            "source": "catalog",
+            "notes": {},
+            "invalid": {},
+        }
+        for (ref, benchmark), chosen in cells.items():
             if ref != checkpoint:
                 continue
-            chosen = _cell_result(group)
             row[benchmark] = 100.0 * chosen.metrics["accuracy"]
             note = comparability_note(chosen)
             if note is not None:
                 row["notes"][benchmark] = note
+            unreadable = invalid_note(chosen)
+            if unreadable is not None:
+                row["invalid"][benchmark] = unreadable
         rows.append(row)
     if include_reference:
-        rows.extend({**ref, "source": "paper", "notes": {}} for ref in PAPER_REFERENCE)
+        rows.extend(
+            {**ref, "source": "paper", "notes": {}, "invalid": {}} for ref in PAPER_REFERENCE
+        )
     columns = benchmark_columns(rows)
     table = []
     for row in rows:
@@ -179,33 +214,50 @@ def build_leaderboard(
                 **scores,
                 "avg5": avg,
                 "notes": dict(row["notes"]),
+                "invalid": dict(row["invalid"]),
             }
         )
     return table
 
 
-def _cell(value: Any, marked: bool = False) -> str:
+def invalid_note(result: EvalResultEntry) -> str | None:
+    """``"1 of 448 rows"`` when the result has rows that could not be read, else None."""
+    count = int(result.metrics.get("n_invalid", 0))
+    if count <= 0:
+        return None
+    return f"{count} of {result.n_items} row{'s' if result.n_items != 1 else ''}"
+
+
+def _cell(value: Any, marked: bool = False, invalid: bool = False) -> str:
     if value is None:
         return "-"
     text = f"{value:.1f}" if isinstance(value, float) else str(value)
-    return text + MARK if marked else text
+    return text + (MARK if marked else "") + (INVALID_MARK if invalid else "")
 
 
 def _grid(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     columns = ["checkpoint", *benchmark_columns(rows), "avg5"]
     header = [TITLES.get(name, name) if name != "checkpoint" else "Checkpoint" for name in columns]
     body = [
-        [_cell(row.get(name), name in (row.get("notes") or {})) for name in columns] for row in rows
+        [
+            _cell(
+                row.get(name),
+                name in (row.get("notes") or {}),
+                name in (row.get("invalid") or {}),
+            )
+            for name in columns
+        ]
+        for row in rows
     ]
     return header, body
 
 
-def footnotes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per marked cell: whose, which benchmark, why (empty when none is marked)."""
+def footnotes(rows: Sequence[Mapping[str, Any]], key: str = "notes") -> list[str]:
+    """One line per cell marked for ``key`` (``notes`` or ``invalid``): whose, which, why."""
     return [
         f"{row['checkpoint']} {TITLES.get(benchmark, benchmark)}: {note}"
         for row in rows
-        for benchmark, note in (row.get("notes") or {}).items()
+        for benchmark, note in (row.get(key) or {}).items()
     ]
 
 
@@ -230,6 +282,9 @@ def render_leaderboard(rows: Sequence[Mapping[str, Any]]) -> str:
     notes = footnotes(rows)
     if notes:
         lines += ["", FOOTNOTE_TITLE, *(f"  {note}" for note in notes)]
+    unreadable = footnotes(rows, "invalid")
+    if unreadable:
+        lines += ["", INVALID_TITLE, *(f"  {note}" for note in unreadable)]
     return "\n".join(lines)
 
 
@@ -244,19 +299,59 @@ def render_leaderboard_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     notes = footnotes(rows)
     if notes:
         lines += ["", "\\" + FOOTNOTE_TITLE, "", *(f"- {note}" for note in notes)]
+    unreadable = footnotes(rows, "invalid")
+    if unreadable:
+        lines += ["", INVALID_TITLE, "", *(f"- {note}" for note in unreadable)]
     return "\n".join(lines)
 
 
+def _results(
+    catalog: Catalog, checkpoint_refs: Sequence[str], baseline: str | None
+) -> tuple[list[EvalResultEntry], list[str], str | None]:
+    """The results of the refs (all evaluated checkpoints when none), the pinned
+    checkpoint order (baseline first when it is not among the refs) and the pinned baseline."""
+    refs = [catalog.get_checkpoint(ref).ref for ref in checkpoint_refs]
+    pinned_baseline = catalog.get_checkpoint(baseline).ref if baseline else None
+    if pinned_baseline and refs and pinned_baseline not in refs:
+        refs.insert(0, pinned_baseline)
+    if refs:
+        refs = list(dict.fromkeys(refs))
+        results = [r for ref in refs for r in catalog.eval_results(checkpoint_ref=ref)]
+    else:
+        results = catalog.eval_results()
+        refs = list(dict.fromkeys(result.checkpoint_ref for result in results))
+    return results, refs, pinned_baseline or (refs[0] if refs else None)
+
+
+def comparison(
+    catalog: Catalog, checkpoint_refs: Sequence[str], baseline: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of ``mmr1 eval compare --json`` (:func:`mmr1.eval.significance.comparison_rows`)
+    and the pinned baseline ref.
+
+    Bare refs mean the latest version. ``baseline`` (default: the first
+    checkpoint) is added in front when it is not among ``checkpoint_refs``.
+    """
+    results, refs, pinned = _results(catalog, checkpoint_refs, baseline)
+    return comparison_rows(cell_results(results), refs, pinned), pinned
+
+
 def compare(
-    catalog: Catalog, checkpoint_refs: Sequence[str], include_reference: bool = True
+    catalog: Catalog,
+    checkpoint_refs: Sequence[str],
+    include_reference: bool = True,
+    baseline: str | None = None,
 ) -> str:
-    """The leaderboard of ``checkpoint_refs`` (bare name: latest version) as a text table.
+    """The leaderboard of ``checkpoint_refs`` (bare name: latest version) as a text table,
+    followed by the per-result intervals and paired tests against ``baseline``
+    (default: the first checkpoint; :func:`comparison`).
 
     With no refs, every checkpoint that has an eval result is shown. Unknown
     refs raise ``CatalogNotFoundError``.
     """
-    if checkpoint_refs:
-        results = [r for ref in checkpoint_refs for r in catalog.eval_results(checkpoint_ref=ref)]
-    else:
-        results = catalog.eval_results()
-    return render_leaderboard(build_leaderboard(results, include_reference))
+    results, refs, pinned = _results(catalog, checkpoint_refs, baseline)
+    table = render_leaderboard(build_leaderboard(results, include_reference))
+    if not results:
+        return table
+    rows = comparison_rows(cell_results(results), refs, pinned)
+    return table + "\n\n" + render_comparison(rows, pinned)

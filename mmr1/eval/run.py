@@ -7,10 +7,17 @@
    samples with ``derive_seed(seed, "eval", s)``, so a run that was killed and
    restarted produces what an uninterrupted run would. A shard file holds the
    raw generations only (``item_id``, ``response``, ``n_tokens``,
-   ``finish_reason``).
+   ``finish_reason``, and the ``k`` sampled answers of ``samples`` when given).
 2. **Score** (cheap, always redone). Every response is scored by the adapter's
    official rule (or by an LLM judge), so a fix to a scorer changes the
    numbers on the next run without regenerating anything.
+
+Besides the greedy answer, an item can get ``k`` sampled answers (``samples``
+with ``n = k``, temperature > 0; shard ``s`` samples with
+``derive_seed(seed, "eval-sampled", s)``). Their per-item correctness goes to
+the predictions (``sampled_correct``), from which ``mmr1.eval.significance``
+derives sampled accuracy, intervals and paired tests: a greedy answer is one
+coin flip per item, k samples measure how often the model is right.
 
 Scoring runs inline (``score_workers=0``) or in a
 :class:`~mmr1.rewards.pool.DeadlinePool` of worker processes. Inline is the
@@ -41,7 +48,7 @@ from mmr1.eval.judge import judge_scores
 from mmr1.generation import GenerationBackend
 from mmr1.rewards.pool import DeadlinePool, TaskOutcome
 from schemas.eval import EvalItem, ItemScore
-from schemas.generation import SamplingParams
+from schemas.generation import Completion, CompletionSample, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +58,13 @@ GENERATION_SCHEMA: dict[str, pl.DataType] = {
     "response": pl.String(),
     "n_tokens": pl.Int64(),
     "finish_reason": pl.String(),
+    "sampled_responses": pl.List(pl.String()),
+    "sampled_n_tokens": pl.List(pl.Int64()),
+    "sampled_finish_reasons": pl.List(pl.String()),
 }
 
-#: One row per item in the predictions file of an evaluation.
+#: One row per item in the predictions file of an evaluation. ``sampled_*`` hold the
+#: k sampled answers (empty lists when the evaluation took none).
 PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "item_id": pl.String(),
     "response": pl.String(),
@@ -65,6 +76,8 @@ PREDICTIONS_SCHEMA: dict[str, pl.DataType] = {
     "finish_reason": pl.String(),
     "gold": pl.String(),
     "tags": pl.String(),
+    "sampled_responses": pl.List(pl.String()),
+    "sampled_correct": pl.List(pl.Boolean()),
 }
 
 PREDICTIONS_FILE = "predictions.parquet"
@@ -142,19 +155,37 @@ def score_responses(
 # ----------------------------------------------------------------------- generation
 
 
+def _n_tokens(sample: CompletionSample) -> int:
+    return len(sample.token_ids) if sample.token_ids else len(sample.text.split())
+
+
 def _generation_frame(
-    items: Sequence[EvalItem], completions: Sequence[Any], backend_name: str
+    items: Sequence[EvalItem],
+    completions: Sequence[Completion],
+    sampled: Sequence[Completion] | None,
+    k: int,
+    backend_name: str,
 ) -> pl.DataFrame:
+    """One row per item: the greedy answer and, when ``sampled`` is given, its k samples."""
     columns: dict[str, list[Any]] = {name: [] for name in GENERATION_SCHEMA}
-    for item, completion in zip(items, completions, strict=True):
+    extra = sampled if sampled is not None else [None] * len(items)
+    for item, completion, samples in zip(items, completions, extra, strict=True):
         if not completion.samples:
             raise RuntimeError(f"backend {backend_name!r} returned no sample for {item.item_id!r}")
         sample = completion.samples[0]
-        n_tokens = len(sample.token_ids) if sample.token_ids else len(sample.text.split())
         columns["item_id"].append(item.item_id)
         columns["response"].append(sample.text)
-        columns["n_tokens"].append(n_tokens)
+        columns["n_tokens"].append(_n_tokens(sample))
         columns["finish_reason"].append(sample.finish_reason)
+        drawn = samples.samples if samples is not None else []
+        if samples is not None and len(drawn) != k:
+            raise RuntimeError(
+                f"backend {backend_name!r} returned {len(drawn)} samples for {item.item_id!r}, "
+                f"not {k}"
+            )
+        columns["sampled_responses"].append([s.text for s in drawn])
+        columns["sampled_n_tokens"].append([_n_tokens(s) for s in drawn])
+        columns["sampled_finish_reasons"].append([s.finish_reason for s in drawn])
     return pl.DataFrame(columns, schema=GENERATION_SCHEMA)
 
 
@@ -173,8 +204,9 @@ def evaluate_benchmark(
     score_workers: int = 0,
     score_timeout_s: float = 10.0,
     judge: GenerationBackend | None = None,
+    samples: SamplingParams | None = None,
 ) -> BenchmarkRun:
-    """Generate one answer per item with ``backend``, resumably, and score every answer.
+    """Generate one answer per item (and k samples) with ``backend``, resumably; score all.
 
     Args:
         items: the benchmark items (``adapter.load``), in a fixed order.
@@ -194,12 +226,18 @@ def evaluate_benchmark(
         score_timeout_s: per-item scoring deadline with workers.
         judge: when given, the LLM judge (:func:`mmr1.eval.judge.judge_scores`)
             scores instead of the rule (only for benchmarks that have one).
+        samples: when given, ``samples.n`` (k) more answers per item with these
+            settings (temperature > 0), scored like the greedy one into the
+            ``sampled_correct`` column; its seed is replaced per shard.
 
     Returns:
         The predictions frame, the item scores (item order) and run figures.
     """
     if sampling.n != 1:
         raise ValueError(f"evaluation takes one answer per item; sampling.n is {sampling.n}")
+    if samples is not None and samples.temperature <= 0:
+        raise ValueError("sampled answers need a temperature > 0 (k greedy answers are equal)")
+    k = samples.n if samples is not None else 0
     ids = [item.item_id for item in items]
     identity = backend_identity(backend)
     fingerprint = step_fingerprint(
@@ -208,6 +246,7 @@ def evaluate_benchmark(
             "benchmark": adapter.name,
             "prompt_style": prompt_style,
             "sampling": sampling.model_dump(mode="json", exclude={"seed"}),
+            "samples": samples.model_dump(mode="json", exclude={"seed"}) if samples else None,
             "seed": seed,
             "backend": identity,
             **dict(fingerprint_extras or {}),
@@ -223,9 +262,15 @@ def evaluate_benchmark(
         shard_sampling = sampling.model_copy(update={"seed": derive_seed(seed, "eval", shard)})
         began = time.perf_counter()
         completions = backend.generate(requests, shard_sampling)
+        drawn = None
+        if samples is not None:
+            shard_samples = samples.model_copy(
+                update={"seed": derive_seed(seed, "eval-sampled", shard)}
+            )
+            drawn = backend.generate(requests, shard_samples)
         timing["generate_s"] += time.perf_counter() - began
         timing["generated"] += len(shard_items)
-        return _generation_frame(shard_items, completions, str(identity["name"]))
+        return _generation_frame(shard_items, completions, drawn, k, str(identity["name"]))
 
     began = time.perf_counter()
     generations = run_sharded(
@@ -240,17 +285,26 @@ def evaluate_benchmark(
     )
     if generations["item_id"].to_list() != ids:
         raise RuntimeError(f"{out_dir}: the generation shards do not line up with the items")
+    # Greedy answers first, then item i's k samples at len(items) + i * k + j: one scoring pass.
     responses = generations["response"].to_list()
+    responses += [text for row in generations["sampled_responses"].to_list() for text in row]
+    all_items = list(items) + [item for item in items for _ in range(k)]
 
     scored_at = time.perf_counter()
     if judge is not None:
-        scores = judge_scores(adapter.name, items, responses, judge)
-        timed_out = [False] * len(items)
+        all_scores = judge_scores(adapter.name, all_items, responses, judge)
+        all_timed_out = [False] * len(all_items)
     else:
-        scores, timed_out = score_responses(
-            adapter, items, responses, workers=score_workers, timeout_s=score_timeout_s
+        all_scores, all_timed_out = score_responses(
+            adapter, all_items, responses, workers=score_workers, timeout_s=score_timeout_s
         )
     score_s = time.perf_counter() - scored_at
+    n_items = len(items)
+    scores, timed_out = all_scores[:n_items], all_timed_out[:n_items]
+    sampled_correct = [
+        [s.correct for s in all_scores[n_items + i * k : n_items + (i + 1) * k]]
+        for i in range(n_items)
+    ]
     predictions = generations.with_columns(
         pl.Series("extracted", [s.extracted for s in scores], dtype=pl.String),
         pl.Series("correct", [s.correct for s in scores], dtype=pl.Boolean),
@@ -258,6 +312,7 @@ def evaluate_benchmark(
         pl.Series("timed_out", timed_out, dtype=pl.Boolean),
         pl.Series("gold", [item.answer for item in items], dtype=pl.String),
         pl.Series("tags", [json.dumps(item.tags, sort_keys=True) for item in items]),
+        pl.Series("sampled_correct", sampled_correct, dtype=pl.List(pl.Boolean())),
     ).select(list(PREDICTIONS_SCHEMA))
     n = max(len(items), 1)
     stats = {
@@ -269,8 +324,13 @@ def evaluate_benchmark(
         "wall_s": time.perf_counter() - began,
         "mean_tokens": float(predictions["n_tokens"].sum()) / n,
         "truncated_frac": float((predictions["finish_reason"] == "length").sum()) / n,
-        "timed_out": float(sum(timed_out)),
+        "timed_out": float(sum(all_timed_out)),
     }
+    if k:
+        sampled_tokens = generations["sampled_n_tokens"].explode()
+        stats["sampled_mean_tokens"] = float(sampled_tokens.sum()) / (n * k)
+        reasons = generations["sampled_finish_reasons"].explode()
+        stats["sampled_truncated_frac"] = float((reasons == "length").sum()) / (n * k)
     return BenchmarkRun(predictions=predictions, scores=list(scores), stats=stats)
 
 

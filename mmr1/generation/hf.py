@@ -22,6 +22,16 @@ What a sample holds:
 Sampling is seeded: the same ``SamplingParams.seed``, requests and batch size
 give the same samples on CPU (one RNG stream per call, so a request's samples
 depend on the batch it shares). The caller's global RNG state is left untouched.
+
+``generation_batch_size`` bounds the sequences of one ``model.generate`` call
+(its KV cache is rows x (prompt + new tokens)): a batch of requests is cut
+into calls of ``generation_batch_size // n`` requests, or, when ``n`` alone is
+larger, each request's samples into calls of at most ``generation_batch_size``.
+The calls draw from the same RNG stream one after the other, so results are
+reproducible for a given value; they are not those of the uncut batch, since
+``generate`` draws every row's token from one ``multinomial`` call per step (a
+row's draw depends on the rows beside it) and the left padding differs. Greedy
+decoding gives the same tokens either way.
 """
 
 from __future__ import annotations
@@ -88,13 +98,24 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, config: HFBackendConfig, *, policy: Policy | None = None) -> None:
+    def __init__(
+        self,
+        config: HFBackendConfig,
+        *,
+        policy: Policy | None = None,
+        generation_batch_size: int | None = None,
+    ) -> None:
         """Load ``config.model`` through ``load_policy``, or reuse an already loaded ``policy``.
 
         Passing ``policy`` (e.g. the model being trained) generates with it
         as is; :meth:`close` then only drops this backend's reference.
+        ``generation_batch_size``: most sequences per ``generate`` call (module
+        docstring); None: ``batch_size x n``.
         """
+        if generation_batch_size is not None and generation_batch_size < 1:
+            raise ValueError(f"generation_batch_size must be >= 1, got {generation_batch_size}")
         self.config = config
+        self.generation_batch_size = generation_batch_size
         self._owns_policy = policy is None
         self.policy: Policy | None = policy or load_policy(
             config.model, device=config.device, dtype=config.dtype, for_training=False
@@ -122,9 +143,16 @@ class HFBackend:
         try:
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(sampling.seed)
-                for start in range(0, len(requests), self.config.batch_size):
-                    batch = list(requests[start : start + self.config.batch_size])
-                    completions.extend(self._generate_batch(batch, sampling))
+                rows = self.generation_batch_size
+                per_call = self.config.batch_size
+                if rows is not None:
+                    per_call = min(per_call, max(1, rows // sampling.n))
+                for start in range(0, len(requests), per_call):
+                    batch = list(requests[start : start + per_call])
+                    if rows is None or sampling.n <= rows:
+                        completions.extend(self._generate_batch(batch, sampling))
+                    else:
+                        completions.extend(self._generate_split(r, sampling) for r in batch)
         finally:
             model.train(was_training)
         return completions
@@ -139,6 +167,20 @@ class HFBackend:
                 torch.cuda.empty_cache()
 
     # -- internals -------------------------------------------------------------------
+
+    def _generate_split(self, request: GenerationRequest, sampling: SamplingParams) -> Completion:
+        """One request's ``n`` samples in calls of at most ``generation_batch_size`` rows."""
+        size = self.generation_batch_size
+        assert size is not None
+        parts = [
+            self._generate_batch([request], sampling.model_copy(update={"n": min(size, left)}))[0]
+            for left in range(sampling.n, 0, -size)
+        ]
+        return Completion(
+            request_id=request.request_id,
+            samples=[sample for part in parts for sample in part.samples],
+            prompt_tokens=parts[0].prompt_tokens,
+        )
 
     def _prompt_inputs(self, requests: list[GenerationRequest]) -> dict[str, torch.Tensor]:
         """Chat-templated, processed and left-padded prompts (one row per request)."""

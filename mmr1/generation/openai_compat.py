@@ -13,7 +13,7 @@ What the chat API does and does not give back:
   (GRPO re-scoring) re-tokenize the text with the policy's tokenizer.
 - **Log-probs**: with ``sampling.return_logprobs`` the request sets
   ``"logprobs": true`` and the per-token values come from
-  ``choices[i].logprobs.content[j].logprob``. Our convention (docs/METHOD.md) is
+  ``choices[i].logprobs.content[j].logprob``. Our convention (docs/METHOD.md 7) is
   log-probs of the temperature-scaled distribution; ``vllm serve`` returns raw
   (unscaled) log-probs unless started with ``--logprobs-mode processed_logprobs``,
   and hosted APIs return whatever they return. An endpoint that ignores the flag

@@ -11,7 +11,9 @@ runs (e.g. GRPO rollouts with weight sync).
 Everything that touches vLLM objects is a small function so the conversions can
 be unit-tested on CPU with stand-ins that have the same attributes:
 
-- :func:`engine_kwargs` -> ``vllm.LLM(**kwargs)``;
+- :func:`engine_kwargs` -> ``vllm.LLM(**kwargs)`` (:func:`colocated_engine_kwargs`
+  for an engine beside a training process, :func:`colocated_environment` for
+  the variables it needs);
 - :func:`sampling_kwargs` -> ``vllm.SamplingParams(**kwargs)``;
 - :func:`build_prompt_input` -> one ``{"prompt", "multi_modal_data"}`` dict;
 - :func:`request_output_to_completion` -> ``RequestOutput`` to :class:`Completion`.
@@ -29,12 +31,32 @@ vLLM API assumptions (checked against vLLM docs/sources, not run here):
   the temperature-scaled (and top-k/top-p-filtered) distribution, matching our
   convention; with ``top_p=1`` that is exactly ``log_softmax(logits / T)``.
 - With ``n > 1`` and a seed, vLLM seeds sample ``i`` with ``seed + i``.
+- ``LLM.apply_model(fn)`` is ``collective_rpc("apply_model", (fn,))``: each
+  worker calls ``fn(model)``. With the engine core in this process
+  (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) and one worker
+  (``distributed_executor_backend="external_launcher"``, tensor parallel 1)
+  that is a plain function call: nothing is serialised.
+- ``model.load_weights(weights)`` takes an iterable of ``(name, tensor)`` in
+  Hugging Face naming and consumes it lazily; the model's
+  ``hf_to_vllm_mapper`` renames (Qwen2.5-VL: ``model.language_model.`` ->
+  ``language_model.model.``, ``model.visual.`` -> ``visual.``, ``lm_head.`` ->
+  ``language_model.lm_head.``, and the pre-4.52 ``model.`` / ``visual.``
+  names too), q/k/v and gate/up are copied into their fused parameters and the
+  dtype is converted by the copy. A tied ``lm_head`` is skipped (it shares the
+  embedding).
+- ``external_launcher`` engines take their device from ``LOCAL_RANK`` and join
+  the ``torch.distributed`` world the launcher set up (``RANK``, ``WORLD_SIZE``,
+  ``MASTER_ADDR``, ``MASTER_PORT``); with tensor parallel 1 that is one engine
+  per training process, each serving its own prompts (the colocated mode of
+  TRL and verl).
+- ``LLM(enable_sleep_mode=True)``; ``sleep(level=1)`` moves the weights to
+  CPU memory and frees the KV cache, ``wake_up()`` restores both.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 from mmr1.generation.messages import to_template_messages
@@ -87,6 +109,44 @@ def engine_kwargs(config: VLLMBackendConfig, *, seed: int = 0) -> dict[str, Any]
         # Log-probs of the distribution actually sampled from (temperature applied).
         "logprobs_mode": "processed_logprobs",
     }
+
+
+def colocated_engine_kwargs(
+    config: VLLMBackendConfig, *, seed: int = 0, sleep_mode: bool = False, world_size: int = 1
+) -> dict[str, Any]:
+    """``vllm.LLM`` kwargs of an engine living in a training process (one per process).
+
+    With several processes (``world_size`` > 1, from ``accelerate launch`` /
+    ``torchrun``) the ``external_launcher`` executor runs a single worker in
+    this process on the GPU of ``LOCAL_RANK``, inside the launcher's
+    ``torch.distributed`` world; alone, vLLM's default one-worker executor does
+    the same on the first GPU. ``sleep_mode`` lets :class:`VLLMBackend` sleep.
+    """
+    kwargs = engine_kwargs(config, seed=seed)
+    if world_size > 1:
+        kwargs["distributed_executor_backend"] = "external_launcher"
+    if sleep_mode:
+        kwargs["enable_sleep_mode"] = True
+    return kwargs
+
+
+def colocated_environment(env: MutableMapping[str, str] | None = None) -> int:
+    """Make ``env`` (default ``os.environ``) run the engine core in this process; the world size.
+
+    Weight sync hands the engine tensors by reference, which needs the core in
+    this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``); an explicit other value
+    is refused. Returns ``WORLD_SIZE`` (1 outside a launcher).
+    """
+    env = os.environ if env is None else env
+    if env.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") not in ("0", ""):
+        raise ValueError(
+            "VLLM_ENABLE_V1_MULTIPROCESSING is set to "
+            f"{env['VLLM_ENABLE_V1_MULTIPROCESSING']!r}: the colocated rollout engine must run "
+            "in the training process (weights are synced tensor by tensor, by reference); "
+            "unset it or set it to 0"
+        )
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    return int(env.get("WORLD_SIZE", "1"))
 
 
 def sampling_kwargs(
@@ -195,26 +255,46 @@ class VLLMBackend:
         seed: engine seed (every request also carries ``sampling.seed``).
         suppress_vision_tokens: give Qwen's vision marker tokens a -100 logit
             bias so completions never contain them (docs/STACK.md, "crash to prevent").
-
-    Building the engine sets ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` unless the
-    variable is already set: :meth:`update_weights` ships a function to the
-    engine's worker processes, which vLLM only unpickles with that flag. Those
-    workers are local child processes of this one.
+        colocated: the engine lives beside a training process (GRPO rollouts):
+            its core runs in this process on this process's GPU
+            (:func:`colocated_environment`, :func:`colocated_engine_kwargs`), which
+            :meth:`update_weights` needs.
+        sleep_between_rollouts: (colocated) sleep after each :meth:`generate`
+            (weights to CPU memory, KV cache freed) and wake before the next use.
     """
 
     name = "vllm"
 
     def __init__(
-        self, config: VLLMBackendConfig, *, seed: int = 0, suppress_vision_tokens: bool = True
+        self,
+        config: VLLMBackendConfig,
+        *,
+        seed: int = 0,
+        suppress_vision_tokens: bool = True,
+        colocated: bool = False,
+        sleep_between_rollouts: bool = False,
     ) -> None:
         try:
             import vllm
         except ImportError as exc:
             raise ImportError(VLLM_MISSING_MESSAGE) from exc
+        if sleep_between_rollouts and not colocated:
+            raise ValueError("sleep_between_rollouts needs a colocated engine")
         self.config = config
+        self.colocated = colocated
         self._vllm = vllm
-        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
-        self._llm = vllm.LLM(**engine_kwargs(config, seed=seed))
+        self._sleep = sleep_between_rollouts
+        self._asleep = False
+        if colocated:
+            kwargs = colocated_engine_kwargs(
+                config,
+                seed=seed,
+                sleep_mode=sleep_between_rollouts,
+                world_size=colocated_environment(),
+            )
+        else:
+            kwargs = engine_kwargs(config, seed=seed)
+        self._llm = vllm.LLM(**kwargs)
         self._tokenizer = self._llm.get_tokenizer()
         self._suppressed = vision_token_ids(self._tokenizer) if suppress_vision_tokens else []
 
@@ -232,7 +312,11 @@ class VLLMBackend:
         params = self._vllm.SamplingParams(
             **sampling_kwargs(sampling, suppress_token_ids=self._suppressed)
         )
+        self._wake()
         outputs = self._llm.generate(inputs, params, use_tqdm=False)
+        if self._sleep:
+            self._llm.sleep(level=1)
+            self._asleep = True
         return [
             request_output_to_completion(
                 out, request_id=req.request_id, want_logprobs=sampling.return_logprobs
@@ -240,31 +324,48 @@ class VLLMBackend:
             for req, out in zip(requests, outputs, strict=True)
         ]
 
-    def update_weights(self, state_dict_items: Iterable[tuple[str, Any]]) -> None:
-        """Load new policy weights into the running engine (GRPO weight sync).
+    def update_weights(self, weights: Iterable[tuple[str, Any]]) -> dict[str, float]:
+        """Load new policy weights into the running engine, tensor by tensor (GRPO weight sync).
 
-        ``state_dict_items`` are ``(name, tensor)`` pairs in Hugging Face naming
-        (``model.state_dict().items()`` of the trained policy, gathered to full
-        tensors under ZeRO-3/FSDP). They reach the model through
-        ``LLM.apply_model(fn)``, which runs ``fn(model)`` on the ``nn.Module`` in
-        every worker, and ``fn`` calls the model's own ``load_weights(weights)``
-        (vLLM's checkpoint loader: it maps HF names, fuses qkv/gate-up and
-        shards for tensor parallelism). The prefix cache is reset afterwards so
-        no KV computed with the old weights is reused.
+        ``weights`` yields ``(name, tensor)`` in Hugging Face naming, tensors on
+        this process's GPU (e.g. :func:`mmr1.rl.rollout.policy_weights`: each
+        parameter once, gathered one at a time when sharded). They reach the
+        model's own ``load_weights`` (renaming, q/k/v and gate/up fusion, dtype
+        conversion: module docstring) through ``LLM.apply_model``, which for a
+        colocated engine is a call in this process: the iterator is consumed
+        lazily, each tensor copied once into the engine's parameter, and no
+        state dict is built or serialised. The prefix cache is reset afterwards
+        so no KV computed with the old weights is reused.
 
-        The tensors are pickled to the workers; move them to CPU first for big
-        models, or run the engine in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
-        tensor_parallel_size 1), where no copy is made. Not testable without a GPU.
+        Returns ``{"tensors": count, "bytes": total}`` of what was handed over.
         """
-        weights = list(state_dict_items)
+        if not self.colocated:
+            raise RuntimeError(
+                "update_weights needs a colocated engine (VLLMBackend(colocated=True)): a "
+                "separate engine process would need the weights serialised"
+            )
+        counted = _CountingWeights(weights)
 
         def load(model: Any) -> None:
-            model.load_weights(weights=weights)
+            model.load_weights(weights=counted)
 
+        self._wake()
         self._llm.apply_model(load)
         reset = getattr(self._llm, "reset_prefix_cache", None)
         if reset is not None:
             reset()
+        return {"tensors": float(counted.tensors), "bytes": float(counted.bytes)}
+
+    def _wake(self) -> None:
+        if self._asleep:
+            # The update pass's freed activations sit in torch's cache; give them back to
+            # the driver first, or the engine cannot re-allocate its weights and KV cache.
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self._llm.wake_up()
+            self._asleep = False
 
     def close(self) -> None:
         """Drop the engine so its GPU memory can be reclaimed."""
@@ -276,3 +377,18 @@ class VLLMBackend:
         if callable(shutdown):
             shutdown()
         del llm
+
+
+class _CountingWeights:
+    """Passes ``(name, tensor)`` pairs through one at a time, counting tensors and bytes."""
+
+    def __init__(self, weights: Iterable[tuple[str, Any]]) -> None:
+        self._weights = iter(weights)
+        self.tensors = 0
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        for name, tensor in self._weights:
+            self.tensors += 1
+            self.bytes += int(tensor.numel()) * int(tensor.element_size())
+            yield name, tensor

@@ -4,10 +4,11 @@ Every stage (generation, SFT, GRPO, evaluation) loads policies through
 :func:`load_policy`, so device, dtype and processor choices live here only.
 
 The processor class is chosen by inspecting the checkpoint's files, never by
-its name: a directory written by ``build_tiny_model`` (or saved from a policy
-trained from it) names :class:`ImageOnlyQwenVLProcessor` in
-``processor_config.json``; anything else (``Qwen/Qwen2.5-VL-7B-Instruct``, ...)
-goes through ``AutoProcessor``.
+its name (:func:`load_processor`): the tiny model's own processor, the
+image-only processor for Qwen-VL checkpoints where torchvision is missing, or
+``AutoProcessor``. Hub ids resolve to their snapshot in the local HF cache
+(:func:`mmr1.models.hub.local_checkpoint`), so model and processor always load
+from the same files.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from transformers import (
     PreTrainedModel,
     ProcessorMixin,
 )
+from transformers.utils import is_torchvision_available
 
+from mmr1.models.hub import has_image_processor, local_checkpoint
 from mmr1.models.processor import ImageOnlyQwenVLProcessor
 from mmr1.models.tokenizer import (
     IMAGE_TOKEN,
@@ -38,6 +41,9 @@ from mmr1.models.tokenizer import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Checkpoints the image-only processor can serve when torchvision is missing.
+QWEN_VL_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -83,24 +89,9 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return _DTYPES[dtype]
 
 
-def _read_json(path_or_hub_id: str, filename: str) -> dict[str, Any] | None:
-    """A JSON file of a local checkpoint or a (cached / reachable) hub repo; None if absent."""
-    local = Path(path_or_hub_id)
-    if local.is_dir():
-        file = local / filename
-        return json.loads(file.read_text()) if file.is_file() else None
-    try:
-        from transformers.utils import cached_file
-
-        resolved = cached_file(
-            path_or_hub_id,
-            filename,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-        )
-    except (OSError, ValueError):
-        return None
-    return json.loads(Path(resolved).read_text()) if resolved else None
+def _read_json(directory: Path, filename: str) -> dict[str, Any]:
+    file = directory / filename
+    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def _is_vlm_config(config: Any) -> bool:
@@ -108,25 +99,40 @@ def _is_vlm_config(config: Any) -> bool:
 
 
 def load_processor(path_or_hub_id: str | Path) -> Any:
-    """The processor of a checkpoint: ours for tiny-model directories, else ``AutoProcessor``.
+    """The processor of a checkpoint directory or hub id.
 
-    Raises if ``AutoProcessor`` falls back to a bare tokenizer for a vision
-    model (it does so silently, e.g. when torchvision is missing).
+    - Directories written by the tiny model (or a policy trained from it) name
+      :class:`ImageOnlyQwenVLProcessor` in ``processor_config.json``: loaded with it.
+    - A Qwen2-VL / Qwen2.5-VL checkpoint (hub layout) on a machine without
+      torchvision: the same image-only processor around the checkpoint's own
+      tokenizer, chat template and image settings (transformers builds the real
+      processor only with torchvision, for its video processor). Video inputs
+      then raise a clear error.
+    - Anything else goes through ``AutoProcessor``, which raises here if it falls
+      back to a bare tokenizer for a vision model.
     """
-    path_or_hub_id = str(path_or_hub_id)
-    processor_config = _read_json(path_or_hub_id, "processor_config.json") or {}
+    directory = local_checkpoint(path_or_hub_id)
+    processor_config = _read_json(directory, "processor_config.json")
     if processor_config.get("processor_class") == ImageOnlyQwenVLProcessor.__name__:
-        return ImageOnlyQwenVLProcessor.from_pretrained(path_or_hub_id)
-    processor = AutoProcessor.from_pretrained(path_or_hub_id)
-    if not isinstance(processor, ProcessorMixin):
-        config = AutoConfig.from_pretrained(path_or_hub_id)
-        if _is_vlm_config(config):
-            raise RuntimeError(
-                f"AutoProcessor.from_pretrained({path_or_hub_id!r}) returned only a tokenizer "
-                f"({type(processor).__name__}) for a vision-language model; its image/video "
-                "processors could not be built (transformers 5.x needs torchvision for the "
-                "Qwen2.5-VL video processor)"
+        return ImageOnlyQwenVLProcessor.from_pretrained(directory)
+    config = AutoConfig.from_pretrained(str(directory))
+    is_vlm = _is_vlm_config(config)
+    if is_vlm and config.model_type in QWEN_VL_MODEL_TYPES and not is_torchvision_available():
+        if not has_image_processor(directory):
+            raise ValueError(
+                f"{path_or_hub_id}: no image processor settings (preprocessor_config.json, or "
+                "processor_config.json with image_processor) for this vision-language model"
             )
+        logger.info("%s: image-only Qwen-VL processor (torchvision is not installed)", directory)
+        return ImageOnlyQwenVLProcessor.from_pretrained(directory)
+    processor = AutoProcessor.from_pretrained(str(directory))
+    if is_vlm and not isinstance(processor, ProcessorMixin):
+        raise RuntimeError(
+            f"AutoProcessor.from_pretrained({str(path_or_hub_id)!r}) returned only a tokenizer "
+            f"({type(processor).__name__}) for a vision-language model ({config.model_type}); "
+            "its image/video processors could not be built (transformers 5.x needs torchvision "
+            "for video processors)"
+        )
     return processor
 
 
@@ -140,24 +146,26 @@ def load_policy(
     """Load a policy for generation (``for_training=False``: eval mode, no grads) or training.
 
     ``path_or_hub_id``: a directory from ``build_tiny_model`` / a saved policy,
-    or a hub id such as ``Qwen/Qwen2.5-VL-7B-Instruct``. Vision-language
+    a checkpoint in the hub layout, or a hub id such as
+    ``Qwen/Qwen2.5-VL-7B-Instruct`` (its loadable files come from the local HF
+    cache, downloaded first when the hub is reachable). Vision-language
     checkpoints load with ``AutoModelForImageTextToText``, text-only ones with
     ``AutoModelForCausalLM``.
     """
-    path_or_hub_id = str(path_or_hub_id)
+    directory = local_checkpoint(path_or_hub_id)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    config = AutoConfig.from_pretrained(path_or_hub_id)
+    config = AutoConfig.from_pretrained(str(directory))
     is_vlm = _is_vlm_config(config)
     model_class = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-    model = model_class.from_pretrained(path_or_hub_id, dtype=torch_dtype)
+    model = model_class.from_pretrained(str(directory), dtype=torch_dtype)
     model.to(torch_device)
     if for_training:
         model.train()
     else:
         model.eval()
         model.requires_grad_(False)
-    processor = load_processor(path_or_hub_id)
+    processor = load_processor(directory)
     logger.info(
         "loaded %s (%s) on %s as %s",
         path_or_hub_id,

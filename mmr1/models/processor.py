@@ -15,6 +15,7 @@ re-scored log-probs no longer match generation (docs/STACK.md).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,13 @@ def make_image_processor(
     )
 
 
+_NO_VIDEO = (
+    "video inputs need the Qwen2-VL video processor, which transformers builds only with "
+    "torchvision; this machine has the image-only processor (install torchvision where its "
+    "wheels match your torch, e.g. on GPU machines)"
+)
+
+
 class ImageOnlyQwenVLProcessor(ProcessorMixin):
     """Tokenizer + Qwen2-VL image processor; images only, no video processor.
 
@@ -89,6 +97,7 @@ class ImageOnlyQwenVLProcessor(ProcessorMixin):
         self,
         images: Sequence[Any] | None = None,
         text: str | Sequence[str] | None = None,
+        videos: Any = None,
         *,
         padding: bool | str = True,
         return_tensors: str | None = "pt",
@@ -101,6 +110,8 @@ class ImageOnlyQwenVLProcessor(ProcessorMixin):
         """
         if text is None:
             raise ValueError(f"{type(self).__name__} needs text (use the chat template)")
+        if videos is not None:
+            raise ValueError(_NO_VIDEO)
         texts = [text] if isinstance(text, str) else list(text)
         flat_images = _flatten_images(images)
         n_placeholders = sum(t.count(self.image_token) for t in texts)
@@ -110,7 +121,7 @@ class ImageOnlyQwenVLProcessor(ProcessorMixin):
                 f"but {len(flat_images)} images were given"
             )
         if any(self.video_token in t for t in texts):
-            raise ValueError(f"{type(self).__name__} does not process videos ({self.video_token})")
+            raise ValueError(_NO_VIDEO)
 
         data: dict[str, Any] = {}
         if flat_images:
@@ -150,12 +161,32 @@ class ImageOnlyQwenVLProcessor(ProcessorMixin):
             **kwargs,
         )
 
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Save like ``ProcessorMixin``, without the tokenizer's transient padding state.
+
+        The fast tokenizer's backend remembers the padding/truncation of its last call and
+        ``tokenizer.json`` would carry it: a checkpoint saved after training steps would then
+        differ from one saved before (and a resumed run's checkpoints from an uninterrupted
+        run's). Each call sets padding anew, so clearing it here changes no encoding.
+        """
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            backend.no_padding()
+            backend.no_truncation()
+        return super().save_pretrained(save_directory, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any):  # type: ignore[override]
-        """Load from a local directory written by :meth:`save_pretrained`.
+        """Load from a local checkpoint directory: ours, or a Qwen2-VL / Qwen2.5-VL one.
 
-        The tokenizer wrapper is rebuilt from ``tokenizer.json`` +
-        ``chat_template.jinja`` (see ``mmr1.models.tokenizer``).
+        A directory written by :meth:`save_pretrained` from the tiny model gets its
+        tokenizer wrapper rebuilt from ``tokenizer.json`` + ``chat_template.jinja``
+        (see ``mmr1.models.tokenizer``). Any other tokenizer (a hub checkpoint's
+        ``Qwen2Tokenizer``, or one saved after fine-tuning it) loads with
+        ``AutoTokenizer``, left-padded like ours, with the chat template from
+        ``chat_template.jinja``, ``chat_template.json`` or the tokenizer config. The
+        image processor reads ``preprocessor_config.json`` (hub layout) or the
+        ``image_processor`` section of ``processor_config.json`` (transformers 5).
         """
         path = Path(pretrained_model_name_or_path)
         if not path.is_dir():
@@ -163,8 +194,44 @@ class ImageOnlyQwenVLProcessor(ProcessorMixin):
                 f"{cls.__name__} loads local directories only; {path} is not one"
             )
         image_processor = _ImageProcessorClass.from_pretrained(str(path))
-        tokenizer = load_tokenizer(path)
-        return cls(image_processor=image_processor, tokenizer=tokenizer)
+        if _tokenizer_class(path) in _OWN_TOKENIZER_CLASSES:
+            tokenizer = load_tokenizer(path)
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            tokenizer.padding_side = "left"
+        chat_template = getattr(tokenizer, "chat_template", None) or _chat_template_file(path)
+        if chat_template is None:
+            raise ValueError(
+                f"{path}: no chat template (chat_template.jinja, chat_template.json or "
+                "tokenizer_config.json)"
+            )
+        return cls(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
+        )
+
+
+#: ``tokenizer_class`` values of tokenizers built by ``mmr1.models.tokenizer`` (as saved by
+#: transformers 5) or of a directory without a tokenizer config.
+_OWN_TOKENIZER_CLASSES = (None, "TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _tokenizer_class(path: Path) -> str | None:
+    config_file = path / "tokenizer_config.json"
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text()).get("tokenizer_class")
+
+
+def _chat_template_file(path: Path) -> str | None:
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    legacy = path / "chat_template.json"
+    if legacy.is_file():
+        return json.loads(legacy.read_text()).get("chat_template")
+    return None
 
 
 def _flatten_images(images: Sequence[Any] | None) -> list[Any]:

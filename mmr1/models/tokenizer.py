@@ -181,8 +181,14 @@ def load_tokenizer(path: str | Path | None = None) -> PreTrainedTokenizerFast:
     template_file = tokenizer_file.parent / "chat_template.jinja"
     if not template_file.is_file():
         template_file = CHAT_TEMPLATE_FILE
+    backend = Tokenizer.from_file(str(tokenizer_file))
+    # A tokenizer.json saved after use carries the padding/truncation state of its last
+    # call; drop it, or a checkpoint reloaded from a save would save a different config
+    # (and hash differently) than one loaded from the shipped asset.
+    backend.no_padding()
+    backend.no_truncation()
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_file(str(tokenizer_file)),
+        tokenizer_object=backend,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
         padding_side="left",

@@ -1,11 +1,13 @@
 """Prefect deployments of this project: register them from ``deployments/prefect.yaml``, run them.
 
 ``prefect deploy`` and ``prefect deployment run`` are driven as command lines of
-the running interpreter's environment (the library never imports Prefect);
-deployments named under ``definitions.presets`` get their preset as default
-parameters through the REST API afterwards. A ``prefect deploy`` without the
-right ``PREFECT_API_URL`` "succeeds" against a throwaway server, so
-:func:`deploy` checks that the deployments exist afterwards.
+the running interpreter's environment (the library never imports Prefect).
+A deployment whose parameters name a preset (``{preset: NAME, overrides: {...}}``,
+which the flows resolve themselves) then gets that preset, overrides applied, as
+its ``config`` parameter through the REST API, so the UI's run form opens
+filled in. A ``prefect deploy`` without the right ``PREFECT_API_URL``
+"succeeds" against a throwaway server, so :func:`deploy` checks that the
+deployments exist afterwards.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import yaml
 
 from mmr1.ops.prefect_api import api_client, prefect_env, request
 from mmr1.ops.processes import ServiceError, cli_command, run_cli
-from schemas.presets import PRESETS_DIR
+from schemas.presets import ConfigError, apply_overrides, read_preset
 
 #: The repository checkout this package lives in (holds ``deployments/prefect.yaml``).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -39,23 +41,25 @@ def list_deployments(api_url: str) -> list[str]:
 
 
 def preset_parameters(prefect_file: Path) -> dict[str, dict[str, Any]]:
-    """Default parameters per deployment from ``definitions.presets`` of the deployment file.
+    """Form-ready parameters per deployment name: ``{"config": <preset, overrides applied>}``.
 
-    Each entry maps ``flow/deployment`` to a preset name of ``schemas/presets/``;
-    the preset becomes the deployment's default ``config`` parameter, so the
-    preset file stays the one home of those values.
+    For each deployment of the file whose ``parameters`` name a ``preset``
+    (optionally with ``overrides``); ``preset:`` compositions are expanded and the
+    preset file stays the one home of the values. Other parameters are kept.
     """
     spec = yaml.safe_load(prefect_file.read_text()) or {}
-    presets = (spec.get("definitions") or {}).get("presets") or {}
     parameters: dict[str, dict[str, Any]] = {}
-    for deployment, preset in presets.items():
-        path = PRESETS_DIR / f"{preset}.yaml"
-        if not path.is_file():
-            raise ServiceError(
-                f"{prefect_file}: definitions.presets[{deployment!r}] names {preset!r}, "
-                f"but there is no {path}"
-            )
-        parameters[deployment] = {"config": yaml.safe_load(path.read_text()) or {}}
+    for deployment in spec.get("deployments") or []:
+        given = dict(deployment.get("parameters") or {})
+        preset = given.pop("preset", None)
+        if not preset:
+            continue
+        overrides = given.pop("overrides", None) or {}
+        try:
+            config = apply_overrides(read_preset(preset), overrides)
+        except ConfigError as exc:
+            raise ServiceError(f"{prefect_file}: deployment {deployment['name']!r}: {exc}") from exc
+        parameters[deployment["name"]] = {**given, "config": config}
     return parameters
 
 
@@ -98,9 +102,9 @@ def deploy(
     """Register deployments from ``deployments/prefect.yaml``; return all deployments after.
 
     ``names`` None deploys every deployment in the file (``--all``), otherwise
-    those names (deployment or ``flow/deployment``). Deployments listed under
-    ``definitions.presets`` then get their preset as default parameters (see
-    :func:`preset_parameters`). Runs from ``project_dir``
+    those names (deployment or ``flow/deployment``). Deployments whose parameters
+    name a preset then get it as their ``config`` (see :func:`preset_parameters`).
+    Runs from ``project_dir``
     (default: the checkout holding this package), which is where process
     workers will then import the flows from. Fails if a requested deployment
     is missing afterwards: ``prefect deploy`` skips a file it cannot validate
@@ -122,11 +126,12 @@ def deploy(
         cwd=project_dir,
         timeout=timeout,
     )
-    for full_name, parameters in preset_parameters(prefect_file).items():
-        if not names or full_name in names or full_name.split("/", 1)[1] in names:
-            set_default_parameters(api_url, full_name, parameters)
-
     deployed = list_deployments(api_url)
+    full_names = {d.split("/", 1)[1]: d for d in deployed}
+    for name, parameters in preset_parameters(prefect_file).items():
+        full_name = full_names.get(name)
+        if full_name and (not names or name in names or full_name in names):
+            set_default_parameters(api_url, full_name, parameters)
     short = {d.split("/", 1)[1] for d in deployed}
     missing = [n for n in names or [] if n not in short and n not in deployed]
     if not deployed or missing:

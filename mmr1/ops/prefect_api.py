@@ -18,11 +18,15 @@ from typing import Any
 import httpx
 
 # Settings every child gets unless the caller's environment says otherwise:
-# no telemetry (no internet here), no warnings for logs outside a flow run.
+# no telemetry (no internet here), no warnings for logs outside a flow run, and
+# clients (worker, flow runs, CLI) that retry a busy server's 503s longer (SQLite
+# under load, mmr1.ops.servers.SQLITE_SERVER_SETTINGS; Prefect's default is 5
+# retries with exponential backoff and jitter).
 QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "PREFECT_CLIENT_MAX_RETRIES": "10",
 }
 
 

@@ -21,6 +21,10 @@ Traps handled here (docs/STACK.md):
   stopping signals the whole process group and kills it after a grace period.
 - ``mlflow server`` starts four uvicorn workers and job-execution processes
   by default: one worker, job execution off.
+- Prefect's SQLite database under load ("database is locked"): see
+  :data:`SQLITE_SERVER_SETTINGS`; several workers on several machines want
+  PostgreSQL (``PREFECT_SERVER_DATABASE_CONNECTION_URL``), which these settings
+  leave alone.
 """
 
 from __future__ import annotations
@@ -54,6 +58,49 @@ from schemas.home import HomeConfig
 DEFAULT_POOL = "mmr1-local"
 DEFAULT_PREFECT_PORT = 4200
 DEFAULT_MLFLOW_PORT = 5000
+
+#: Server settings always applied (unless set): stream flow-run logs to subscribers, so
+#: `prefect deployment run --watch` (a CI job) prints the run's log lines as they come.
+#: Prefect 3.9 streams only events by default: the watch shows state changes and
+#: heartbeats, no logs.
+SERVER_SETTINGS = {
+    "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+    "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
+}
+
+#: Server settings for its SQLite database with concurrent clients (worker, flow runs,
+#: UI, CLI). Prefect 3.9 already opens every SQLite connection in WAL mode (readers do
+#: not block the writer) with a 60 s busy timeout. What still fails under load are
+#: writes that SQLite refuses without waiting (a transaction that read first and then
+#: wants to write while another writes); the server answers those HTTP 503 and clients
+#: retry (mmr1.ops.prefect_api gives every client 10 retries). So: fewer write
+#: transactions (events persisted in larger batches), a lock wait as long as the busy
+#: timeout from the first connect, and retried conflicts kept out of the log. They do
+#: not remove conflicts between many concurrent writers (bench/bench_prefect_server.py:
+#: about the same share of 503s with and without them): several workers want
+#: PostgreSQL. Explicit settings in the environment win; none apply to PostgreSQL.
+SQLITE_SERVER_SETTINGS = {
+    "PREFECT_SERVER_DATABASE_TIMEOUT": "60",  # lock wait of each connection, s (default 10)
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",  # events per write (20)
+    "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "false",  # 503s that clients retry
+}
+_DATABASE_URL_SETTINGS = (
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+)
+
+
+def uses_sqlite(env: Mapping[str, str]) -> bool:
+    """Whether a Prefect server with this environment keeps its database in SQLite."""
+    url = next((env[k] for k in _DATABASE_URL_SETTINGS if env.get(k)), "")
+    driver = env.get("PREFECT_SERVER_DATABASE_DRIVER", "")
+    return (not url or url.startswith("sqlite")) and driver in ("", "sqlite+aiosqlite")
+
+
+def server_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The settings :func:`prefect_server` adds to ``env`` (which wins where it sets one)."""
+    wanted = {**SERVER_SETTINGS, **(SQLITE_SERVER_SETTINGS if uses_sqlite(env) else {})}
+    return {key: value for key, value in wanted.items() if key not in env}
 
 
 def default_log_dir(home: HomeConfig | None = None) -> Path:
@@ -112,6 +159,7 @@ def prefect_server(
             **(env or {}),
         },
     )
+    child_env.update(server_settings(child_env))
     args = [*cli_command("prefect"), "server", "start", "--host", host, "--port", str(port)]
     process = ManagedProcess.start(
         "prefect server", args, env=child_env, log_path=log_dir / "prefect-server.log"
@@ -263,8 +311,12 @@ class LocalStack:
             f"Prefect API     {self.prefect.api_url}",
         ]
         if self.mlflow is not None:
+            from mmr1.tracking.runs import MODEL_TRAINING_VIEW  # MLflow's client: import late
+
             store = self.mlflow.backend_store_uri
-            lines.append(f"MLflow UI       {self.mlflow.url}  (store {store})")
+            # Opens the "Model training" view (MLflow 3.17 opens its GenAI view otherwise).
+            view = f"{self.mlflow.url}/#/experiments?{MODEL_TRAINING_VIEW}"
+            lines.append(f"MLflow UI       {view}  (store {store})")
         if self.worker is not None:
             lines.append(f"Worker          {self.worker.name} on pool {self.worker.pool}")
         lines.append(f"Logs            {self.log_dir}")

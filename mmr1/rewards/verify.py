@@ -27,22 +27,29 @@ Timeouts: math-verify bounds each parse/compare with ``signal.alarm``, which
 raises in any thread but the main one. We pass its timeout only in the main
 thread (``timeout_s // 2`` seconds per operation, at least 1; alarms take whole
 seconds) and ``None`` elsewhere; a thread caller must bound time itself, which
-is what :func:`mmr1.rewards.score.score_batch` does with worker processes.
+is what :func:`mmr1.rewards.score.score_batch` does (worker processes, or a
+helper thread under a deadline).
+
+:func:`quick_verdict` applies the same rules but stops where math-verify would
+be needed: what it decides costs microseconds and needs no deadline, so
+:func:`~mmr1.rewards.score.score_batch` settles those items in the calling
+process and sends only the rest to workers. math-verify (and SymPy) is imported
+on first use, with :mod:`mmr1.rewards.fastparse` (a faster, result-identical
+LaTeX parser) installed.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from math_verify import parse, verify
-from math_verify.errors import TimeoutException
-
-from mmr1.rewards.guards import guard_reason
+from mmr1.rewards import fastparse
+from mmr1.rewards.guards import MAX_ANSWER_CHARS, guard_reason
 from mmr1.rewards.normalize import (
     choice_letter,
     clean_math,
@@ -65,6 +72,13 @@ _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _UPPER_LETTER_GOLD = re.compile(r"^[(\[]?[A-Z][)\]]?[.:]?$")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$")
+
+#: ``(gold, prediction) -> equal``: how the rules below compare two math answers.
+MathEqual = Callable[[str, str], bool]
+
+
+class NeedsMathVerify(Exception):
+    """Raised by :func:`quick_verdict`'s comparison where math-verify would be needed."""
 
 
 class Verdict(NamedTuple):
@@ -92,6 +106,23 @@ def looks_like_text(answer: str) -> bool:
     return any(word.lower() not in MATH_WORDS for word in _WORD.findall(stripped))
 
 
+@functools.cache
+def math_verify_api() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """math-verify's ``parse`` and ``verify``, imported on first use (SymPy takes ~0.5 s),
+    with :mod:`mmr1.rewards.fastparse` installed. Answers settled by
+    :func:`quick_verdict` never import it."""
+    from math_verify import parse, verify
+
+    fastparse.install()
+    return parse, verify
+
+
+def is_math_verify_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is math-verify's ``TimeoutException`` (a BaseException)."""
+    errors = sys.modules.get("math_verify.errors")  # not imported: cannot be its exception
+    return errors is not None and isinstance(exc, errors.TimeoutException)
+
+
 @functools.lru_cache(maxsize=8192)
 def _parse_boxed(answer: str, timeout: int | None) -> tuple:
     """math-verify parse of ``\\boxed{answer}``; () when unparseable. Timeouts propagate.
@@ -99,11 +130,10 @@ def _parse_boxed(answer: str, timeout: int | None) -> tuple:
     Cached because one gold is checked against every rollout of its prompt and
     rollouts often repeat answers; exceptions (timeouts) are not cached.
     """
+    parse, _ = math_verify_api()
     try:
         return tuple(parse(f"\\boxed{{{answer}}}", parsing_timeout=timeout, raise_on_error=True))
-    except TimeoutException:
-        raise
-    except Exception:  # any parser failure means "not a math answer"
+    except Exception:  # any parser failure means "not a math answer" (timeouts propagate)
         return ()
 
 
@@ -115,48 +145,67 @@ def plain_number(answer: str) -> Fraction | None:
     return Fraction(text.replace(",", ""))
 
 
+def number_verdict(gold: str, prediction: str) -> bool | None:
+    """Decide two plain decimals without math-verify, or None when it must decide.
+
+    Two plain decimals with equal exact values are equal, and two plain
+    integers with different values are not (math-verify agrees on both, after
+    spending milliseconds in its LaTeX parser). Anything else is math-verify's
+    call: it rounds decimals, so ``3.1415927`` vs ``3.141593`` is not decided here.
+    """
+    gold_number, pred_number = plain_number(gold), plain_number(prediction)
+    if gold_number is None or pred_number is None:
+        return None
+    if gold_number == pred_number:
+        return True
+    if (
+        gold_number.denominator == 1
+        and pred_number.denominator == 1
+        and "." not in gold + prediction
+    ):
+        return False
+    return None
+
+
 def math_equal(gold: str, prediction: str, timeout: int | None) -> bool:
     """math-verify equivalence of two answers (gold first: ``verify`` is not symmetric).
 
-    Fast path: two plain decimals with equal exact values are equal, and two
-    plain integers with different values are not (math-verify agrees on both,
-    after spending ~10 ms in its LaTeX parser). Everything else goes to
-    math-verify, which rounds decimals, so ``3.1415927`` vs ``3.141593`` is its call.
-    Raises math-verify's ``TimeoutException`` when an operation hits ``timeout``.
+    :func:`number_verdict` first, then math-verify. Raises math-verify's
+    ``TimeoutException`` when an operation hits ``timeout``.
     """
-    gold_number, pred_number = plain_number(gold), plain_number(prediction)
-    if gold_number is not None and pred_number is not None:
-        if gold_number == pred_number:
-            return True
-        if (
-            gold_number.denominator == 1
-            and pred_number.denominator == 1
-            and "." not in (gold + prediction)
-        ):
-            return False
+    decided = number_verdict(gold, prediction)
+    if decided is not None:
+        return decided
     gold_parsed = _parse_boxed(clean_math(gold), timeout)
     if not gold_parsed:
         return False
     pred_parsed = _parse_boxed(clean_math(prediction), timeout)
     if not pred_parsed:
         return False
+    _, verify = math_verify_api()
     for gold_item in gold_parsed:
         for pred_item in pred_parsed:
             try:
                 if verify(gold_item, pred_item, timeout_seconds=timeout, raise_on_error=True):
                     return True
-            except TimeoutException:
-                raise
-            except Exception:  # a failed comparison is "not equal"
+            except Exception:  # a failed comparison is "not equal" (timeouts propagate)
                 continue
     return False
+
+
+def _number_only(gold: str, prediction: str) -> bool:
+    """:data:`MathEqual` of :func:`quick_verdict`: decided numbers, else NeedsMathVerify."""
+    decided = number_verdict(gold, prediction)
+    if decided is None:
+        raise NeedsMathVerify
+    return decided
 
 
 def _choice_texts(choices: Sequence[str]) -> list[str]:
     return [strip_choice_label(str(choice), i) for i, choice in enumerate(choices)]
 
 
-def _match_choice(answer: str, choices: Sequence[str], timeout: int | None) -> str | None:
+def _match_choice(answer: str, choices: Sequence[str], equal: MathEqual) -> str | None:
     """The letter of the single choice equal to ``answer`` (text, else math), or None."""
     texts = _choice_texts(choices)
     target = normalize_text(answer)
@@ -165,14 +214,12 @@ def _match_choice(answer: str, choices: Sequence[str], timeout: int | None) -> s
     hits = [i for i, text in enumerate(texts) if normalize_text(text) == target]
     if not hits and not looks_like_text(answer) and guard_reason(answer) is None:
         hits = [
-            i
-            for i, text in enumerate(texts)
-            if not looks_like_text(text) and math_equal(text, answer, timeout)
+            i for i, text in enumerate(texts) if not looks_like_text(text) and equal(text, answer)
         ]
     return choice_letter(hits[0]) if len(hits) == 1 else None
 
 
-def gold_choice_letter(gold: str, choices: Sequence[str] | None, timeout: int | None) -> str | None:
+def gold_choice_letter(gold: str, choices: Sequence[str] | None, equal: MathEqual) -> str | None:
     """The option letter the gold names, or None when the gold is not multiple choice.
 
     Without choices only an upper-case letter form counts (``A``, ``(B)``, ``C.``),
@@ -185,17 +232,38 @@ def gold_choice_letter(gold: str, choices: Sequence[str] | None, timeout: int | 
     letter = parse_choice_letter(gold)
     if letter is not None and ord(letter) - ord("A") < len(choices):
         return letter
-    return _match_choice(gold, choices, timeout)
+    return _match_choice(gold, choices, equal)
 
 
 def prediction_choice_letter(
-    prediction: str, choices: Sequence[str] | None, timeout: int | None
+    prediction: str, choices: Sequence[str] | None, equal: MathEqual
 ) -> str | None:
     """The option letter the prediction names: a letter form, else a choice's text."""
     letter = parse_choice_letter(prediction)
     if letter is not None or not choices:
         return letter
-    return _match_choice(prediction, choices, timeout)
+    return _match_choice(prediction, choices, equal)
+
+
+def _decide(prediction: str, gold: str, choices: Sequence[str] | None, equal: MathEqual) -> Verdict:
+    """The rules of the module docstring, comparing math answers with ``equal``."""
+    if not prediction or not prediction.strip():
+        return Verdict(False, rule="empty")
+    reason = guard_reason(prediction)
+    if reason is not None:
+        return Verdict(False, rule=f"guard:{reason}")
+    letter = gold_choice_letter(gold, choices, equal)
+    if letter is not None:
+        predicted = prediction_choice_letter(prediction, choices, equal)
+        return Verdict(predicted == letter, rule="choice")
+    normalized = normalize_text(prediction)
+    if normalized and normalized == normalize_text(gold):
+        return Verdict(True, rule="text")
+    if looks_like_text(gold):
+        return Verdict(False, rule="text")
+    if guard_reason(gold) is not None:
+        return Verdict(False, rule="guard:gold")
+    return Verdict(equal(gold, prediction), rule="math")
 
 
 def check_answer(
@@ -206,28 +274,39 @@ def check_answer(
     timeout_s: float | None = 5.0,
 ) -> Verdict:
     """Compare an extracted answer with the gold (rules in the module docstring)."""
-    gold = str(gold)  # datasets sometimes hold numeric golds
-    if not prediction or not prediction.strip():
-        return Verdict(False, rule="empty")
-    reason = guard_reason(prediction)
-    if reason is not None:
-        return Verdict(False, rule=f"guard:{reason}")
     timeout = signal_timeout(timeout_s)
     try:
-        letter = gold_choice_letter(gold, choices, timeout)
-        if letter is not None:
-            predicted = prediction_choice_letter(prediction, choices, timeout)
-            return Verdict(predicted == letter, rule="choice")
-        normalized = normalize_text(prediction)
-        if normalized and normalized == normalize_text(gold):
-            return Verdict(True, rule="text")
-        if looks_like_text(gold):
-            return Verdict(False, rule="text")
-        if guard_reason(gold) is not None:
-            return Verdict(False, rule="guard:gold")
-        return Verdict(math_equal(gold, prediction, timeout), rule="math")
-    except TimeoutException:
-        return Verdict(False, timed_out=True, rule="timeout")
+        # str(gold): datasets sometimes hold numeric golds.
+        return _decide(prediction, str(gold), choices, lambda g, p: math_equal(g, p, timeout))
+    except BaseException as exc:
+        if is_math_verify_timeout(exc):
+            return Verdict(False, timed_out=True, rule="timeout")
+        raise
+
+
+def quick_verdict(
+    prediction: str, gold: str, choices: Sequence[str] | None = None
+) -> Verdict | None:
+    """:func:`check_answer`'s verdict when it needs no math-verify call, else None.
+
+    Pure string work, linear in the input: safe to run without a deadline. Long
+    golds or choices (over :data:`MAX_ANSWER_CHARS` characters) are left to the
+    bounded path, None.
+    """
+    gold = str(gold)
+    if len(gold) > MAX_ANSWER_CHARS or sum(len(str(c)) for c in choices or ()) > MAX_ANSWER_CHARS:
+        return None
+    try:
+        return _decide(prediction, gold, choices, _number_only)
+    except NeedsMathVerify:
+        return None
+
+
+def verify_item(
+    prediction: str, gold: str, choices: list[str] | None, timeout_s: float | None
+) -> Verdict:
+    """One task of :func:`~mmr1.rewards.score.score_batch`'s workers: :func:`check_answer`."""
+    return check_answer(prediction, gold, choices, timeout_s=timeout_s)
 
 
 def is_correct(

@@ -14,9 +14,13 @@ the ones the rollout was sampled from (docs/STACK.md).
 
 Log-probs (docs/METHOD.md section 7): ``log_softmax(masked_logits / T)`` where the
 vision control tokens are masked to ``-inf`` exactly as the ``hf`` backend
-does while sampling, and ``T`` is the sampling temperature. Only the last
-``R + 1`` positions are turned into logits (``logits_to_keep``), so memory
-grows with the response length, not the prompt.
+does while sampling, and ``T`` is the sampling temperature.
+
+Memory: full-vocabulary logits for a micro-batch would be ``rows x R x V``
+floats (4 x 4,097 x 151,936 x 4 bytes ~ 10 GB at paper lengths), and the
+entropy pass as many again. They are never built: the model runs up to its
+final hidden states and the head is applied to the real response positions
+only, ``chunk_size`` positions at a time (:mod:`mmr1.models.head`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from mmr1.generation.messages import to_template_messages
+from mmr1.models.head import final_hidden_states, output_head, token_logprobs
 from mmr1.models.loader import Policy
 from schemas.generation import GenerationRequest
 
@@ -132,13 +137,16 @@ def response_logprobs(
     temperature: float,
     suppress_ids: Sequence[int],
     with_entropy: bool = False,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs of ``batch["response_ids"]``, shape (rows, R), and optionally entropy.
 
-    Positions ``P - 1 .. P + R - 2`` predict the R response tokens. Padding
-    positions get finite garbage: mask them with ``response_mask``. Entropy
-    (of the temperature-scaled, vision-masked distribution) is computed
-    without gradient.
+    Positions ``P - 1 .. P + R - 2`` predict the R response tokens; only the
+    real ones (``attention_mask`` 1 in the response columns) go through the
+    output head, ``chunk_size`` at a time (None: all at once). Padding
+    positions get 0: mask them with ``response_mask``. Entropy (of the
+    temperature-scaled, vision-masked distribution) is computed without
+    gradient. ``model`` may be wrapped (DDP, DeepSpeed): its own forward runs.
     """
     width_r = batch["response_ids"].shape[1]
     inputs = {
@@ -149,17 +157,25 @@ def response_logprobs(
     }
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
-    logits = model(**inputs, logits_to_keep=width_r + 1, use_cache=False).logits[:, :-1]
-    logits = logits.float() / (temperature if temperature > 0 else 1.0)
-    if suppress_ids:
-        logits[..., list(suppress_ids)] = float("-inf")
-    normaliser = torch.logsumexp(logits, dim=-1)
-    chosen = logits.gather(-1, batch["response_ids"].unsqueeze(-1)).squeeze(-1)
-    logprobs = chosen - normaliser
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)
-            logp = logits - normaliser.unsqueeze(-1)
-            entropy = -torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1)
-    return logprobs, entropy
+    head = output_head(model)
+    hidden, autocast = final_hidden_states(model, head, inputs, keep=width_r + 1)
+    hidden = hidden[:, :-1]  # (rows, R, H)
+    valid = batch["attention_mask"][:, -width_r:].bool()
+    if not bool(valid.any()):
+        # Keep the graph (and every parameter's gradient, for DDP) with one padded position.
+        valid = torch.zeros_like(valid)
+        valid[0, 0] = True
+    where = valid.nonzero(as_tuple=True)
+    with autocast:  # the head computes exactly as it would have inside the forward
+        logp, entropy = token_logprobs(
+            hidden[where],
+            batch["response_ids"][where],
+            head,
+            temperature=temperature,
+            suppress_ids=suppress_ids,
+            chunk_size=chunk_size,
+            with_entropy=with_entropy,
+        )
+    zeros = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
+    full_entropy = None if entropy is None else zeros.index_put(where, entropy)
+    return zeros.index_put(where, logp), full_entropy

@@ -1,5 +1,9 @@
 """GRPO with Variance-Aware Sampling: the training loop (docs/METHOD.md sections 6-7).
 
+The pool is read once and prompts longer than ``max_prompt_length`` (image
+tokens included) are dropped before the sampler is built, counted in the
+result and listed in ``dropped_prompts.parquet`` (:mod:`mmr1.rl.pool`).
+
 One step, for a global batch of B prompts drawn by ``MixedVarianceSampler``
 (identical on every rank; rank r takes the contiguous slice r of B / W):
 
@@ -8,7 +12,8 @@ One step, for a global batch of B prompts drawn by ``MixedVarianceSampler``
    colocated vLLM engine synced lazily after updates). Prompts are generated in
    chunks of ``rollout_batch_size``; chunk c of the global batch samples with
    ``derive_seed(seed, "grpo", step, c)``, so the samples do not depend on the
-   number of processes when (B / W) is a multiple of it.
+   number of processes when (B / W) is a multiple of it. The hf backend cuts a
+   chunk into ``generate`` calls of at most ``generation_batch_size`` sequences.
 2. **Rewards** from the shared verifier (parallel, time-bounded), then group
    advantages ``(r - mean_g) / (std_g + eps)``.
 3. **Updates** (:class:`~mmr1.rl.update.PolicyUpdater`): log-probs of the policy
@@ -48,6 +53,7 @@ from mmr1.models.loader import Policy, load_policy, vision_special_token_ids
 from mmr1.rewards import score_batch
 from mmr1.rl.advantages import group_advantages
 from mmr1.rl.batch import Rollout, encode_prompt
+from mmr1.rl.pool import DROPPED_FILE, select_pool
 from mmr1.rl.report import rollout_stats, write_samples
 from mmr1.rl.rollout import RolloutSource
 from mmr1.rl.state import GRPOState, read_grpo_checkpoint, write_grpo_checkpoint
@@ -154,10 +160,7 @@ class GRPOTrainer:
         pad = self.policy.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.policy.tokenizer.eos_token_id)
 
-        self.pool = read_pool_frame(self.dataset_path)
-        if self.pool.is_empty():
-            raise ValueError(f"RL pool {self.dataset_path} is empty")
-        self.prompt_index = {pid: i for i, pid in enumerate(self.pool["row_id"].to_list())}
+        self._load_pool()
         self.sampler = MixedVarianceSampler(
             self.pool.height,
             SamplerConfig(
@@ -207,6 +210,12 @@ class GRPOTrainer:
         )
         if resume_from is not None:
             self._load_checkpoint(resume_from)
+            if acc.is_main_process and self.checkpoint_callback is not None:
+                # A run killed after saving this checkpoint but before the callback finished
+                # (e.g. between its snapshot and its catalog entry) left it unregistered:
+                # register it now, before later ones, so the catalog matches an uninterrupted
+                # run's. The callback is idempotent (same content, same version).
+                self.checkpoint_callback(resume_from, self.state.step)
         elif self.initial_vps is not None:
             self._apply_vps_table(*self.initial_vps)
         self.rollouts = RolloutSource.build(
@@ -220,6 +229,35 @@ class GRPOTrainer:
             start=resume_from or self.model_path,
             process_index=acc.process_index,
         )
+
+    def _load_pool(self) -> None:
+        """The pool's kept prompts (``max_prompt_length``); the dropped ones are counted, logged
+        and listed in ``dropped_prompts.parquet`` (:mod:`mmr1.rl.pool`)."""
+        pool = read_pool_frame(self.dataset_path)
+        if pool.is_empty():
+            raise ValueError(f"RL pool {self.dataset_path} is empty")
+        selection = select_pool(pool, self.policy, self.config.max_prompt_length)
+        self.pool = selection.pool
+        self.dropped_prompts = selection.counts()
+        self.dropped_ids = set(selection.dropped["row_id"].to_list())
+        if self.dropped_ids:
+            logger.warning(
+                "dropped %d of %d prompts of %s before training: %s (max_prompt_length %s)",
+                len(self.dropped_ids),
+                pool.height,
+                self.dataset_path,
+                self.dropped_prompts,
+                self.config.max_prompt_length,
+            )
+            if self.accelerator.is_main_process:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                selection.dropped.write_parquet(self.output_dir / DROPPED_FILE)
+        if self.pool.is_empty():
+            raise ValueError(
+                f"every prompt of {self.dataset_path} is longer than max_prompt_length "
+                f"({self.config.max_prompt_length} tokens): {self.dropped_prompts}"
+            )
+        self.prompt_index = {pid: i for i, pid in enumerate(self.pool["row_id"].to_list())}
 
     def close(self) -> None:
         """Release the rollout backend (a vLLM engine's GPU memory)."""
@@ -236,7 +274,8 @@ class GRPOTrainer:
         for prompt_id, vps in zip(table["prompt_id"], table["vps"], strict=True):
             index = self.prompt_index.get(prompt_id)
             if index is None:
-                unknown.append(prompt_id)
+                if prompt_id not in self.dropped_ids:  # dropped ones were scored, not trained
+                    unknown.append(prompt_id)
             else:
                 indices.append(index)
                 scores.append(float(vps))
@@ -326,6 +365,8 @@ class GRPOTrainer:
             refreshes=self.state.refreshes,
             skipped_updates=self.state.skipped_updates,
             saved=saved,
+            pool_prompts=self.pool.height,
+            dropped_prompts=self.dropped_prompts,
         )
         if acc.is_main_process:
             (self.output_dir / "result.json").write_text(result.model_dump_json(indent=2))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mmr1.rl.snapshot import CatalogHooks
 from mmr1.train.job import read_job_config, setup_job_logging
+from mmr1.train.launch import job_tracking_problem
 from mmr1.train.sft_main import mlflow_logger
 from schemas.grpo import GRPOConfig
 
@@ -51,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
+    tracking_problem = job_tracking_problem(args.mlflow_run_id, args.mlflow_tracking_uri)
+    if tracking_problem:
+        logger.error("%s", tracking_problem)
+        return 2
     callback = None
     if args.mlflow_run_id and rank == 0:
         callback = mlflow_logger(args.mlflow_run_id, args.mlflow_tracking_uri)
@@ -64,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             init_ref=args.init_ref,
             mlflow_run_id=args.mlflow_run_id,
             prefect_flow_run_id=args.prefect_flow_run_id,
+            sampling_mode=config.sampling_mode,
         )
 
     from mmr1.rl.grpo import run_grpo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,42 @@ def rollout_stats(
         "response/truncated_frac": trunc / n,
         "_tokens": l_sum,
     }
+
+
+#: Share of a run's steps at each end that :func:`run_summary` averages training accuracy over.
+EDGE_FRACTION = 0.1
+
+
+def run_summary(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """What a GRPO run did overall, from its per-step history (catalog metrics of its checkpoints).
+
+    With ``n`` logged steps and ``m = max(1, ceil(0.1 n))``:
+
+    - ``run/zero_variance_frac_mean``: mean over steps of ``zero_variance_frac``
+      (groups whose rewards are all equal, no gradient);
+    - ``run/zero_accuracy_variance_frac_mean``: the same for accuracies (p in {0, 1});
+    - ``run/accuracy_first_10pct`` / ``run/accuracy_last_10pct``: mean training
+      accuracy (``reward/accuracy`` of the rollouts) over the first / last ``m`` steps;
+    - ``run/steps``: ``n``.
+
+    Empty when ``history`` is empty; a key is left out when no step has its metric.
+    """
+    if not history:
+        return {}
+    edge = max(1, math.ceil(EDGE_FRACTION * len(history)))
+
+    def mean(rows: Sequence[Mapping[str, float]], key: str) -> float | None:
+        values = [float(row[key]) for row in rows if key in row]
+        return sum(values) / len(values) if values else None
+
+    summary = {
+        "run/zero_variance_frac_mean": mean(history, "zero_variance_frac"),
+        "run/zero_accuracy_variance_frac_mean": mean(history, "zero_accuracy_variance_frac"),
+        "run/accuracy_first_10pct": mean(history[:edge], "reward/accuracy"),
+        "run/accuracy_last_10pct": mean(history[-edge:], "reward/accuracy"),
+        "run/steps": float(len(history)),
+    }
+    return {key: value for key, value in summary.items() if value is not None}
 
 
 def write_samples(

@@ -13,10 +13,12 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmr1.catalog import Catalog, CatalogError
+from mmr1.rl.report import run_summary
 from mmr1.rl.state import SAMPLER_FILE
 from mmr1.storage import content_addressed
 from mmr1.train.checkpoint import OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE
@@ -33,6 +35,12 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def checkpoint_metrics(history: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Catalog metrics of a GRPO checkpoint: its last step's, and the run's summary so far."""
+    last = {k: float(v) for k, v in (history or [{}])[-1].items() if k != "step"}
+    return last | run_summary(history)
 
 
 def snapshot(step_dir: Path, root: Path, name: str) -> tuple[Path, str]:
@@ -62,9 +70,15 @@ class CatalogHooks:
     init_ref: str | None
     mlflow_run_id: str | None = None
     prefect_flow_run_id: str | None = None
+    sampling_mode: str | None = None
+    """The run's prompt sampling ('vas' or 'uniform'), recorded in each entry's config."""
 
     def register(self, step_dir: Path, step: int) -> CheckpointEntry:
-        """Snapshot a saved checkpoint and register it as the next version of ``name``."""
+        """Snapshot a saved checkpoint and register it as the next version of ``name``.
+
+        Its metrics are the last step's plus the run so far
+        (:func:`mmr1.rl.report.run_summary`); its config the ``sampling_mode``.
+        """
         if self.name is None or self.checkpoints_root is None:
             raise ValueError("CatalogHooks.register needs name and checkpoints_root")
         path, digest = snapshot(step_dir, self.checkpoints_root, self.name)
@@ -84,7 +98,8 @@ class CatalogHooks:
             uri=str(path),
             content_hash=digest,
             step=step,
-            metrics={k: v for k, v in (state.get("history") or [{}])[-1].items() if k != "step"},
+            metrics=checkpoint_metrics(state.get("history") or []),
+            config={"sampling_mode": self.sampling_mode} if self.sampling_mode else None,
             parents=list(dict.fromkeys(parents)),
             prefect_flow_run_id=self.prefect_flow_run_id,
             mlflow_run_id=self.mlflow_run_id,

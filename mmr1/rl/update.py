@@ -15,6 +15,10 @@ ratio is exactly 1 and ``loss/clip_frac`` 0 (on-policy; expected). The frozen
 reference has the policy's parameter dtype and runs under the same autocast, so
 the KL is exactly 0 before the first update.
 
+Log-probs never materialise full-vocabulary logits for a micro-batch: the
+output head runs on ``logprob_chunk_size`` response positions at a time
+(:mod:`mmr1.rl.batch`), and the entropy metric is optional (``compute_entropy``).
+
 Under DeepSpeed (ZeRO-1/2) the engine does the accumulation boundary, clipping,
 step and non-finite skip itself; :func:`configure_deepspeed` fills its config
 from the recipe before ``prepare``.
@@ -45,7 +49,8 @@ from schemas.grpo import GRPOConfig
 
 logger = logging.getLogger(__name__)
 
-#: Per-token metrics averaged over all response tokens of a rollout batch.
+#: Per-token metrics averaged over all response tokens of a rollout batch
+#: (``entropy`` only with ``compute_entropy``).
 TOKEN_METRICS = ("pg_loss", "kl", "clip_frac", "ratio_mean", "approx_kl", "entropy")
 
 
@@ -178,6 +183,7 @@ class PolicyUpdater:
                             batch,
                             temperature=temperature,
                             suppress_ids=self.suppress_ids,
+                            chunk_size=cfg.logprob_chunk_size,
                         )[0]
                     if self.reference is not None:
                         ref[micro[0]] = self.reference_logprobs(batch)
@@ -208,7 +214,8 @@ class PolicyUpdater:
                             batch,
                             temperature=temperature,
                             suppress_ids=self.suppress_ids,
-                            with_entropy=True,
+                            with_entropy=cfg.compute_entropy,
+                            chunk_size=cfg.logprob_chunk_size,
                         )
                         mask = batch["response_mask"]
                         adv = torch.tensor(
@@ -253,6 +260,7 @@ class PolicyUpdater:
         out = {
             f"loss/{n}" if n != "entropy" else "entropy": v / weight
             for n, v in zip(TOKEN_METRICS, reduced[1:], strict=True)
+            if n != "entropy" or cfg.compute_entropy
         }
         out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         out["updates"] = float(len(grad_norms))
@@ -274,6 +282,7 @@ class PolicyUpdater:
                 batch,
                 temperature=self.config.sampling.temperature,
                 suppress_ids=self.suppress_ids,
+                chunk_size=self.config.logprob_chunk_size,
             )[0]
 
     def _accumulating(self, last: bool) -> Any:

@@ -2,10 +2,18 @@
 
 from mmr1.tracking.runs import (
     TrackedRun,
+    child_runs,
     configure_tracking,
     find_runs,
     flatten_params,
     start_run,
 )
 
-__all__ = ["TrackedRun", "configure_tracking", "find_runs", "flatten_params", "start_run"]
+__all__ = [
+    "TrackedRun",
+    "child_runs",
+    "configure_tracking",
+    "find_runs",
+    "flatten_params",
+    "start_run",
+]

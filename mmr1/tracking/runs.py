@@ -7,7 +7,15 @@ flow's run by id.
 
 Conventions:
 - one experiment per flow (``mmr1/<flow name>``), created with its artifact
-  root under the pipeline home so nothing lands in the working directory;
+  root under the pipeline home so nothing lands in the working directory, and
+  tagged as a model-training experiment (``mlflow.experimentKind``), so the
+  MLflow 3 UI does not treat it as a GenAI one;
+- a stage run of a pipeline lives in the pipeline's experiment, nested under
+  the pipeline's run (the MLflow UI shows children only within one experiment);
+  its flow's experiment gets a *link run* with the same name, config params,
+  final metrics and status, tagged ``mmr1.nested_run_id`` and described with a
+  link to the stage run, so every run of a flow can be browsed and compared in
+  its experiment;
 - tags ``mmr1.prefect_flow_run_id``, ``mmr1.reads`` and ``mmr1.writes`` (catalog refs);
 - the stage config is logged both as flattened params and as ``config.yaml``;
 - catalog datasets are logged as MLflow dataset inputs (metadata only: name,
@@ -32,6 +40,8 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from mmr1.hashing import hash_bytes
+from mmr1.tracking.liveness import DeadRun, close_dead_run, dead_runs, process_tags
 from schemas.home import HomeConfig
 
 EXPERIMENT_PREFIX = "mmr1/"
@@ -39,6 +49,18 @@ TAG_PREFECT_FLOW_RUN = "mmr1.prefect_flow_run_id"
 TAG_READS = "mmr1.reads"
 TAG_WRITES = "mmr1.writes"
 TAG_FLOW = "mmr1.flow"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_NOTE = "mlflow.note.content"
+#: On a link run: the id of the stage run it stands for (nested in a pipeline's experiment).
+TAG_NESTED_RUN = "mmr1.nested_run_id"
+#: How the MLflow UI (3.x) classifies an experiment; "custom_model_development" is
+#: its "Model training" kind (the other common value is "genai_development").
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+#: MLflow 3.17's UI picks its view from this query parameter of a page's address (else
+#: from the browser's last choice, GenAI by default): links add it to open the "Model
+#: training" view.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 # MLflow limits (3.x): param values up to 6000 chars, 100 params / 1000 metrics per batch.
 _MAX_PARAM_VALUE = 6000
@@ -77,19 +99,27 @@ def flatten_params(config: BaseModel | Mapping[str, Any], prefix: str = "") -> d
 
 
 def _experiment_id(client: MlflowClient, flow_name: str, home: HomeConfig) -> str:
+    """The flow's experiment, created (as a model-training experiment) if missing."""
     name = f"{EXPERIMENT_PREFIX}{flow_name}"
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifact_root = (home.artifacts / flow_name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=artifact_root)
-    except Exception:
-        # Another process created it between our lookup and create.
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        artifact_root = (home.artifacts / flow_name).as_uri()
+        try:
+            return client.create_experiment(
+                name,
+                artifact_location=artifact_root,
+                tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING_KIND},
+            )
+        except Exception:
+            # Another process created it between our lookup and create.
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if TAG_EXPERIMENT_KIND not in experiment.tags:  # made before the kind was set
+        client.set_experiment_tag(
+            experiment.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING_KIND
+        )
+    return experiment.experiment_id
 
 
 class TrackedRun:
@@ -98,6 +128,8 @@ class TrackedRun:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        #: Runs of the same work whose process died, closed when this run started.
+        self.reaped: list[DeadRun] = []
 
     @property
     def artifact_uri(self) -> str:
@@ -208,41 +240,146 @@ def start_run(
     tags: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
 ) -> Iterator[TrackedRun]:
-    """Open an MLflow run in the flow's experiment; FINISHED on success, FAILED on error.
+    """Open an MLflow run in the flow's experiment: FINISHED on success, FAILED on an
+    error, KILLED when stopped from outside (KeyboardInterrupt, a termination signal).
 
     ``parent_run_id`` nests this run under another one (passed explicitly
-    because MLflow's active run does not cross threads).
+    because MLflow's active run does not cross threads): in the parent's
+    experiment, with a link run in the flow's own experiment (module doc).
     """
     client = configure_tracking(home)
-    experiment_id = _experiment_id(client, flow_name, home)
+    flow_experiment = _experiment_id(client, flow_name, home)
+    experiment_id = flow_experiment
     all_tags: dict[str, str] = {TAG_FLOW: flow_name}
     if prefect_flow_run_id:
         all_tags[TAG_PREFECT_FLOW_RUN] = prefect_flow_run_id
     if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
+        all_tags[TAG_PARENT] = parent_run_id
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
     all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+    work_key = _work_key(flow_name, config) if config is not None else None
+    if work_key:
+        all_tags.update(process_tags(work_key))
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
     tracked = TrackedRun(client, run.info.run_id)
+    link = None
+    if experiment_id != flow_experiment:
+        link = _create_link_run(client, flow_experiment, run, all_tags)
+    if work_key:
+        tracked.reaped = _close_dead_runs(
+            client, sorted({experiment_id, flow_experiment}), work_key, tracked, link
+        )
+    status = "FAILED"
     try:
         if config is not None:
             tracked.log_config(config)
+            if link is not None:
+                link.log_params(flatten_params(config))
         yield tracked
-    except BaseException:
-        client.set_terminated(run.info.run_id, status="FAILED")
+        status = "FINISHED"
+    except Exception:
         raise
-    client.set_terminated(run.info.run_id, status="FINISHED")
+    except BaseException:
+        # Stopped from outside (Ctrl-C, a cancellation's termination signal), not failed.
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run.info.run_id, status=status)
+        if link is not None:
+            _finish_link_run(client, link, run.info.run_id, status)
+
+
+def _work_key(flow_name: str, config: BaseModel) -> str:
+    """What a rerun of this flow with this config resumes: a hash of both."""
+    payload = json.dumps(
+        {"flow": flow_name, "config": config.model_dump(mode="json")}, sort_keys=True
+    )
+    return hash_bytes(payload.encode())[:24]
+
+
+def _close_dead_runs(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    work_key: str,
+    run: TrackedRun,
+    link: TrackedRun | None,
+) -> list[DeadRun]:
+    """Close the RUNNING runs (and link runs) of this work whose process died (liveness)."""
+    mine = {run.run_id, link.run_id if link else ""}
+    found = [
+        dead
+        for dead in dead_runs(
+            client,
+            experiment_ids,
+            work_key,
+            exclude_run_id=run.run_id,
+            prefect_tag=TAG_PREFECT_FLOW_RUN,
+        )
+        if dead.run_id not in mine
+    ]
+    for dead in found:
+        close_dead_run(client, dead, resumed_by=run.run_id)
+    return found
+
+
+def _create_link_run(
+    client: MlflowClient, experiment_id: str, run: Any, tags: Mapping[str, str]
+) -> TrackedRun:
+    """A run in the flow's experiment standing for ``run``, nested in another experiment."""
+    runs = f"#/experiments/{run.info.experiment_id}/runs"
+    parent = tags.get(TAG_PARENT, "")
+    note = (
+        f"Stage run of a pipeline: the full run (curves, artifacts, datasets) is "
+        f"[{run.info.run_name or run.info.run_id}]({runs}/{run.info.run_id}?{MODEL_TRAINING_VIEW})"
+        f", nested under the pipeline run [{parent}]({runs}/{parent}?{MODEL_TRAINING_VIEW}). "
+        "This link run repeats its config, final metrics and status so the flow's runs "
+        "compare here."
+    )
+    link_tags = {k: v for k, v in tags.items() if k != TAG_PARENT}
+    link_tags |= {TAG_NESTED_RUN: run.info.run_id, TAG_NOTE: note}
+    created = client.create_run(experiment_id, run_name=run.info.run_name, tags=link_tags)
+    return TrackedRun(client, created.info.run_id)
+
+
+def _finish_link_run(client: MlflowClient, link: TrackedRun, run_id: str, status: str) -> None:
+    """Copy the stage run's final metrics and catalog tags to its link run, then end it."""
+    try:
+        data = client.get_run(run_id).data
+        link.log_metrics(data.metrics)
+        link.set_tags({k: v for k, v in data.tags.items() if k in (TAG_READS, TAG_WRITES)})
+    finally:
+        client.set_terminated(link.run_id, status=status)
 
 
 def find_runs(home: HomeConfig, flow_name: str, *, max_results: int = 100) -> list[Any]:
-    """Runs of a flow's experiment, newest first (empty if the experiment does not exist)."""
+    """Runs of a flow, newest first: its own experiment's and those nested in pipelines.
+
+    Link runs (module doc) are left out: each run is returned once, as itself.
+    """
     client = configure_tracking(home)
-    experiment = client.get_experiment_by_name(f"{EXPERIMENT_PREFIX}{flow_name}")
-    if experiment is None:
+    experiments = client.search_experiments(
+        filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'", max_results=1000
+    )
+    if not experiments:
         return []
+    runs = client.search_runs(
+        [e.experiment_id for e in experiments],
+        filter_string=f"tags.`{TAG_FLOW}` = '{flow_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=2 * max_results,  # at most one link run per run
+    )
+    return [r for r in runs if TAG_NESTED_RUN not in r.data.tags][:max_results]
+
+
+def child_runs(home: HomeConfig, parent_run_id: str) -> list[Any]:
+    """The runs nested under ``parent_run_id`` in its experiment, oldest first."""
+    client = configure_tracking(home)
+    parent = client.get_run(parent_run_id)
     return list(
         client.search_runs(
-            [experiment.experiment_id],
-            order_by=["attributes.start_time DESC"],
-            max_results=max_results,
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1000,
         )
     )

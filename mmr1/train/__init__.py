@@ -2,8 +2,10 @@
 
 Modules, one job each:
 
-- ``data``: records -> chat-templated tokens with assistant-only labels, length
-  filtering, right-padding collator;
+- ``data``: records -> chat-templated tokens with assistant-only labels, samples
+  encoded when drawn (too-long ones dropped and counted), right-padding collator;
+- ``rows``: random access to the rows of a parquet SFT dataset, nothing loaded;
+- ``sft_data``: the recipe's data (hashed split, loaders, the zero-weight filler);
 - ``sampling``: which samples each process trains on at each step;
 - ``schedule``: warmup + cosine / linear / constant learning rates;
 - ``checkpoint``: atomic, resumable checkpoints;

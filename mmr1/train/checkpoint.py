@@ -63,6 +63,14 @@ class TrainerState(BaseModel):
         description="Accelerate state at save time: distributed type, processes, precision.",
     )
     skipped_steps: int = 0
+    dropped_too_long: int = Field(
+        default=0,
+        description="Training samples found longer than cutoff_len so far, each counted once "
+        "(drops at stream positions of epoch 0, where every sample is drawn once).",
+    )
+    eval_dropped_too_long: int = Field(
+        default=0, description="Held-out samples longer than cutoff_len (last evaluation)."
+    )
     best_metric: float | None = None
     best_step: int | None = None
     last_eval_step: int | None = None

@@ -21,25 +21,30 @@ starts, and the text of ``messages[:k+1]`` ends just after its end-of-turn
 token. A template for which these renders are not prefixes of the full text is
 rejected with an error naming the record.
 
-Nothing is truncated: a sample longer than ``cutoff_len`` tokens is dropped
-by :class:`SFTDataset` and counted.
+Nothing is truncated: a sample longer than ``cutoff_len`` tokens (image
+tokens expanded) is dropped when it is drawn. :class:`SFTSamples` reads and
+encodes one sample per ``__getitem__`` (in DataLoader workers when there are
+any): no record, image or encoding outlives its micro-batch. A dropped sample
+leaves its slot in the micro-batch empty (:class:`MicroBatch` counts it), so
+no pass over the dataset is needed before training and the data of a step
+stays a pure function of the step (``mmr1.train.sampling``).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mmr1.data.io import decode_image
+from mmr1.train.rows import SFTRows
+from mmr1.train.sampling import SampleKey
 from schemas.records import IMAGE_PLACEHOLDER, SFTRecord
-
-logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 _ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
@@ -210,71 +215,52 @@ class SFTEncoder:
 
 
 @dataclass
-class DatasetStats:
-    """What the length pass kept and dropped."""
+class Drawn:
+    """One drawn sample: encoded, or ``None`` when longer than ``cutoff_len`` (dropped)."""
 
-    kept: int = 0
-    dropped_too_long: int = 0
-    dropped_ids: list[str] = field(default_factory=list)
-    max_tokens: int = 0
-    total_tokens: int = 0
+    key: SampleKey
+    record_id: str
+    num_tokens: int
+    sample: EncodedSample | None
 
 
-class SFTDataset(Dataset):
-    """Encoded SFT samples no longer than ``cutoff_len`` tokens (longer ones dropped, counted).
+class SFTSamples(Dataset):
+    """The samples of one split, read and encoded when drawn (module docstring).
 
-    The constructor encodes every record once to measure it (images expanded)
-    and keeps the encodings when ``cache`` is true; otherwise ``__getitem__``
-    re-encodes. ``record_ids[i]`` is the id of sample ``i``.
+    ``indices`` are the split's dataset rows (sorted): sample ``i`` is row
+    ``indices[i]``. ``dataset[key]`` takes a :class:`SampleKey` (or a plain
+    index) and returns a :class:`Drawn`; images are decoded for that sample only.
     """
 
     def __init__(
-        self,
-        records: Sequence[SFTRecord],
-        encoder: SFTEncoder,
-        *,
-        cutoff_len: int,
-        cache: bool = True,
+        self, rows: SFTRows, indices: np.ndarray, encoder: SFTEncoder, *, cutoff_len: int
     ) -> None:
+        self.rows = rows
+        self.indices = np.asarray(indices, dtype=np.int64)
         self.encoder = encoder
         self.cutoff_len = cutoff_len
-        self.records: list[SFTRecord] = []
-        self.lengths: list[int] = []
-        self._cache: list[EncodedSample] | None = [] if cache else None
-        self.stats = DatasetStats()
-        for record in records:
-            sample = encoder.encode(record)
-            if sample.num_tokens > cutoff_len:
-                self.stats.dropped_too_long += 1
-                self.stats.dropped_ids.append(record.id)
-                continue
-            self.records.append(record)
-            self.lengths.append(sample.num_tokens)
-            if self._cache is not None:
-                self._cache.append(sample)
-        self.stats.kept = len(self.records)
-        self.stats.max_tokens = max(self.lengths, default=0)
-        self.stats.total_tokens = sum(self.lengths)
-        if self.stats.dropped_too_long:
-            logger.warning(
-                "dropped %d of %d SFT samples longer than cutoff_len=%d tokens (e.g. %s)",
-                self.stats.dropped_too_long,
-                len(records),
-                cutoff_len,
-                ", ".join(self.stats.dropped_ids[:3]),
-            )
-
-    @property
-    def record_ids(self) -> list[str]:
-        return [record.id for record in self.records]
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> EncodedSample:
-        if self._cache is not None:
-            return self._cache[index]
-        return self.encoder.encode(self.records[index])
+    def row(self, index: int) -> int:
+        """Dataset row of sample ``index``."""
+        return int(self.indices[index])
+
+    def record(self, index: int) -> SFTRecord:
+        return self.rows.record(self.row(index))
+
+    def records(self) -> Iterable[SFTRecord]:
+        """Every record of the split in row order, read lazily."""
+        return self.rows.records(self.indices)
+
+    def __getitem__(self, key: SampleKey | int) -> Drawn:
+        if not isinstance(key, SampleKey):
+            key = SampleKey(int(key), True)
+        record = self.record(key.index)
+        sample = self.encoder.encode(record)
+        fits = sample.num_tokens <= self.cutoff_len
+        return Drawn(key, record.id, sample.num_tokens, sample if fits else None)
 
 
 class SFTCollator:
@@ -316,3 +302,41 @@ class SFTCollator:
                 batch["pixel_values"] = torch.cat([s.pixel_values for s in with_images])
                 batch["image_grid_thw"] = torch.cat([s.image_grid_thw for s in with_images])
         return batch
+
+
+@dataclass
+class MicroBatch:
+    """A collated micro-batch of drawn samples, too-long ones left out and counted.
+
+    ``tensors`` is the :class:`SFTCollator` batch of the kept samples, ``None``
+    when every sample was too long (the trainer then runs a zero-weight pass so
+    that every process still makes its ``grad_accum`` backward calls).
+    """
+
+    tensors: dict[str, torch.Tensor] | None
+    samples: int
+    dropped: int = 0
+    """Samples left out as too long."""
+    dropped_first_epoch: int = 0
+    """Of those, drawn at an epoch-0 stream position: met for the first time."""
+    dropped_ids: list[str] = field(default_factory=list)
+    """Record ids of the ``dropped_first_epoch`` samples."""
+
+
+class MicroBatchCollator:
+    """``collate_fn`` of the training and evaluation loaders: ``list[Drawn] -> MicroBatch``."""
+
+    def __init__(self, collator: SFTCollator) -> None:
+        self.collator = collator
+
+    def __call__(self, drawn: Sequence[Drawn]) -> MicroBatch:
+        kept = [d.sample for d in drawn if d.sample is not None]
+        dropped = [d for d in drawn if d.sample is None]
+        first = [d.record_id for d in dropped if d.key.first_epoch]
+        return MicroBatch(
+            tensors=self.collator(kept) if kept else None,
+            samples=len(kept),
+            dropped=len(dropped),
+            dropped_first_epoch=len(first),
+            dropped_ids=first,
+        )

@@ -18,7 +18,7 @@ of using ``no_sync``, and reads the norm and the engine's verdict afterwards
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -142,21 +142,21 @@ def check_zero3_saving(ds_config: Mapping[str, Any]) -> None:
         )
 
 
-def check_zero3_images(records: Sequence[Any], *, source: Path | str) -> None:
-    """Refuse text-only training records of a VLM under ZeRO-3 with several processes.
+def check_zero3_images(text_only: int, example: str | None, *, source: Path | str) -> None:
+    """Refuse text-only training samples of a VLM under ZeRO-3 with several processes.
 
     ZeRO-3 gathers a module's parameter shards collectively when the module
     runs, so every process must run the same modules in the same order. A
     Qwen2.5-VL runs its vision tower only on a batch with images: a text-only
     micro-batch on one process next to an image batch on another pairs
     mismatched gathers and hangs. (Evaluation avoids this by running the same
-    batches on every process.) ``records`` have ``id`` and ``images``.
+    batches on every process.) ``text_only``: how many training samples have
+    no image; ``example``: the id of one of them.
     """
-    text_only = [record.id for record in records if not record.images]
     if text_only:
         raise ValueError(
-            f"{source}: {len(text_only)} training sample(s) have no image "
-            f"(e.g. {text_only[0]!r}); under DeepSpeed ZeRO-3 with several processes a "
+            f"{source}: {text_only} training sample(s) have no image "
+            f"(e.g. {example!r}); under DeepSpeed ZeRO-3 with several processes a "
             "text-only micro-batch next to an image batch deadlocks the parameter "
             "gathers of the vision tower. Use ZeRO-2 (deepspeed_zero2.yaml) or give every "
             "sample an image"

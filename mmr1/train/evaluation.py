@@ -13,6 +13,7 @@ still compare as letters.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,9 +42,12 @@ def single_turn(record: SFTRecord) -> tuple[str | None, str] | None:
     return system, turns[0].value
 
 
-def answerable(records: Sequence[SFTRecord], limit: int) -> list[SFTRecord]:
-    """The first ``limit`` single-exchange records (the ones greedy generation answers)."""
-    return [r for r in records if single_turn(r) is not None][:limit]
+def answerable(records: Iterable[SFTRecord], limit: int) -> list[SFTRecord]:
+    """The first ``limit`` single-exchange records (the ones greedy generation answers).
+
+    Stops reading ``records`` (possibly a lazy reader) once it has them.
+    """
+    return list(islice((r for r in records if single_turn(r) is not None), limit))
 
 
 def generation_metrics(

@@ -1,7 +1,10 @@
 """The SFT recipe: long-CoT cold start with assistant-only loss (docs/METHOD.md section 8).
 
 One process or N (``accelerate launch`` / ``torchrun``, DDP over NCCL or
-gloo) run the same code. Per optimiser step:
+gloo) run the same code. The dataset is never loaded: each process reads and
+encodes the samples of its own micro-batches when they are drawn, in
+DataLoader workers (``mmr1.train.sft_data``); a sample longer than
+``cutoff_len`` is dropped from its micro-batch and counted. Per optimiser step:
 
 1. Each process takes its chunk of the global batch (``mmr1.train.sampling``)
    as ``grad_accum`` micro-batches and counts their target tokens; the counts
@@ -10,7 +13,8 @@ gloo) run the same code. Per optimiser step:
    accumulates gradients (without DDP synchronisation until the last
    micro-batch). DDP averages over processes, so the gradient is that of
    ``sum_CE(global batch) / N_global``: the token mean over the whole global
-   batch, whatever its split into processes and micro-batches.
+   batch, whatever its split into processes and micro-batches. A micro-batch
+   whose samples were all dropped runs the data's filler sample at weight 0.
 3. Clip the global grad norm (logged); if it is not finite the update is
    skipped (counted), otherwise AdamW steps; the LR schedule steps either way.
 
@@ -22,9 +26,9 @@ evaluation by ``best_metric`` is saved to ``output_dir/best``; the last
 weights to ``output_dir/final``; resumable checkpoints to
 ``output_dir/checkpoints/step-XXXXXX`` (``mmr1.train.checkpoint``).
 
-Resuming reloads weights, optimizer, scheduler, RNG states and the step; the
-data position follows from the step. On CPU a resumed run reaches bitwise the
-weights of an uninterrupted one.
+Resuming reloads weights, optimizer, scheduler, RNG states, the step and the
+drop count; the data position follows from the step. On CPU a resumed run
+reaches bitwise the weights of an uninterrupted one.
 
 Under DeepSpeed (ZeRO-2 or ZeRO-3, ``accelerate launch`` with
 ``deployments/accelerate/deepspeed_zero*.yaml``) the same steps hold, done by
@@ -50,16 +54,14 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast_object_list, set_seed
-from torch.utils.data import DataLoader
 
-from mmr1.data.io import read_sft_dataset
 from mmr1.models.loader import Policy, load_policy
 from mmr1.train.checkpoint import (
     TrainerState,
@@ -74,10 +76,9 @@ from mmr1.train.checkpoint import (
     step_dir_name,
     write_checkpoint,
 )
-from mmr1.train.data import IGNORE_INDEX, SFTCollator, SFTDataset, SFTEncoder
+from mmr1.train.data import IGNORE_INDEX, MicroBatch
 from mmr1.train.deepspeed import (
     accumulation_context,
-    check_zero3_images,
     check_zero3_saving,
     engine_step_outcome,
     keep_used_weight_conversions,
@@ -86,15 +87,17 @@ from mmr1.train.deepspeed import (
 )
 from mmr1.train.evaluation import answerable, generation_metrics, heldout_loss, improves
 from mmr1.train.job import make_accelerator
-from mmr1.train.loss import token_cross_entropy
-from mmr1.train.sampling import SampleStream, StepBatchSampler, split_train_eval
+from mmr1.train.loss import chunked_cross_entropy, token_cross_entropy
 from mmr1.train.schedule import build_scheduler
+from mmr1.train.sft_data import SFTData
 from schemas.sft import SFTConfig, SFTResult
 
 logger = logging.getLogger(__name__)
 
 MetricsCallback = Callable[[dict[str, float], int], None]
 _SCHEDULER_ORDER_WARNING = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
+#: Steps whose too-long samples are named in a warning (the count is always logged).
+_DROP_WARNINGS = 5
 
 
 def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -178,10 +181,11 @@ class SFTRecipe:
             epoch=0,
             epoch_offset=0,
             data_seed=cfg.seed,
-            train_samples=len(self.train_data),
+            train_samples=len(self.data.train),
             total_steps=self.total_steps,
         )
         self._last_saved_step: int | None = None
+        self._drop_warnings = 0
         if resume_from is not None:
             self.load_checkpoint(resume_from)
 
@@ -210,50 +214,20 @@ class SFTRecipe:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def _setup_data(self) -> None:
-        """Read, split (seeded), encode and length-filter the dataset; plan the steps."""
+        """Open the dataset lazily, split it (seeded hash), check it, plan the steps."""
         cfg = self.config
-        records = read_sft_dataset(self.dataset_path)
-        if not records:
-            raise ValueError(f"{self.dataset_path}: the SFT dataset has no rows")
-        train_idx, eval_idx = split_train_eval(len(records), cfg.eval_fraction, cfg.seed)
-        root = self.dataset_path if self.dataset_path.is_dir() else self.dataset_path.parent
-        encoder = SFTEncoder(self.policy.processor, is_vlm=self.policy.is_vlm, image_root=root)
-
-        def dataset(indices: list[int]) -> SFTDataset:
-            return SFTDataset(
-                [records[i] for i in indices],
-                encoder,
-                cutoff_len=cfg.cutoff_len,
-                cache=cfg.cache_examples,
-            )
-
-        self.train_data = dataset(train_idx)
-        self.eval_data = dataset(eval_idx)
-        self.dropped_too_long = (
-            self.train_data.stats.dropped_too_long + self.eval_data.stats.dropped_too_long
-        )
-        if len(self.train_data) == 0:
-            raise ValueError(
-                f"{self.dataset_path}: no training sample fits cutoff_len={cfg.cutoff_len} "
-                f"({self.train_data.stats.dropped_too_long} dropped as too long)"
-            )
-        if cfg.best_metric == "eval_accuracy" and not answerable(self.eval_data.records, 1):
+        self.data = SFTData(self.dataset_path, self.policy, cfg)
+        if cfg.best_metric == "eval_accuracy" and not answerable(self.data.eval_records(), 1):
             raise ValueError(
                 "best_metric='eval_accuracy' but no held-out record is a single "
                 "[system?, human, gpt] exchange that greedy generation can answer"
             )
         if self.zero3 and self.policy.is_vlm and self.accelerator.num_processes > 1:
-            check_zero3_images(self.train_data.records, source=self.dataset_path)
-        tokenizer = self.policy.tokenizer
-        pad_id = tokenizer.pad_token_id
-        self.collator = SFTCollator(
-            pad_id if pad_id is not None else tokenizer.eos_token_id, is_vlm=self.policy.is_vlm
-        )
-        self.stream = SampleStream(len(self.train_data), cfg.seed)
+            self.data.check_zero3_images()
         world = self.accelerator.num_processes if self.accelerator else 1
         self.global_batch_size = cfg.global_batch_size(world)
         self.total_steps = cfg.max_steps or max(
-            1, math.ceil(cfg.epochs * len(self.train_data) / self.global_batch_size)
+            1, math.ceil(cfg.epochs * len(self.data.train) / self.global_batch_size)
         )
 
     def _setup_optimizer(self) -> None:
@@ -283,55 +257,47 @@ class SFTRecipe:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.accelerator.device
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs, use_cache=False).logits
-        return token_cross_entropy(logits, batch["labels"].to(device))
-
-    def _train_loader(self) -> DataLoader:
-        acc, cfg = self.accelerator, self.config
-        sampler = StepBatchSampler(
-            self.stream,
-            start_step=self.state.step,
-            stop_step=self.total_steps,
-            micro_batch_size=cfg.micro_batch_size,
-            grad_accum=cfg.grad_accum,
-            rank=acc.process_index,
-            world_size=acc.num_processes,
-        )
-        return DataLoader(
-            self.train_data,
-            batch_sampler=sampler,
-            collate_fn=self.collator,
-            num_workers=cfg.num_workers,
-        )
+        labels = batch["labels"].to(device)
+        if self.config.loss_chunk_size is None:
+            logits = model(**inputs, use_cache=False).logits
+            return token_cross_entropy(logits, labels)
+        return chunked_cross_entropy(model, inputs, labels, chunk_size=self.config.loss_chunk_size)
 
     def train(self) -> SFTResult:
         """Run to ``total_steps`` (from the resumed step), evaluate, save; return the result."""
         if self.accelerator is None:
             raise RuntimeError("call setup() before train()")
         acc, cfg, state = self.accelerator, self.config, self.state
-        eval_enabled = len(self.eval_data) > 0
+        n_train, n_eval = len(self.data.train), len(self.data.eval)
+        eval_enabled = n_eval > 0
         self._emit(
             {
-                "train_samples": float(len(self.train_data)),
-                "eval_samples": float(len(self.eval_data)),
-                "dropped_too_long": float(self.dropped_too_long),
+                "train_samples": float(n_train),
+                "eval_samples": float(n_eval),
                 "total_steps": float(self.total_steps),
             },
             state.step,
         )
         if acc.is_main_process:
             logger.info(
-                "SFT: %d train / %d eval samples (%d dropped as too long), %d steps of %d "
-                "samples on %d process(es), from step %d",
-                len(self.train_data),
-                len(self.eval_data),
-                self.dropped_too_long,
+                "SFT: %d train / %d eval samples (read and encoded when drawn, %d worker(s)), "
+                "%d steps of %d samples on %d process(es), from step %d",
+                n_train,
+                n_eval,
+                cfg.num_workers,
                 self.total_steps,
                 self.global_batch_size,
                 acc.num_processes,
                 state.step,
             )
-        batches = iter(self._train_loader())
+        batches = iter(
+            self.data.train_loader(
+                start_step=state.step,
+                stop_step=self.total_steps,
+                rank=acc.process_index,
+                world_size=acc.num_processes,
+            )
+        )
         window = torch.zeros(3, dtype=torch.float64)  # global loss sum, targets, tokens
         window_time, run_tokens, run_time = 0.0, 0.0, 0.0
         self.model.train()
@@ -353,8 +319,9 @@ class SFTRecipe:
                     "grad_norm": step[3],
                     "tokens_per_s": token_total / max(window_time, 1e-9),
                     "samples_seen": float(state.samples_seen),
-                    "epoch": state.samples_seen / len(self.train_data),
+                    "epoch": state.samples_seen / n_train,
                     "skipped_steps": float(state.skipped_steps),
+                    "dropped_too_long": float(state.dropped_too_long),
                 }
                 state.history.append({"step": state.step, **metrics})
                 self._emit(metrics, state.step)
@@ -371,9 +338,7 @@ class SFTRecipe:
             self.save_checkpoint()
         return self._finish(run_tokens / run_time if run_time > 0 else 0.0)
 
-    def _optimizer_step(
-        self, micro_batches: list[dict[str, torch.Tensor]]
-    ) -> tuple[float, float, float, float]:
+    def _optimizer_step(self, micro_batches: list[MicroBatch]) -> tuple[float, float, float, float]:
         """One optimiser step (module docstring, steps 1-3); advances ``self.state``.
 
         Returns ``(loss sum, labelled tokens, non-pad tokens)`` summed over all
@@ -381,27 +346,35 @@ class SFTRecipe:
         """
         acc, cfg, state = self.accelerator, self.config, self.state
         device = acc.device
+        kept = [mb.tensors for mb in micro_batches if mb.tensors is not None]
         local = torch.tensor(
             [
-                sum(float((mb["labels"][:, 1:] != IGNORE_INDEX).sum()) for mb in micro_batches),
-                sum(float(mb["attention_mask"].sum()) for mb in micro_batches),
+                sum(float((mb["labels"][:, 1:] != IGNORE_INDEX).sum()) for mb in kept),
+                sum(float(mb["attention_mask"].sum()) for mb in kept),
+                sum(mb.dropped_first_epoch for mb in micro_batches),
             ],
             dtype=torch.float64,
             device=device,
         )
-        targets, tokens = acc.reduce(local, "sum").tolist()
+        targets, tokens, dropped = acc.reduce(local, "sum").tolist()
+        self._note_drops(micro_batches, int(dropped))
         scale = acc.num_processes / max(targets, 1.0)
         if self.deepspeed:
             # The engine divides each micro-batch's loss by its accumulation steps
             # (grad_accum); the scale above already makes the sum the token mean.
             scale *= acc.gradient_accumulation_steps
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for index, batch in enumerate(micro_batches):
+        for index, micro in enumerate(micro_batches):
             last = index == len(micro_batches) - 1
+            # All samples too long: the filler keeps this process's backward calls in step.
+            batch, weight = (
+                (micro.tensors, scale) if micro.tensors is not None else (self.data.filler, 0.0)
+            )
             with accumulation_context(acc, self.model, last=last, deepspeed=self.deepspeed):
                 micro_loss, _ = self._loss_on(self.model, batch)
-                acc.backward(micro_loss * scale)
-            loss_sum += micro_loss.detach().double()
+                acc.backward(micro_loss * weight)
+            if micro.tensors is not None:
+                loss_sum += micro_loss.detach().double()
         if self.deepspeed:
             # The engine clipped and stepped (or skipped) inside the last backward.
             grad_norm, applied = engine_step_outcome(acc, self.model)
@@ -423,9 +396,26 @@ class SFTRecipe:
             self.scheduler.step()
         state.step += 1
         state.samples_seen = state.step * self.global_batch_size
-        state.epoch, state.epoch_offset = self.stream.position(state.samples_seen)
+        state.epoch, state.epoch_offset = self.data.stream.position(state.samples_seen)
         global_loss = float(acc.reduce(loss_sum, "sum"))
         return global_loss, targets, tokens, float(grad_norm)
+
+    def _note_drops(self, micro_batches: list[MicroBatch], new_drops: int) -> None:
+        """Count too-long samples met for the first time (all processes); name the first few."""
+        self.state.dropped_too_long += new_drops
+        ids = [i for mb in micro_batches for i in mb.dropped_ids]
+        if ids and self._drop_warnings < _DROP_WARNINGS:
+            self._drop_warnings += 1
+            logger.warning(
+                "step %d: sample(s) longer than cutoff_len=%d tokens dropped (%s); %d so far%s",
+                self.state.step + 1,
+                self.config.cutoff_len,
+                ", ".join(ids[:3]),
+                self.state.dropped_too_long,
+                "; later drops are only counted (metric dropped_too_long)"
+                if self._drop_warnings == _DROP_WARNINGS
+                else "",
+            )
 
     def _finish(self, tokens_per_s: float) -> SFTResult:
         acc, state = self.accelerator, self.state
@@ -439,9 +429,9 @@ class SFTRecipe:
             steps=state.step,
             history=state.history,
             eval_history=state.eval_history,
-            dropped_too_long=self.dropped_too_long,
-            train_samples=len(self.train_data),
-            eval_samples=len(self.eval_data),
+            dropped_too_long=state.dropped_too_long + state.eval_dropped_too_long,
+            train_samples=len(self.data.train),
+            eval_samples=len(self.data.eval),
             tokens_per_s=tokens_per_s,
             skipped_steps=state.skipped_steps,
         )
@@ -461,18 +451,24 @@ class SFTRecipe:
         # process must run the same forwards (same batches, hence the same modules,
         # the vision tower included): each one evaluates everything. Otherwise the
         # held-out set is sharded and greedy answers come from the main process.
+        n_eval = len(self.data.eval)
         if self.zero3:
-            mine = list(range(len(self.eval_data)))
+            mine = list(range(n_eval))
         else:
-            mine = list(range(acc.process_index, len(self.eval_data), acc.num_processes))
-        batches = (
-            self.collator([self.eval_data[i] for i in mine[start : start + cfg.micro_batch_size]])
-            for start in range(0, len(mine), cfg.micro_batch_size)
-        )
-        totals = heldout_loss(model, batches, acc.device)
+            mine = list(range(acc.process_index, n_eval, acc.num_processes))
+        dropped = torch.zeros(1, dtype=torch.float64, device=acc.device)
+
+        def batches() -> Iterator[dict[str, torch.Tensor]]:
+            for micro in self.data.eval_loader(mine):
+                dropped[0] += micro.dropped
+                if micro.tensors is not None:  # the same on every process under ZeRO-3
+                    yield micro.tensors
+
+        totals = torch.cat([heldout_loss(model, batches(), acc.device), dropped])
         if not self.zero3:
             totals = acc.reduce(totals, "sum")
-        loss_total, count_total = totals.tolist()
+        loss_total, count_total, dropped_total = totals.tolist()
+        self.state.eval_dropped_too_long = int(dropped_total)
         metrics = {"eval_loss": loss_total / max(count_total, 1.0)}
         if cfg.eval_max_items > 0:
             generated: list[Any] = [None]
@@ -487,9 +483,9 @@ class SFTRecipe:
                 )
                 generated[0] = generation_metrics(
                     policy,
-                    answerable(self.eval_data.records, cfg.eval_max_items),
+                    answerable(self.data.eval_records(), cfg.eval_max_items),
                     max_new_tokens=cfg.eval_max_new_tokens,
-                    image_root=self.eval_data.encoder.image_root,
+                    image_root=self.data.eval.encoder.image_root,
                 )
             broadcast_object_list(generated, from_process=0)
             metrics.update(generated[0] or {})
@@ -547,7 +543,7 @@ class SFTRecipe:
             read_trainer_state(path),
             path,
             global_batch_size=self.global_batch_size,
-            train_samples=len(self.train_data),
+            train_samples=len(self.data.train),
             seed=self.config.seed,
             total_steps=self.total_steps,
         )

@@ -6,7 +6,9 @@
 Runs :func:`mmr1.train.sft.run_sft` (which writes ``DIR/result.json``). With a
 run id, the main process logs every metric to that MLflow run through
 ``MlflowClient.log_batch`` only, so ``mlflow-skinny`` suffices in the trainer
-environment. Exit status: 0 on success, 2 for a bad config, 1 for other errors.
+environment with an HTTP tracking server. Exit status: 0 on success, 2 for a bad
+config or a tracking store this environment cannot write (``sqlite:`` without
+SQLAlchemy, see :func:`mmr1.train.launch.job_tracking_problem`), 1 for other errors.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mmr1.train.job import read_job_config, setup_job_logging
+from mmr1.train.launch import job_tracking_problem
 from schemas.sft import SFTConfig
 
 logger = logging.getLogger("mmr1.train.sft_main")
@@ -72,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = read_config(args.config)
     except ValueError as exc:
         logger.error("%s", exc)
+        return 2
+    tracking_problem = job_tracking_problem(args.mlflow_run_id, args.mlflow_tracking_uri)
+    if tracking_problem:
+        logger.error("%s", tracking_problem)
         return 2
     callback = None
     if args.mlflow_run_id and rank == 0:

@@ -25,14 +25,13 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from mmr1.data.requests import backend_identity, build_requests
-from mmr1.data.shards import MANIFEST, derive_seed, run_sharded, step_fingerprint
+from mmr1.data.shards import derive_seed, run_sharded, step_fingerprint
 from mmr1.generation import GenerationBackend
 from mmr1.rewards import score_batch
 from mmr1.vas.vps import variance_promotion_score
@@ -71,8 +70,10 @@ VPS_TABLE_SCHEMA: dict[str, pl.DataType] = {
     "truncated_frac": pl.Float64(),
     "checkpoint_ref": pl.String(),
     "dataset_ref": pl.String(),
-    "estimated_at": pl.Datetime("us", "UTC"),
 }
+# No timestamp in the table: its content hash is its catalog identity, and a run resumed
+# from its shards must register the same version as an uninterrupted one. When it was
+# estimated is the catalog entry's created_at.
 
 VPS_TABLE_FILE = "vps.parquet"
 ROLLOUTS_FILE = "rollouts.parquet"
@@ -254,8 +255,7 @@ def estimate_vps(
         desc="vps rollouts",
     )
     wall = time.perf_counter() - began
-    estimated_at = datetime.fromtimestamp((Path(out_dir) / MANIFEST).stat().st_mtime, tz=UTC)
-    table = vps_table(rollouts, dataset_ref, checkpoint_ref, estimated_at)
+    table = vps_table(rollouts, dataset_ref, checkpoint_ref)
     stats = summarise(table)
     stats |= {
         "rollouts_generated": float(timing.rollouts),
@@ -268,9 +268,7 @@ def estimate_vps(
     return VPSEstimate(table=table, rollouts=rollouts, stats=stats)
 
 
-def vps_table(
-    rollouts: pl.DataFrame, dataset_ref: str, checkpoint_ref: str, estimated_at: datetime
-) -> pl.DataFrame:
+def vps_table(rollouts: pl.DataFrame, dataset_ref: str, checkpoint_ref: str) -> pl.DataFrame:
     """One row per prompt (first-seen order) from per-rollout rows."""
     return (
         rollouts.group_by("prompt_id", maintain_order=True)
@@ -286,7 +284,6 @@ def vps_table(
         .with_columns(
             pl.lit(checkpoint_ref, dtype=pl.String).alias("checkpoint_ref"),
             pl.lit(dataset_ref, dtype=pl.String).alias("dataset_ref"),
-            pl.lit(estimated_at, dtype=pl.Datetime("us", "UTC")).alias("estimated_at"),
         )
         .select(list(VPS_TABLE_SCHEMA))
         .cast(VPS_TABLE_SCHEMA)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mmr1.edit_distance import pairwise_levenshtein
 from schemas.vas import VPSRecord
 
 Token = int | str
@@ -140,50 +141,17 @@ def _distinct_n(trajectories: Sequence[Sequence[Token]]) -> float:
     return sum(ratios) / len(ratios) if ratios else 0.0
 
 
-def _levenshtein(a: Sequence[Token], b: Sequence[Token]) -> int:
-    """Levenshtein distance (unit insert, delete, substitute) of ``a`` and ``b``.
-
-    Bit-parallel form of the dynamic programme (Myers 1999, Hyyroe 2001): one
-    column of vertical differences D[i][j] - D[i-1][j] in {-1, 0, +1} is held as two
-    bit vectors (Python ints of len(a) bits), and each token of ``b`` updates the
-    whole column with a dozen integer operations. Same value as the textbook
-    O(|a| |b|) table, ~100x faster on 1k-token sequences.
-    """
-    m = len(a)
-    if m == 0 or len(b) == 0:
-        return max(m, len(b))
-    matches: dict[Token, int] = {}
-    for i, token in enumerate(a):
-        matches[token] = matches.get(token, 0) | (1 << i)
-    full = (1 << m) - 1
-    last = 1 << (m - 1)
-    plus, minus, distance = full, 0, m  # column 0: D[i][0] = i, all deltas +1
-    for token in b:
-        equal = matches.get(token, 0)
-        vertical = equal | minus
-        horizontal = (((equal & plus) + plus) ^ plus) | equal
-        plus_h = minus | (~(horizontal | plus) & full)
-        minus_h = plus & horizontal
-        if plus_h & last:
-            distance += 1
-        elif minus_h & last:
-            distance -= 1
-        # Row 0 is D[0][j] = j, so a +1 horizontal delta enters at the bottom bit.
-        plus_h = ((plus_h << 1) | 1) & full
-        minus_h = (minus_h << 1) & full
-        plus = minus_h | (~(vertical | plus_h) & full)
-        minus = plus_h & vertical
-    return distance
-
-
 def _edit_diversity(trajectories: Sequence[Sequence[Token]]) -> float:
-    """Mean over pairs i < j of ``lev(y_i, y_j) / max(|y_i|, |y_j|)`` (0 for two empties)."""
-    distances = []
-    for i in range(len(trajectories)):
-        for j in range(i + 1, len(trajectories)):
-            a, b = trajectories[i], trajectories[j]
-            longer = max(len(a), len(b))
-            distances.append(_levenshtein(a, b) / longer if longer else 0.0)
+    """Mean over pairs i < j of ``lev(y_i, y_j) / max(|y_i|, |y_j|)`` (0 for two empties).
+
+    ``lev`` is :func:`mmr1.edit_distance.pairwise_levenshtein` (rapidfuzz).
+    """
+    lengths = [len(seq) for seq in trajectories]
+    pairs = [(i, j) for i in range(len(lengths)) for j in range(i + 1, len(lengths))]
+    distances = [
+        distance / max(lengths[i], lengths[j]) if max(lengths[i], lengths[j]) else 0.0
+        for (i, j), distance in zip(pairs, pairwise_levenshtein(trajectories), strict=True)
+    ]
     return sum(distances) / len(distances)
 
 

@@ -6,16 +6,27 @@ by the benchmark's rule (``score``) and aggregates item scores into the
 official overall accuracy and its breakdowns (``aggregate``).
 
 :class:`RowBenchmark` implements everything but the per-row mapping
-(``make_item``), the scorer and the official prompt: rows come from
-:func:`mmr1.eval.benchmarks.rows.iter_rows`, images are kept encoded, and the
-``mmr1`` prompt is :func:`mmr1.prompts.evaluation_prompt` of the item's
+(``make_item``), the scorer (``rule_score``) and the official prompt: rows come
+from :func:`mmr1.eval.benchmarks.rows.iter_rows`, images are kept encoded, and
+the ``mmr1`` prompt is :func:`mmr1.prompts.evaluation_prompt` of the item's
 question and choices.
+
+Bad rows never stop a benchmark (docs/BENCHMARKS.md, "Bad rows"). A row that
+cannot be read or that ``make_item`` refuses (an empty gold answer, a missing
+field, an unreadable image, a duplicate id) becomes an *invalid* item:
+``EvalItem.invalid`` holds the reason (file, row, field, problem), the item
+keeps what could be read (id, question, images, breakdown tags), it is still
+sent to the model (as the official scripts do) and it is always scored wrong;
+``BenchmarkScore.n_invalid`` counts such items. Only a source where *every*
+row is invalid is an error: then nothing was read (wrong layout, missing
+image folder).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import re
 from abc import ABC, abstractmethod
@@ -24,6 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
 
 from mmr1.data.io import decode_image
 from mmr1.eval.benchmarks.rows import BenchmarkDataError, SourceRow, iter_rows
@@ -33,6 +45,7 @@ from schemas.generation import GenerationRequest
 from schemas.records import IMAGE_PLACEHOLDER, ImageData
 
 _NUMBERED_PLACEHOLDER = re.compile(r"<image\s*\d*>")
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -103,6 +116,14 @@ def text_field(row: SourceRow, name: str, *, default: str | None = None) -> str:
             return default
         return as_text(row, name, required(row, name))
     return as_text(row, name, value)
+
+
+def gold_text(row: SourceRow, name: str) -> str:
+    """The gold answer field, stripped; missing, null or empty is an error (an invalid row)."""
+    answer = text_field(row, name).strip()
+    if not answer:
+        raise row.error(name, "empty")
+    return answer
 
 
 def text_list(row: SourceRow, name: str) -> list[str]:
@@ -281,6 +302,7 @@ def summarize(
         accuracy = sum(groups.values()) / len(groups)
     else:
         accuracy = n_correct / len(items) if items else 0.0
+    invalid = {item.item_id: item.invalid for item in items if item.invalid is not None}
     return BenchmarkScore(
         benchmark=benchmark,
         split=split,
@@ -291,6 +313,8 @@ def summarize(
         macro_over=macro_over,
         breakdown=breakdown,
         counts=counts,
+        n_invalid=len(invalid),
+        invalid=invalid,
     )
 
 
@@ -311,16 +335,46 @@ class Benchmark(ABC):
     def load(self, spec: BenchmarkSpec) -> list[EvalItem]:
         """Items of the spec's split, in source order; errors name the file, row and field."""
 
+    def check_invalid(self, spec: BenchmarkSpec, items: Sequence[EvalItem]) -> None:
+        """Log the invalid rows; refuse a source where no row at all could be read."""
+        reasons = [item.invalid for item in items if item.invalid is not None]
+        if not reasons:
+            return
+        shown = "; ".join(reasons[:3])
+        if len(reasons) > 3:
+            shown += f"; ... ({len(reasons) - 3} more)"
+        if len(reasons) == len(items):
+            raise BenchmarkDataError(
+                f"{spec.source}: none of the {len(items)} rows is a valid {self.name} row "
+                f"(wrong source or layout?): {shown}"
+            )
+        logger.warning(
+            "%s: %d of %d rows are invalid and will be scored wrong: %s",
+            self.name,
+            len(reasons),
+            len(items),
+            shown,
+        )
+
     def official_prompt(self, item: EvalItem) -> str:
         """The benchmark's own prompt (default: the MMR1 evaluation prompt)."""
         return evaluation_prompt(item.question, item.choices)
 
     def build_request(self, item: EvalItem, prompt_style: str) -> GenerationRequest:
-        """``mmr1``: evaluation_prompt(question, choices); ``official``: the benchmark's prompt."""
+        """``mmr1``: evaluation_prompt(question, choices); ``official``: the benchmark's prompt.
+
+        An invalid item whose row lacks what the official prompt needs gets the
+        ``mmr1`` prompt of what could be read (it is scored wrong either way).
+        """
         if prompt_style == "mmr1":
             prompt = evaluation_prompt(item.question, item.choices)
         elif prompt_style == "official":
-            prompt = self.official_prompt(item)
+            try:
+                prompt = self.official_prompt(item)
+            except ValueError:
+                if item.invalid is None:
+                    raise
+                prompt = evaluation_prompt(item.question, item.choices)
         else:
             raise ValueError(f"unknown prompt_style {prompt_style!r} (expected mmr1 or official)")
         if prompt.count(IMAGE_PLACEHOLDER) != len(item.images):
@@ -331,9 +385,15 @@ class Benchmark(ABC):
         images = [decode_image(ImageData(bytes=data)) for data in item.images]
         return GenerationRequest(prompt=prompt, images=images, request_id=item.item_id)
 
-    @abstractmethod
     def score(self, item: EvalItem, response: str) -> ItemScore:
-        """Score one response by the benchmark's rule."""
+        """Score one response by the benchmark's rule; an invalid item is always wrong."""
+        if item.invalid is not None:
+            return ItemScore(item_id=item.item_id, correct=False, extracted="", scorer="rule")
+        return self.rule_score(item, response)
+
+    @abstractmethod
+    def rule_score(self, item: EvalItem, response: str) -> ItemScore:
+        """Score one response to a valid item by the benchmark's rule."""
 
     def aggregate(
         self, items: Sequence[EvalItem], scores: Sequence[ItemScore], split: str
@@ -351,13 +411,21 @@ class RowBenchmark(Benchmark):
     image_columns: ClassVar[tuple[str, ...]] = ("image",)
     #: Row columns the official prompt needs (checked at load for prompt_style "official").
     official_columns: ClassVar[tuple[str, ...]] = ()
+    #: Columns holding the item id, in order of preference; none: ``<name>-<row position>``.
+    id_columns: ClassVar[tuple[str, ...]] = ()
+    #: Columns holding the question text of an invalid item, in order of preference.
+    question_columns: ClassVar[tuple[str, ...]] = ("question",)
 
     def hub_subset(self, split: str) -> str | None:
         """The hub config name for ``split`` when ``spec.subset`` is None."""
         return None
 
     def load(self, spec: BenchmarkSpec) -> list[EvalItem]:
-        """Items of the spec's split, in source order; errors name the file, row and field."""
+        """Items of the spec's split, in source order, bad rows included as invalid items.
+
+        Raises ``BenchmarkDataError`` when the source cannot be read at all or
+        when every row is invalid (the message names the first rows and why).
+        """
         if spec.name != self.name:
             raise ValueError(f"spec for {spec.name!r} given to the {self.name!r} adapter")
         split = spec.split or self.default_split
@@ -365,22 +433,86 @@ class RowBenchmark(Benchmark):
         items: list[EvalItem] = []
         first_seen: dict[str, str] = {}
         for row in iter_rows(spec.source, split, subset=subset, limit=spec.limit):
-            if spec.prompt_style == "official":
-                for column in self.official_columns:
-                    required(row, column)
-            item = self.make_item(row)
+            item = self._read_row(row, official=spec.prompt_style == "official")
             if item.item_id in first_seen:
-                raise BenchmarkDataError(
+                reason = (
                     f"{row.where}: duplicate item id {item.item_id!r} "
                     f"(first at {first_seen[item.item_id]})"
                 )
+                item = item.model_copy(  # an invalid row keeps its first reason
+                    update={
+                        "item_id": f"{item.item_id}#row{row.position}",
+                        "invalid": item.invalid or reason,
+                    }
+                )
             first_seen[item.item_id] = row.where
             items.append(item)
+        self.check_invalid(spec, items)
         return items
+
+    def _read_row(self, row: SourceRow, *, official: bool) -> EvalItem:
+        """``make_item(row)``, or an invalid item with the reason it could not be made."""
+        if row.problem is not None:
+            return self.invalid_item(row, f"{row.where}: {row.problem}")
+        try:
+            if official:
+                for column in self.official_columns:
+                    required(row, column)
+            return self.make_item(row)
+        except BenchmarkDataError as exc:
+            return self.invalid_item(row, str(exc))
+        except ValidationError as exc:  # a value make_item passed on that EvalItem refuses
+            problem = "; ".join(
+                f"field '{'.'.join(map(str, error['loc']))}': {error['msg']}"
+                for error in exc.errors()[:3]
+            )
+            return self.invalid_item(row, f"{row.where}: {problem}")
 
     @abstractmethod
     def make_item(self, row: SourceRow) -> EvalItem:
         """One source row as an item (raise ``row.error(field, problem)`` on bad input)."""
+
+    def row_id(self, row: SourceRow) -> str:
+        """The first scalar of ``id_columns`` present, else ``<name>-<row position>``."""
+        for column in self.id_columns:
+            value = row.data.get(column)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+                return str(value)
+        return f"{self.name}-{row.position}"
+
+    def row_tags(self, row: SourceRow) -> dict[str, str | list[str]]:
+        """Breakdown tags read leniently (``unknown`` if missing); default: same-named columns."""
+        return {key: tag_value(row.data.get(key)) for key in self.breakdown_keys}
+
+    def invalid_item(self, row: SourceRow, reason: str) -> EvalItem:
+        """An item for a row that could not be read, with what could be (id, text, images, tags).
+
+        It is scored wrong whatever the answer; it still goes to the model, text
+        only when its images cannot be read.
+        """
+        try:
+            images = row_images(row, self.image_columns)
+        except BenchmarkDataError:
+            images = []
+        question = next(
+            (
+                value
+                for column in self.question_columns
+                if isinstance(value := row.data.get(column), str) and value.strip()
+            ),
+            "",
+        )
+        gold = row.data.get("answer")
+        return EvalItem(
+            item_id=self.row_id(row),
+            question=with_placeholders(question, len(images)),
+            images=images,
+            answer=gold if isinstance(gold, str) else "",
+            answer_type="invalid",
+            tags=self.row_tags(row),
+            row=row_without(row, self.image_columns),
+            invalid=reason,
+        )
 
     def row_query(self, item: EvalItem, column: str) -> str:
         """The item's official query column, after its image placeholders."""

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from mmr1.eval.benchmarks.base import (
     RowBenchmark,
+    gold_text,
     row_images,
     row_without,
     text_field,
@@ -68,18 +69,19 @@ class ChartQAAdapter(RowBenchmark):
     default_split: ClassVar[str] = "test"
     breakdown_keys: ClassVar[tuple[str, ...]] = ("type",)
     macro_over: ClassVar[str | None] = "type"
+    question_columns: ClassVar[tuple[str, ...]] = ("query", "question")
 
     def make_item(self, row: SourceRow) -> EvalItem:
         if "query" in row.data or "label" in row.data:  # HuggingFaceM4 layout
             question = text_field(row, "query")
             label = row.data.get("label")
             golds = [label] if isinstance(label, str) else text_list(row, "label")
-            if not golds:
-                raise row.error("label", "no gold answer")
+            if not any(gold.strip() for gold in golds):
+                raise row.error("label", "no gold answer" if not golds else "empty")
             half = _half(row, "human_or_machine")
         else:  # lmms-lab layout
             question = text_field(row, "question")
-            golds = [text_field(row, "answer")]
+            golds = [gold_text(row, "answer")]
             half = _half(row, "type")
         images = row_images(row, self.image_columns)
         return EvalItem(
@@ -93,10 +95,16 @@ class ChartQAAdapter(RowBenchmark):
             row=row_without(row, self.image_columns),
         )
 
+    def row_tags(self, row: SourceRow) -> dict[str, str | list[str]]:
+        """The half (``human``/``augmented``) of either layout, ``unknown`` if unreadable."""
+        column = "human_or_machine" if "human_or_machine" in row.data else "type"
+        value = str(row.data.get(column)).strip().lower()
+        return {"type": _HALVES.get(value, "unknown")}
+
     def official_prompt(self, item: EvalItem) -> str:
         return f"{item.question}\n{SHORT_ANSWER}"
 
-    def score(self, item: EvalItem, response: str) -> ItemScore:
+    def rule_score(self, item: EvalItem, response: str) -> ItemScore:
         return ItemScore(
             item_id=item.item_id,
             correct=chartqa_relaxed_any(response, gold_answers(item)),

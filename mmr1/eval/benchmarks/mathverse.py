@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from mmr1.eval.benchmarks.base import (
     RowBenchmark,
+    gold_text,
     row_images,
     row_without,
     tag_value,
@@ -44,6 +45,7 @@ class MathVerseAdapter(RowBenchmark):
     breakdown_keys: ClassVar[tuple[str, ...]] = ("version", "subject", "subfield", "question_type")
     macro_over: ClassVar[str | None] = "version"
     official_columns: ClassVar[tuple[str, ...]] = ("query_cot",)
+    id_columns: ClassVar[tuple[str, ...]] = ("sample_index",)
 
     def hub_subset(self, split: str) -> str | None:
         return split  # the hub configs are named after their splits
@@ -53,7 +55,7 @@ class MathVerseAdapter(RowBenchmark):
         question_type = text_field(row, "question_type")
         if question_type not in QUESTION_TYPES:
             raise row.error("question_type", f"{question_type!r} is not one of {QUESTION_TYPES}")
-        answer = text_field(row, "answer")
+        answer = gold_text(row, "answer")
         metadata = row.data.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise row.error("metadata", f"expected an object, got {type(metadata).__name__}")
@@ -66,20 +68,26 @@ class MathVerseAdapter(RowBenchmark):
             choices=None,  # options are written in the question (or the image)
             answer=answer,
             answer_type=question_type,
-            tags={
-                "version": tag_value(row.data.get("problem_version")),
-                "subject": tag_value(metadata.get("subject")),
-                "subfield": tag_value(metadata.get("subfield")),
-                "question_type": question_type,
-            },
+            tags=self.row_tags(row),
             row=row_without(row, self.image_columns),
         )
+
+    def row_tags(self, row: SourceRow) -> dict[str, str | list[str]]:
+        """Version, subject and subfield (from ``metadata``) and question type."""
+        metadata = row.data.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        return {
+            "version": tag_value(row.data.get("problem_version")),
+            "subject": tag_value(metadata.get("subject")),
+            "subfield": tag_value(metadata.get("subfield")),
+            "question_type": tag_value(row.data.get("question_type")),
+        }
 
     def official_prompt(self, item: EvalItem) -> str:
         """The dataset's chain-of-thought query ``query_cot``, after the image."""
         return self.row_query(item, "query_cot")
 
-    def score(self, item: EvalItem, response: str) -> ItemScore:
+    def rule_score(self, item: EvalItem, response: str) -> ItemScore:
         return ItemScore(
             item_id=item.item_id,
             correct=mathverse_correct(response, item.row),

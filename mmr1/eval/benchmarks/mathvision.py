@@ -18,9 +18,9 @@ from typing import ClassVar
 
 from mmr1.eval.benchmarks.base import (
     RowBenchmark,
+    gold_text,
     row_images,
     row_without,
-    tag_value,
     text_field,
     text_list,
     with_placeholders,
@@ -48,11 +48,12 @@ class MathVisionAdapter(RowBenchmark):
     default_split: ClassVar[str] = "test"
     breakdown_keys: ClassVar[tuple[str, ...]] = ("level", "subject")
     image_columns: ClassVar[tuple[str, ...]] = ("decoded_image", "image")
+    id_columns: ClassVar[tuple[str, ...]] = ("id",)
 
     def make_item(self, row: SourceRow) -> EvalItem:
         item_id = text_field(row, "id")
         options = text_list(row, "options")
-        answer = text_field(row, "answer").strip()
+        answer = gold_text(row, "answer")
         if options and (len(answer) != 1 or answer not in CHOICE_LETTERS[: len(options)]):
             raise row.error("answer", f"{answer!r} is not an option letter of {options}")
         images = row_images(row, self.image_columns)
@@ -65,17 +66,14 @@ class MathVisionAdapter(RowBenchmark):
             choices=None if not options or options_in_image(options) else options,
             answer=answer,
             answer_type="multi_choice" if options else "free_form",
-            tags={
-                "level": tag_value(row.data.get("level")),
-                "subject": tag_value(row.data.get("subject")),
-            },
+            tags=self.row_tags(row),
             row=data,
         )
 
     def official_prompt(self, item: EvalItem) -> str:
         return f"{OFFICIAL_INSTRUCTION}\n{question_text(item.question, item.choices)}"
 
-    def score(self, item: EvalItem, response: str) -> ItemScore:
+    def rule_score(self, item: EvalItem, response: str) -> ItemScore:
         return ItemScore(
             item_id=item.item_id,
             correct=mathvision_correct(response, item.row),

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 from mmr1.eval.benchmarks.base import (
     RowBenchmark,
+    gold_text,
     row_images,
     row_without,
     tag_value,
@@ -43,6 +44,7 @@ class MathVistaAdapter(RowBenchmark):
     breakdown_keys: ClassVar[tuple[str, ...]] = ("question_type", "answer_type", *METADATA_TAGS)
     image_columns: ClassVar[tuple[str, ...]] = ("decoded_image", "image")
     official_columns: ClassVar[tuple[str, ...]] = ("query",)
+    id_columns: ClassVar[tuple[str, ...]] = ("pid",)
 
     def make_item(self, row: SourceRow) -> EvalItem:
         item_id = text_field(row, "pid")
@@ -52,7 +54,7 @@ class MathVistaAdapter(RowBenchmark):
         answer_type = text_field(row, "answer_type")
         if answer_type not in ANSWER_TYPES:
             raise row.error("answer_type", f"{answer_type!r} is not one of {ANSWER_TYPES}")
-        answer = text_field(row, "answer")
+        answer = gold_text(row, "answer")
         choices = text_list(row, "choices")
         if question_type == "multi_choice" and not choices:
             raise row.error("choices", "a multi_choice row needs its choices")
@@ -62,8 +64,7 @@ class MathVistaAdapter(RowBenchmark):
         images = row_images(row, self.image_columns)
         data = row_without(row, ["decoded_image"])
         data["answer"], data["choices"] = answer, choices or None
-        tags = {"question_type": question_type, "answer_type": answer_type}
-        tags.update({key: tag_value(metadata.get(key)) for key in METADATA_TAGS})
+        tags = self.row_tags(row)
         return EvalItem(
             item_id=item_id,
             question=with_placeholders(text_field(row, "question", default=""), len(images)),
@@ -75,11 +76,22 @@ class MathVistaAdapter(RowBenchmark):
             row=data,
         )
 
+    def row_tags(self, row: SourceRow) -> dict[str, str | list[str]]:
+        """Question and answer type, then the ``metadata`` tags (skills is multi-label)."""
+        metadata = row.data.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        tags = {
+            "question_type": tag_value(row.data.get("question_type")),
+            "answer_type": tag_value(row.data.get("answer_type")),
+        }
+        tags.update({key: tag_value(metadata.get(key)) for key in METADATA_TAGS})
+        return tags
+
     def official_prompt(self, item: EvalItem) -> str:
         """The dataset's ``query`` (hint, question, choices), after the image."""
         return self.row_query(item, "query")
 
-    def score(self, item: EvalItem, response: str) -> ItemScore:
+    def rule_score(self, item: EvalItem, response: str) -> ItemScore:
         extracted = mathvista_extract(response, item.row)
         return ItemScore(
             item_id=item.item_id,

@@ -14,6 +14,13 @@
 ``datasets`` image columns are read undecoded (``{bytes, path}``), so nothing is
 decoded until a request is built. Each row carries ``root``, the directory that
 relative image paths are resolved against (the file's directory).
+
+A row that cannot be read at all (a JSON line that is not valid JSON or not an
+object, a non-object entry of a ``.json`` list) does not stop the source: it is
+yielded with empty ``data`` and its ``problem`` set, and the adapter keeps it
+as an invalid item (docs/BENCHMARKS.md, "Bad rows"). A file that cannot be
+read at all (an unreadable parquet file, a ``.json`` file that is neither JSON
+nor JSON lines) is still an error.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class SourceRow:
     """Directory relative image paths are resolved against (None: the working directory)."""
     unit: str = "row"
     """What ``line`` counts: ``row`` (0-based) or ``line`` (JSON lines, 1-based)."""
+    problem: str | None = None
+    """Why the row could not be read at all (``data`` is then empty), else None."""
 
     @property
     def where(self) -> str:
@@ -124,11 +133,18 @@ def _iter_files(files: list[Path], position: int) -> Iterator[SourceRow]:
                 f"{file}: unknown format {suffix!r} (expected .parquet, .jsonl or .json)"
             )
         for line, data in rows:
-            yield SourceRow(str(file), line, position, data, file.parent, unit)
+            if isinstance(data, str):  # a row that is not readable: ``data`` is the problem
+                yield SourceRow(str(file), line, position, {}, file.parent, unit, problem=data)
+            else:
+                yield SourceRow(str(file), line, position, data, file.parent, unit)
             position += 1
 
 
-def _parquet_rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+#: What a row reader yields: the row number and the row, or why it is unreadable.
+_Rows = Iterator[tuple[int, dict[str, Any] | str]]
+
+
+def _parquet_rows(file: Path) -> _Rows:
     try:
         parquet = pq.ParquetFile(file)
         line = 0
@@ -140,32 +156,39 @@ def _parquet_rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise BenchmarkDataError(f"{file}: not a readable parquet file: {exc}") from None
 
 
-def _jsonl_rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with file.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
+def _jsonl_rows(file: Path) -> _Rows:
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             try:
-                data = json.loads(text)
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, f"not valid UTF-8 at byte {exc.start + 1} of the line"
+                continue
+            try:
+                data = json.loads(text.rstrip("\r\n"))  # so that positions fall in the line
             except json.JSONDecodeError as exc:
-                raise BenchmarkDataError(f"{file}: line {number}: not valid JSON: {exc}") from None
+                yield number, f"not valid JSON: {exc.msg} at column {exc.pos + 1}"
+                continue
             if not isinstance(data, dict):
-                raise BenchmarkDataError(f"{file}: line {number}: expected a JSON object")
+                yield number, f"expected a JSON object, got {type(data).__name__}"
+                continue
             yield number, data
 
 
-def _json_rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    text = file.read_text(encoding="utf-8")
+def _json_rows(file: Path) -> _Rows:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        yield from _jsonl_rows(file)  # a .json file holding JSON lines
+        data = json.loads(file.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        yield from _jsonl_rows(file)  # a .json file holding JSON lines (or a bad line)
         return
     if isinstance(data, dict):  # {"1": {...}, "2": {...}}
         data = list(data.values())
-    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+    if not isinstance(data, list):
         raise BenchmarkDataError(f"{file}: expected a list of objects or an {{id: object}} map")
-    yield from enumerate(data)
+    for number, row in enumerate(data):
+        yield number, row if isinstance(row, dict) else f"expected an object, got {row!r:.40}"
 
 
 def _undecoded(dataset: Any) -> Any:

@@ -9,8 +9,18 @@ paths relative to the dataset directory), ``type`` (the task family) and
 ``difficulty``.
 
 Scoring: the project's verifier on the extracted final answer, exactly the
-RL accuracy reward (:func:`mmr1.rewards.is_correct`). The official prompt is the
-MMR1 evaluation prompt. Accuracy overall, per family and per difficulty.
+RL accuracy reward (:func:`mmr1.rewards.is_correct`). Accuracy overall, per
+family and per difficulty. Prompts: ``mmr1`` is the MMR1 evaluation prompt;
+``official`` is the generator's own prompt, the training prompt its items are
+posed with in SFT and RL (:func:`mmr1.prompts.training_prompt`). A model that
+only ever saw the generator's prompt (the demo's tiny model) is evaluated with
+``official``: on the unseen evaluation prompt it scores near chance.
+
+Bad rows: a record whose image file is missing, or whose id repeats an earlier
+one, is an invalid item (scored wrong, counted; see ``base``). Records are
+validated by :func:`mmr1.data.io.iter_rl_dataset` as they are read, and one
+that fails validation is still an error: this benchmark is written by the
+project itself, so such a file is corrupt rather than a source with an odd row.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import ClassVar
 from mmr1.data.io import iter_rl_dataset
 from mmr1.eval.benchmarks.base import Benchmark, with_placeholders
 from mmr1.eval.benchmarks.rows import BenchmarkDataError
+from mmr1.prompts import training_prompt
 from mmr1.rewards import extract_final_answer, is_correct
 from schemas.eval import BenchmarkSpec, EvalItem, ItemScore
 from schemas.records import IMAGE_PLACEHOLDER, RLRecord
@@ -45,18 +56,26 @@ class SyntheticAdapter(Benchmark):
             for position, record in enumerate(iter_rl_dataset(path)):
                 if spec.limit is not None and position >= spec.limit:
                     break
-                if record.id in seen:
-                    raise BenchmarkDataError(
-                        f"{path}: row {position}: field 'id': duplicate id {record.id!r}"
+                where = f"{path}: row {position}"
+                item = self._item(record, where, root)
+                if item.item_id in seen:
+                    item = item.model_copy(
+                        update={
+                            "item_id": f"{record.id}#row{position}",
+                            "invalid": f"{where}: field 'id': duplicate id {record.id!r}",
+                        }
                     )
-                seen.add(record.id)
-                items.append(self._item(record, position, root, str(path)))
+                seen.add(item.item_id)
+                items.append(item)
         except FileNotFoundError as exc:
             raise BenchmarkDataError(str(exc)) from None
+        self.check_invalid(spec, items)
         return items
 
-    def _item(self, record: RLRecord, position: int, root: Path, label: str) -> EvalItem:
+    def _item(self, record: RLRecord, where: str, root: Path) -> EvalItem:
+        """The record as an item; invalid (text only) when an image file is missing."""
         images: list[bytes] = []
+        invalid = None
         for i, image in enumerate(record.images):
             if image.bytes is not None:
                 images.append(image.bytes)
@@ -64,10 +83,9 @@ class SyntheticAdapter(Benchmark):
             file = Path(image.path or "")
             file = file if file.is_absolute() else root / file
             if not image.path or not file.is_file():
-                raise BenchmarkDataError(
-                    f"{label}: row {position}: field 'images[{i}]': no bytes and no file "
-                    f"at {str(file)!r}"
-                )
+                invalid = f"{where}: field 'images[{i}]': no bytes and no file at {str(file)!r}"
+                images = []
+                break
             images.append(file.read_bytes())
         question = record.problem
         if question.count(IMAGE_PLACEHOLDER) != len(images):
@@ -84,9 +102,14 @@ class SyntheticAdapter(Benchmark):
                 "difficulty": "unknown" if record.difficulty is None else str(record.difficulty),
             },
             row=record.model_dump(exclude={"images"}),
+            invalid=invalid,
         )
 
-    def score(self, item: EvalItem, response: str) -> ItemScore:
+    def official_prompt(self, item: EvalItem) -> str:
+        """The generator's prompt: instruction first, then the question and its options."""
+        return training_prompt(item.question, item.choices)
+
+    def rule_score(self, item: EvalItem, response: str) -> ItemScore:
         extracted = extract_final_answer(response) or ""
         return ItemScore(
             item_id=item.item_id,

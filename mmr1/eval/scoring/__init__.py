@@ -7,10 +7,13 @@ and where a rule-based stand-in replaces an LLM extractor or judge.
 - ``chartqa``: relaxed accuracy (5% relative tolerance, else case-insensitive equality);
 - ``mathvista``: quick-path extraction, type-wise normalisation, exact equality;
 - ``mathvision``: official extraction and MATH normalisation, rounded numeric equality;
-- ``logicvista``: chosen letters as an exact set;
+- ``logicvista``: chosen letters (or option numbers) as an exact set;
 - ``mathverse``: rule-based default (letters; the project's math verifier);
 - ``latex_value``: safe numeric evaluation of short LaTeX answers;
-- ``text``: shared extraction fallbacks and Levenshtein distance.
+- ``text``: shared extraction fallbacks and the nearest choice (Levenshtein
+  distance from :mod:`mmr1.edit_distance`).
+
+Every deliberate deviation from the official code is listed in docs/BENCHMARKS.md.
 """
 
 from mmr1.eval.scoring.chartqa import (
@@ -20,8 +23,18 @@ from mmr1.eval.scoring.chartqa import (
     relaxed_match,
 )
 from mmr1.eval.scoring.latex_value import latex_value
-from mmr1.eval.scoring.logicvista import choice_letters, logicvista_correct, logicvista_extract
-from mmr1.eval.scoring.mathverse import inline_choices, mathverse_correct, mathverse_extract
+from mmr1.eval.scoring.logicvista import (
+    choice_letters,
+    logicvista_correct,
+    logicvista_extract,
+    numbered_options,
+)
+from mmr1.eval.scoring.mathverse import (
+    inline_choices,
+    latex_form,
+    mathverse_correct,
+    mathverse_extract,
+)
 from mmr1.eval.scoring.mathvision import (
     mathvision_correct,
     mathvision_equal,
@@ -38,6 +51,7 @@ __all__ = [
     "choice_letters",
     "final_answer",
     "inline_choices",
+    "latex_form",
     "latex_value",
     "levenshtein",
     "logicvista_correct",
@@ -52,5 +66,6 @@ __all__ = [
     "mathvista_normalize",
     "nearest_choice",
     "normalize_answer",
+    "numbered_options",
     "relaxed_match",
 ]

@@ -10,7 +10,10 @@ and units (a trailing ``\\text{cm}``, ``5 cm``) are removed; ``\\text{}`` is
 unwrapped; and the MATH-style string normalisation applies (``\\dfrac``/``\\tfrac``
 -> ``\\frac``, ``\\frac12`` -> ``\\frac{1}{2}``, ``\\sqrt3`` -> ``\\sqrt{3}``,
 ``.5`` -> ``0.5``, ``0.5`` -> ``\\frac{1}{2}``, integer ``a/b`` -> ``\\frac{a}{b}``,
-spaces removed, ``(a)`` -> ``a``).
+spaces removed, ``(a)`` -> ``a``). One deliberate addition: an answer that is
+a single number with thousands separators (``1,000``, ``12{,}345.5``; groups of
+exactly three digits) loses them, so it is one thousand and not the tuple
+``(1, 0)``; ``1,2`` and ``1,00`` stay tuples.
 
 Equality of a prediction and a gold (both cleaned): equal lowercase strings, or
 both read as LaTeX numbers (:func:`latex_value`) and equal after rounding to 2
@@ -48,6 +51,8 @@ _FRAC_GROUP_THEN_DIGIT = re.compile(r"\\frac(\{[^{}]*\})(\d)")
 _SQRT_BARE = re.compile(r"\\sqrt(\w)")
 _SLASH_FRACTION = re.compile(r"^(-?\d+)/(\d+)$")
 _PAREN_LETTER = re.compile(r"^\(([a-zA-Z])\)$")
+# A whole answer that is one number with thousands separators: "1,000", "12{,}345.5".
+_THOUSANDS_NUMBER = re.compile(r"-?\d{1,3}(?:(?:,|\{,\})\d{3})+(?:\.\d+)?")
 
 
 def _letter_ending(response: str) -> str | None:
@@ -85,6 +90,8 @@ def normalize_answer(text: str) -> str:
     text = _FRAC_GROUP_THEN_DIGIT.sub(r"\\frac\1{\2}", text)
     text = _SQRT_BARE.sub(r"\\sqrt{\1}", text)
     text = "".join(text.split()).rstrip(".")
+    if _THOUSANDS_NUMBER.fullmatch(text):  # one thousand, not the tuple (1, 0)
+        text = text.replace("{,}", "").replace(",", "")
     if text.startswith("."):
         text = "0" + text
     text = text.replace("{.", "{0.")

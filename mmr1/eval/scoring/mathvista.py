@@ -18,10 +18,13 @@ compared to the gold ``answer`` string by exact equality, both sides stripped:
 Our rule-based extractor replaces the LLM (documented, not official): after the
 quick paths it takes the project's final answer (last ``\\boxed{}``/``<answer>``,
 else an "answer is" phrase, else the last line); for multiple choice a written
-option letter (``B``, ``(B) 12``, ``option B``) is kept as the letter; for numeric
-types thousands separators, units, ``%`` and LaTeX are removed and a LaTeX
-expression is evaluated (``\\frac{3}{2}`` -> ``1.5``); for lists the items are
-read into a list (``2014, 2016`` -> ``[2014, 2016]``). A float item without a
+option letter (``B``, ``(B) 12``, ``option B``) is kept as the letter; an answer
+written as an equation (``x = 14``, ``AB \\approx 4.2``) is read by its right-hand
+side for numeric and list types, and for multiple choice when that side is a
+choice's text; for numeric types thousands separators, units, ``%`` and LaTeX
+are removed and a LaTeX expression is evaluated (``\\frac{3}{2}`` -> ``1.5``);
+for lists the items are read into a list (``2014, 2016``, ``[2014, 2016]`` and
+the set braces ``\\{2014, 2016\\}`` -> ``[2014, 2016]``). A float item without a
 precision rounds to the gold's number of decimals.
 """
 
@@ -41,6 +44,10 @@ _PAREN_LETTER = re.compile(r"\(([a-zA-Z])\)")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _LIST_ITEM_SPLIT = re.compile(r"\s*,\s*")
+# "=" (not "<=", ">=", "!=", "=="), "\approx" or "≈": an equation's right-hand side follows.
+_EQUALS = re.compile(r"(?<![<>!=])=(?!=)|\\approx|\u2248")
+_LEFT_RIGHT = re.compile(r"\\left|\\right")
+_BRACKETS = {"[": "]", "(": ")", "{": "}"}
 
 
 def _choices(row: Mapping[str, Any]) -> list[str]:
@@ -68,10 +75,40 @@ def _plain_number(text: str) -> str | None:
     return None
 
 
+def _right_hand_side(text: str) -> str | None:
+    """The text after the last ``=``/``\\approx`` of an equation, or None."""
+    parts = _EQUALS.split(text)
+    if len(parts) < 2 or not parts[-1].strip():
+        return None
+    return parts[-1].strip()
+
+
+def _wrapped(text: str) -> bool:
+    """True when the first character opens a bracket that the last character closes."""
+    if len(text) < 2 or _BRACKETS.get(text[0]) != text[-1]:
+        return False
+    depth = 0
+    for index, char in enumerate(text):
+        if char in _BRACKETS:
+            depth += 1
+        elif char in _BRACKETS.values():
+            depth -= 1
+            if depth == 0:
+                return index == len(text) - 1
+    return False
+
+
 def _as_list(text: str) -> list[Any] | None:
-    """``"[2014, 2016]"`` / ``"2014, 2016"`` -> ``[2014, 2016]``; None for a single item."""
-    inner = text.strip().strip("[](){}").replace("\\{", "").replace("\\}", "")
-    parts = [part for part in _LIST_ITEM_SPLIT.split(inner.strip()) if part]
+    """``"[2014, 2016]"`` / ``"2014, 2016"`` / ``"\\{2014, 2016\\}"`` -> ``[2014, 2016]``.
+
+    Outer brackets that wrap the whole text (``[]``, ``()``, ``{}``, LaTeX
+    ``\\{ \\}``, with or without ``\\left``/``\\right``) are removed; None for a
+    single item.
+    """
+    inner = _LEFT_RIGHT.sub("", text).replace("\\{", "{").replace("\\}", "}").strip()
+    while _wrapped(inner):  # "[[2014, 2016]]" too, but not "(1, 2), (3, 4)"
+        inner = inner[1:-1].strip()
+    parts = [part for part in _LIST_ITEM_SPLIT.split(inner) if part]
     if len(parts) < 2:
         return None
     items: list[Any] = []
@@ -106,13 +143,16 @@ def mathvista_extract(response: str, row: Mapping[str, Any]) -> str:
         except ValueError:
             pass
     answer = clean_answer(final_answer(text))
+    right = _right_hand_side(answer)
     if question_type == "multi_choice":
         if answer in choices:
             return answer
         letter = parse_choice_letter(answer)
         if letter is not None and CHOICE_LETTERS.index(letter) < len(choices):
             return letter
-        return answer
+        return right if right in choices else answer
+    if right is not None and answer_type in ("integer", "float", "list"):
+        answer = right
     if answer_type in ("integer", "float"):
         return _plain_number(answer) or answer
     if answer_type == "list":

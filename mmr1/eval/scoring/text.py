@@ -4,13 +4,15 @@ The first step is always the project's one extractor,
 :func:`mmr1.rewards.extract_final_answer` (the last ``\\boxed{}``, else the
 ``<answer>`` block). The helpers here are the fallbacks the official protocols
 use when a response has no box: a "the answer is ..." phrase, the last line,
-and Levenshtein distance for mapping free text onto an option.
+and the nearest option by Levenshtein distance
+(:func:`mmr1.edit_distance.levenshtein`, re-exported here) for free text.
 """
 
 from __future__ import annotations
 
 import re
 
+from mmr1.edit_distance import levenshtein
 from mmr1.rewards import extract_final_answer
 from mmr1.rewards.normalize import strip_math_delimiters, unwrap_text_commands
 
@@ -65,20 +67,6 @@ def final_answer(response: str) -> str:
     if boxed is not None:
         return clean_answer(boxed)
     return answer_phrase(response) or last_line(response)
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions of one character each)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, start=1):
-        current = [i]
-        for j, char_b in enumerate(b, start=1):
-            cost = 0 if char_a == char_b else 1
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost))
-        previous = current
-    return previous[-1]
 
 
 def nearest_choice(text: str, choices: list[str]) -> str:
