@@ -417,8 +417,9 @@ def test_unreadable_paths_and_formats(tmp_path: Path) -> None:
         read_source(LocalSource(name="x", path=str(tmp_path / "array.json")))
 
 
-def test_empty_jsonl_gives_an_empty_raw_frame(tmp_path: Path) -> None:
+def test_an_allowed_empty_jsonl_gives_an_empty_raw_frame(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n\n")
-    result = read_source(LocalSource(name="e", path=str(tmp_path / "empty.jsonl")))
+    source = LocalSource(name="e", path=str(tmp_path / "empty.jsonl"), allow_empty=True)
+    result = read_source(source)
     _check(result, 0)
     assert isinstance(result.kept, pl.DataFrame)

@@ -146,7 +146,7 @@ _Rows = Iterator[tuple[int, dict[str, Any] | str]]
 
 def _parquet_rows(file: Path) -> _Rows:
     try:
-        parquet = pq.ParquetFile(file)
+        parquet = pq.ParquetFile(file, pre_buffer=False)  # read batch by batch, keep none
         line = 0
         for batch in parquet.iter_batches(batch_size=256):
             for values in batch.to_pylist():
