@@ -42,14 +42,14 @@ def test_a_partial_override_keeps_the_presets_other_values() -> None:
         VPSEstimateConfig, deployed, overrides={"checkpoint": "tiny-grpo", "rollouts": 4}
     )
     assert (config.checkpoint, config.rollouts) == ("tiny-grpo", 4)
-    assert config.sampling.max_new_tokens == 96 and config.sampling.temperature == 1.0
+    assert config.sampling.max_new_tokens == 48 and config.sampling.temperature == 1.0
     assert config == deployed.model_copy(update={"checkpoint": "tiny-grpo", "rollouts": 4})
     # A nested override changes one field of a section, dotted or as a mapping.
     for overrides in ({"sampling.max_new_tokens": 64}, {"sampling": {"max_new_tokens": 64}}):
         nested = stage_config(VPSEstimateConfig, deployed, overrides=overrides)
         assert nested.sampling.max_new_tokens == 64 and nested.sampling.temperature == 1.0
     # The schema defaults differ (why a replaced config loses the preset's values).
-    assert VPSEstimateConfig().sampling.max_new_tokens != 96
+    assert VPSEstimateConfig().sampling.max_new_tokens != 48
 
 
 def test_a_preset_replaces_the_config_and_takes_overrides() -> None:

@@ -252,6 +252,24 @@ def test_pinned_and_skipped_stages(runs) -> None:
     }
 
 
+def test_uniform_ablation_differs_from_the_vas_run_only_in_sampling() -> None:
+    from flows.pipeline import _uniform_ablation
+
+    grpo = load_config(PipelineConfig, "demo").grpo.model_copy(
+        update={"dataset": "synthetic-rl@1", "init_model": "tiny-sft@1", "vps_table": "t@1"}
+    )
+    ablation = _uniform_ablation(grpo, "tiny-grpo-uniform")
+    assert (grpo.train.sampling_mode, ablation.train.sampling_mode) == ("vas", "uniform")
+    assert grpo.train.vps_update_every is not None and ablation.train.vps_update_every is None
+    assert ablation.output_name == "tiny-grpo-uniform" and grpo.output_name == "tiny-grpo"
+    # Same init, pool, VPS table, steps, batch, lr, KL, seed: the paper's equal budget.
+    assert ablation.model_dump(exclude={"output_name", "train"}) == grpo.model_dump(
+        exclude={"output_name", "train"}
+    )
+    changed = {"sampling_mode", "vps_update_every"}
+    assert ablation.train.model_dump(exclude=changed) == grpo.train.model_dump(exclude=changed)
+
+
 def test_skipping_a_needed_stage_names_the_fix() -> None:
     from flows.pipeline import _require
 

@@ -70,7 +70,15 @@ def test_demo_preset_validates() -> None:
     assert "demo" in available_presets()
     config = load_config(PipelineConfig, "demo", ["curate_rl.difficulty.rollouts=3"])
     assert config.curate_rl.difficulty.rollouts == 3
-    assert config.curate_rl.sources[0].synthetic.n_items == 256
+    assert config.curate_rl.sources[0].synthetic.n_items == 512
+    # One task distribution (synthetic-demo) for the RL pool, the SFT data and the benchmark.
+    tasks = config.benchmark_tasks.model_dump()
+    for source in (config.curate_rl.sources[0], config.curate_sft.sources[0]):
+        assert source.synthetic.model_dump(exclude={"n_items", "seed"}) == tasks
+    assert tasks["families"] == ["shape_color", "tallest_bar"] and config.benchmark_items == 500
+    # The uniform-sampling ablation and the evaluation of all four models against the SFT.
+    assert config.grpo_uniform_name == "tiny-grpo-uniform" and config.evaluate.sampled_k == 8
+    assert config.evaluate.baseline is None and config.grpo.train.sampling_mode == "vas"
 
 
 @pytest.mark.parametrize("preset", ["sft-demo", "sft-paper-3b", "sft-paper-7b"])

@@ -219,34 +219,33 @@ def _colour_distractors(rng: random.Random, answer: str, present: Sequence[str])
 
 @register_family("shape_color")
 class ShapeColour(TaskFamily):
-    """One big shape among smaller ones of the same kind, all of distinct colours.
+    """One big shape (a 2x2 block of a 4x4 grid) among small ones, all of distinct colours.
 
-    One shape per quadrant of the image (a quadrant is one image token at 56
-    px), jittered inside it; the big one fills most of its quadrant and the
-    others are ``ratio`` times its side. Difficulty is how close the others
-    come to it: 1-2 others at ratio 0.3-0.45 (d1), 2-3 at 0.5-0.65 (d2), 3 at
-    0.7-0.85 (d3). A tiny VLM first learns "the colour with the most pixels":
-    d1 is easy, d3 needs a finer size comparison.
+    Difficulty is how close the small shapes come to the big one (cell margins,
+    as fractions of a cell): 1-3 small shapes at margin 0.25 next to a big one
+    at 0.07 (d1); 4-5 at 0.12 (d2); 4-5 filling their cells (margin 0.02) next
+    to a big one shrunk to margin 0.22, about 0.7 of its side (d3). A tiny VLM
+    learns "the colour with the most pixels" first: d1 and d2 within minutes,
+    d3 needs a finer size comparison.
     """
 
-    LEVELS = {1: (1, 2, 0.3, 0.45), 2: (2, 3, 0.5, 0.65), 3: (3, 3, 0.7, 0.85)}
+    #: difficulty -> (fewest, most small shapes, small-shape margin, big-shape margin)
+    LEVELS = {1: (1, 3, 0.25, 0.07), 2: (4, 5, 0.12, 0.07), 3: (4, 5, 0.02, 0.22)}
 
     def draw(self, rng: random.Random, difficulty: int, size: int) -> Drawing:
-        low, high, ratio_low, ratio_high = self.LEVELS[difficulty]
+        low, high, small_margin, big_margin = self.LEVELS[difficulty]
         n_small = rng.randint(low, high)
-        ratio = rng.uniform(ratio_low, ratio_high)
-        cells = rng.sample([(r, c) for r in range(2) for c in range(2)], n_small + 1)
+        row, col = rng.randrange(3), rng.randrange(3)
+        block = {(row + dr, col + dc) for dr in (0, 1) for dc in (0, 1)}
+        free = [(r, c) for r in range(4) for c in range(4) if (r, c) not in block]
+        cells = rng.sample(free, n_small)
         colours = rng.sample(list(PALETTE), n_small + 1)
-        kind = rng.choice(SHAPES)
-        cell = size // 2
-        big = max(4, round(0.9 * cell))
-        sides = [big] + [max(3, round(ratio * big))] * n_small
+        kinds = [rng.choice(SHAPES) for _ in range(n_small + 1)]
 
         image, draw = _canvas(size)
-        for (r, c), side, colour in zip(cells, sides, colours, strict=True):
-            x0 = c * cell + rng.randint(0, cell - side)
-            y0 = r * cell + rng.randint(0, cell - side)
-            _draw_shape(draw, kind, (x0, y0, x0 + side - 1, y0 + side - 1), colour)
+        _draw_shape(draw, kinds[0], _grid_box(size, 4, row, col, 2, big_margin), colours[0])
+        for (r, c), kind, colour in zip(cells, kinds[1:], colours[1:], strict=True):
+            _draw_shape(draw, kind, _grid_box(size, 4, r, c, 1, small_margin), colour)
         return Drawing(
             image=image,
             question="What is the colour of the big shape?",
@@ -254,10 +253,9 @@ class ShapeColour(TaskFamily):
             value=colours[0],
             facts={
                 "n_shapes": n_small + 1,
-                "big_shape": kind,
+                "big_shape": kinds[0],
                 "big_colour": colours[0],
                 "small_colours": colours[1:],
-                "size_ratio": round(ratio, 3),
             },
             distractors=_colour_distractors(rng, colours[0], colours[1:]),
         )
