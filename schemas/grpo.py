@@ -22,9 +22,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from schemas.base import ConfigModel
 from schemas.generation import SamplingParams, VLLMBackendConfig
+from schemas.launch import LaunchConfig
 from schemas.refs import CheckpointInput, CheckpointOutput, DatasetInput, VPSInput
 from schemas.rewards import RewardConfig
-from schemas.sft_flow import LaunchConfig
 from schemas.vas import VPSScoreConfig
 
 

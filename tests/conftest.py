@@ -34,6 +34,28 @@ os.environ.update(
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+@pytest.fixture(autouse=True)
+def _prefect_console_follows_capture() -> Iterator[None]:
+    """Point Prefect's console handlers at this test's stderr.
+
+    Prefect binds its console handler to ``sys.stderr`` when it sets up logging,
+    which under pytest is the capture stream of whichever test imported it; once
+    that test ends the stream is closed, a later log record fails to write, and
+    (inside a flow with ``log_prints``) the error report recurses through the
+    patched ``print``. Re-pointing the handlers keeps every test's output captured.
+    """
+    import logging
+    import sys
+
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.stream = sys.stderr
+                handler.console.file = sys.stderr
+    yield
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fresh pipeline home for one test (MMR1_HOME points at it)."""

@@ -38,18 +38,17 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType
 
 from mmr1.data.requests import build_requests
 from mmr1.data.shards import derive_seed
-from mmr1.models.loader import Policy, load_policy, vision_special_token_ids
+from mmr1.models.loader import Policy, vision_special_token_ids
 from mmr1.rewards import score_batch
 from mmr1.rl.advantages import group_advantages
 from mmr1.rl.batch import Rollout, encode_prompt
@@ -58,14 +57,12 @@ from mmr1.rl.report import rollout_stats, write_samples
 from mmr1.rl.rollout import RolloutSource
 from mmr1.rl.state import GRPOState, read_grpo_checkpoint, write_grpo_checkpoint
 from mmr1.rl.update import PolicyUpdater, configure_deepspeed, load_reference
-from mmr1.train.checkpoint import (
-    latest_checkpoint,
+from mmr1.trainer.checkpoint import (
     prune_checkpoints,
     save_pretrained_atomic,
     step_dir_name,
 )
-from mmr1.train.job import make_accelerator
-from mmr1.train.sft import vision_tower
+from mmr1.trainer.job import adamw, load_trainable, open_job
 from mmr1.vas.estimate import estimate_vps, read_pool_frame, read_vps_table, score_groups
 from mmr1.vas.sampler import MixedVarianceSampler
 from schemas.generation import CompletionSample
@@ -115,51 +112,56 @@ class GRPOTrainer:
     # ----------------------------------------------------------------------- setup
 
     def setup(self, *, resume: bool = True) -> None:
+        """Build accelerator, model, data (pool and sampler), optimizer and rollouts, in the
+        steps the SFT recipe takes too; resume from the newest checkpoint."""
         cfg = self.config
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        self.accelerator = make_accelerator(
-            self.model_path, precision=cfg.precision, freeze_vision=cfg.freeze_vision
+        self.accelerator, resume_from = open_job(
+            model_path=self.model_path,
+            checkpoint_root=self.checkpoint_root,
+            precision=cfg.precision,
+            freeze_vision=cfg.freeze_vision,
+            seed=cfg.seed,
+            resume=resume,
+            torch_threads=cfg.torch_threads,
         )
-        acc = self.accelerator
-        if cfg.prompts_per_step % acc.num_processes:
+        self._check_batch_split()
+        self._setup_model(resume_from or self.model_path)
+        self._setup_data()
+        self._setup_optimizer()
+        self._setup_state(resume_from)
+        self._setup_rollouts(resume_from or self.model_path)
+
+    def _check_batch_split(self) -> None:
+        """The global batch, and each mini-batch, must split evenly over the processes."""
+        cfg, processes = self.config, self.accelerator.num_processes
+        if cfg.prompts_per_step % processes:
             raise ValueError(
                 f"prompts_per_step ({cfg.prompts_per_step}) must be divisible by the number "
-                f"of processes ({acc.num_processes})"
+                f"of processes ({processes})"
             )
         mini = cfg.mini_batch_prompts or cfg.prompts_per_step
-        if mini % acc.num_processes or cfg.prompts_per_step % mini:
+        if mini % processes or cfg.prompts_per_step % mini:
             raise ValueError(
                 f"mini_batch_prompts ({mini}) must divide prompts_per_step "
-                f"({cfg.prompts_per_step}) and be divisible by the processes ({acc.num_processes})"
+                f"({cfg.prompts_per_step}) and be divisible by the processes ({processes})"
             )
-        set_seed(cfg.seed)
-        resume_from = latest_checkpoint(self.checkpoint_root) if resume else None
-        if not resume and acc.is_main_process and self.checkpoint_root.exists():
-            logger.warning("resume=False: removing old checkpoints in %s", self.checkpoint_root)
-            shutil.rmtree(self.checkpoint_root)
-        acc.wait_for_everyone()
 
-        self.policy = load_policy(
-            resume_from or self.model_path,
-            device=acc.device,
-            dtype=torch.float32,
-            for_training=True,
+    def _setup_model(self, path: Path) -> None:
+        """The policy (fp32 master weights, from the start model or the resumed checkpoint)."""
+        cfg = self.config
+        self.policy = load_trainable(
+            path,
+            self.accelerator,
+            freeze_vision=cfg.freeze_vision,
+            gradient_checkpointing=cfg.gradient_checkpointing,
         )
-        model = self.policy.model
-        if cfg.freeze_vision:
-            tower = vision_tower(model)
-            if tower is None:
-                raise ValueError(f"freeze_vision=True but {self.model_path} has no vision tower")
-            tower.requires_grad_(False)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
         self.suppress_ids = vision_special_token_ids(self.policy.tokenizer)
         pad = self.policy.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.policy.tokenizer.eos_token_id)
 
+    def _setup_data(self) -> None:
+        """The RL pool's kept prompts and the Variance-Aware Sampler over them."""
+        cfg = self.config
         self._load_pool()
         self.sampler = MixedVarianceSampler(
             self.pool.height,
@@ -173,16 +175,14 @@ class GRPOTrainer:
             ),
         )
 
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-        groups = [
-            {"params": params, "weight_decay": wd}
-            for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
-            if params
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    def _setup_optimizer(self) -> None:
+        """AdamW, DeepSpeed's config (ZeRO-1/2), ``prepare``, the frozen reference, the updater."""
+        cfg, acc = self.config, self.accelerator
+        model = self.policy.model
+        optimizer = adamw(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         if self.deepspeed:
+            mini = cfg.mini_batch_prompts or cfg.prompts_per_step
             per_rank_rows = mini // acc.num_processes * cfg.group_size
             configure_deepspeed(
                 acc,
@@ -205,28 +205,37 @@ class GRPOTrainer:
             is_vlm=self.policy.is_vlm,
             deepspeed=self.deepspeed,
         )
+
+    def _setup_state(self, resume_from: Path | None) -> None:
+        """A fresh trainer state seeded by the initial VPS table, or the resumed one."""
+        cfg, acc = self.config, self.accelerator
         self.state = GRPOState(
             prompts=self.pool.height, seed=cfg.seed, prompts_per_step=cfg.prompts_per_step
         )
-        if resume_from is not None:
-            self._load_checkpoint(resume_from)
-            if acc.is_main_process and self.checkpoint_callback is not None:
-                # A run killed after saving this checkpoint but before the callback finished
-                # (e.g. between its snapshot and its catalog entry) left it unregistered:
-                # register it now, before later ones, so the catalog matches an uninterrupted
-                # run's. The callback is idempotent (same content, same version).
-                self.checkpoint_callback(resume_from, self.state.step)
-        elif self.initial_vps is not None:
-            self._apply_vps_table(*self.initial_vps)
+        if resume_from is None:
+            if self.initial_vps is not None:
+                self._apply_vps_table(*self.initial_vps)
+            return
+        self._load_checkpoint(resume_from)
+        if acc.is_main_process and self.checkpoint_callback is not None:
+            # A run killed after saving this checkpoint but before the callback finished
+            # (e.g. between its snapshot and its catalog entry) left it unregistered:
+            # register it now, before later ones, so the catalog matches an uninterrupted
+            # run's. The callback is idempotent (same content, same version).
+            self.checkpoint_callback(resume_from, self.state.step)
+
+    def _setup_rollouts(self, start: Path) -> None:
+        """Where rollouts come from: the module being trained (hf) or a colocated vLLM engine."""
+        acc = self.accelerator
         self.rollouts = RolloutSource.build(
-            cfg,
+            self.config,
             policy=Policy(
                 model=acc.unwrap_model(self.model),
                 processor=self.policy.processor,
                 device=acc.device,
                 is_vlm=self.policy.is_vlm,
             ),
-            start=resume_from or self.model_path,
+            start=start,
             process_index=acc.process_index,
         )
 

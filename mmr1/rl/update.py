@@ -39,7 +39,7 @@ from accelerate import Accelerator
 from mmr1.models.loader import load_policy
 from mmr1.rl.batch import EncodedPrompt, Rollout, collate, response_logprobs
 from mmr1.rl.losses import normaliser_units, policy_loss
-from mmr1.train.deepspeed import (
+from mmr1.trainer.deepspeed import (
     accumulation_context,
     engine_step_outcome,
     fill_auto_entries,
@@ -287,7 +287,7 @@ class PolicyUpdater:
 
     def _accumulating(self, last: bool) -> Any:
         """Context of one micro-batch's backward; ``last`` ends the accumulation
-        (:func:`mmr1.train.deepspeed.accumulation_context`)."""
+        (:func:`mmr1.trainer.deepspeed.accumulation_context`)."""
         return accumulation_context(
             self.accelerator, self.model, last=last, deepspeed=self.deepspeed
         )
