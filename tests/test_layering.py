@@ -96,3 +96,29 @@ def test_the_command_line_imports_flows_only_lazily() -> None:
         for alias in node.names
     }
     assert not top_level & {"prefect", "flows", "tasks"}
+
+
+def test_a_registry_is_the_one_list_of_its_names() -> None:
+    from pydantic import ValidationError
+
+    from schemas.grpo import GRPOConfig
+    from schemas.registry import LOSS_AGGREGATIONS, Registry
+
+    assert LOSS_AGGREGATIONS.names() == [
+        "token-mean",
+        "seq-mean-token-mean",
+        "seq-mean-token-sum-norm",
+    ]
+    with pytest.raises(ValidationError, match="unknown loss aggregation 'sum'; known: token-mean"):
+        GRPOConfig(loss_agg="sum")
+    # A new aggregation registered by the library is a valid config value at once.
+    LOSS_AGGREGATIONS.register("test-only-sum")(lambda loss, mask, norm_len: loss.sum())
+    try:
+        assert GRPOConfig(loss_agg="test-only-sum").loss_agg == "test-only-sum"
+    finally:
+        LOSS_AGGREGATIONS._items.pop("test-only-sum")
+    with pytest.raises(ValueError, match="already registered"):
+        LOSS_AGGREGATIONS.register("token-mean")(lambda *args: None)
+    empty = Registry("thing", "json")  # a provider that registers nothing
+    with pytest.raises(ValueError, match="unknown thing 'x'; known: $"):
+        empty.check("x")

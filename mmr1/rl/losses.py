@@ -34,6 +34,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from schemas.registry import LOSS_AGGREGATIONS
+
 LOG_RATIO_LIMIT = 20.0
 """Log-ratios are clamped to [-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT] before exponentiation."""
 
@@ -44,8 +46,8 @@ LossAggregation = Callable[[Tensor, Tensor, int], Tensor]
 """``(loss, mask, norm_len) -> scalar``; ``loss`` float (batch, response_len), ``mask`` bool,
 same shape; ``norm_len`` the constant length of ``seq-mean-token-sum-norm`` (others ignore it)."""
 
-LOSS_AGGREGATIONS: dict[str, LossAggregation] = {}
-"""How per-token losses become one scalar, by name."""
+# LOSS_AGGREGATIONS (``schemas.registry``): how per-token losses become one scalar, by name;
+# configs validate ``loss_agg`` against the names registered here.
 
 NormaliserUnits = Callable[[Tensor], Tensor]
 """``mask -> 0-d count``: what an aggregation divides the summed loss by, up to ``norm_len``."""
@@ -65,9 +67,7 @@ def register_loss_aggregation(
     """
 
     def add(function: LossAggregation) -> LossAggregation:
-        if name in LOSS_AGGREGATIONS:
-            raise ValueError(f"loss aggregation {name!r} is already registered")
-        LOSS_AGGREGATIONS[name] = function
+        LOSS_AGGREGATIONS.register(name)(function)
         NORMALISER_UNITS[name] = units
         return function
 
