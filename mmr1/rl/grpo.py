@@ -42,8 +42,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import torch
-from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
 from mmr1.data.requests import build_requests
@@ -56,7 +56,7 @@ from mmr1.rl.pool import DROPPED_FILE, select_pool
 from mmr1.rl.report import rollout_stats, write_samples
 from mmr1.rl.rollout import RolloutSource
 from mmr1.rl.state import GRPOState, read_grpo_checkpoint, write_grpo_checkpoint
-from mmr1.rl.update import PolicyUpdater, configure_deepspeed, load_reference
+from mmr1.rl.update import PolicyUpdater, UpdateOutcome, configure_deepspeed, load_reference
 from mmr1.trainer.checkpoint import (
     prune_checkpoints,
     save_pretrained_atomic,
@@ -65,7 +65,7 @@ from mmr1.trainer.checkpoint import (
 from mmr1.trainer.job import adamw, load_trainable, open_job
 from mmr1.vas.estimate import estimate_vps, read_pool_frame, read_vps_table, score_groups
 from mmr1.vas.sampler import MixedVarianceSampler
-from schemas.generation import CompletionSample
+from schemas.generation import CompletionSample, GenerationRequest
 from schemas.grpo import GRPOConfig, GRPOResult
 from schemas.rewards import RewardScore
 from schemas.vas import SamplerConfig, VPSEstimateConfig
@@ -334,8 +334,7 @@ class GRPOTrainer:
                 (self.prompt_index[pid], float(vps))
                 for pid, vps in zip(estimate.table["prompt_id"], estimate.table["vps"], strict=True)
             ]
-            gathered = _gather(acc, pairs)
-            self.sampler.update_scores([i for i, _ in gathered], [v for _, v in gathered])
+            self._update_sampler_scores(pairs)
             self.state.vps_tables.append(f"estimated@step-{self.state.step}")
         self.state.refreshes += 1
         return {
@@ -396,7 +395,47 @@ class GRPOTrainer:
         local = global_batch[offset : offset + per_rank]
         rows = self.pool[local]
         requests = build_requests(rows)
+        samples = self._generate(requests, offset)
+        timings["generate"] = time.perf_counter() - began
 
+        began = time.perf_counter()
+        g = cfg.group_size
+        flat = [s for group in samples for s in group]
+        scores = self._score(rows, flat)
+        rewards = torch.tensor([s.overall for s in scores], dtype=torch.float32)
+        advantages = group_advantages(rewards, g, scale=cfg.advantage_scale)
+        timings["score"] = time.perf_counter() - began
+
+        outcome = self._update(requests, flat, advantages, timings)
+        vps_before = self.sampler.scores
+        pool_vps = float(vps_before.mean())
+        sampled_vps = float(vps_before[global_batch].mean())
+        if cfg.online_vps:
+            self._update_online_vps(local, scores, samples)
+
+        self.state.step += 1
+        stats = rollout_stats(acc, flat, scores, rewards, g)
+        if acc.is_main_process and (
+            self.state.step % cfg.samples_every == 0 or self.state.step == cfg.steps
+        ):
+            out = self.output_dir / "samples" / step_dir_name(self.state.step)
+            write_samples(out, rows, samples, scores, g)
+        tokens = stats.pop("_tokens")
+        return {
+            **stats,
+            **outcome.metrics,
+            "vps/sampled_mean": sampled_vps,
+            "vps/pool_mean": pool_vps,
+            **{f"time/{k}_s": v for k, v in timings.items()},
+            "time/step_s": sum(timings.values()),
+            "tokens_per_s": tokens / timings["generate"] if timings["generate"] > 0 else 0.0,
+        }
+
+    def _generate(
+        self, requests: list[GenerationRequest], offset: int
+    ) -> list[list[CompletionSample]]:
+        """G samples per request, in chunks of ``rollout_batch_size`` prompts seeded per chunk."""
+        cfg = self.config
         samples: list[list[CompletionSample]] = []
         for start in range(0, len(requests), cfg.rollout_batch_size):
             sampling = cfg.sampling.model_copy(
@@ -408,23 +447,27 @@ class GRPOTrainer:
             )
             chunk = requests[start : start + cfg.rollout_batch_size]
             samples.extend(c.samples for c in self.rollouts.backend.generate(chunk, sampling))
-        timings["generate"] = time.perf_counter() - began
+        return samples
 
-        began = time.perf_counter()
-        g = cfg.group_size
-        flat = [s for group in samples for s in group]
+    def _score(self, rows: pl.DataFrame, flat: list[CompletionSample]) -> list[RewardScore]:
+        """Reward of each sample (G consecutive per row) against its row's answer and choices."""
+        g = self.config.group_size
         golds = [a for a in rows["answer"].to_list() for _ in range(g)]
         choices = [c for c in rows["choices"].to_list() for _ in range(g)]
         texts = [s.text for s in flat]
         if self.reward_fn is not None:
-            scores = self.reward_fn(texts, golds, choices)
-        else:
-            scores = score_batch(texts, golds, choices, config=cfg.rewards)
-        rewards = torch.tensor([s.overall for s in scores], dtype=torch.float32)
-        advantages = group_advantages(rewards, g, scale=cfg.advantage_scale)
-        timings["score"] = time.perf_counter() - began
+            return self.reward_fn(texts, golds, choices)
+        return score_batch(texts, golds, choices, config=self.config.rewards)
 
-        began = time.perf_counter()
+    def _update(
+        self,
+        requests: list[GenerationRequest],
+        flat: list[CompletionSample],
+        advantages: torch.Tensor,
+        timings: dict[str, float],
+    ) -> UpdateOutcome:
+        """Train on the samples with their advantages (truncated ones masked if so configured)."""
+        cfg, g = self.config, self.config.group_size
         prompts = [encode_prompt(self.policy, r) for r in requests]
         rollouts = [
             Rollout(
@@ -439,38 +482,29 @@ class GRPOTrainer:
         if outcome.applied:
             self.rollouts.mark_stale()
         self.state.skipped_updates += outcome.skipped
+        return outcome
 
-        vps_before = self.sampler.scores
-        pool_vps = float(vps_before.mean())
-        sampled_vps = float(vps_before[global_batch].mean())
-        if cfg.online_vps:
-            accuracies = [
-                [s.accuracy for s in scores[i * g : (i + 1) * g]] for i in range(len(rows))
-            ]
-            trajectories = [[list(s.token_ids) for s in group] for group in samples]
-            scored = score_groups(accuracies, trajectories, cfg.vps)
-            pairs = [(local[i], vps) for i, (_, _, _, vps) in enumerate(scored)]
-            gathered = _gather(acc, pairs)
-            self.sampler.update_scores([i for i, _ in gathered], [v for _, v in gathered])
+    def _update_online_vps(
+        self, local: list[int], scores: list[RewardScore], samples: list[list[CompletionSample]]
+    ) -> None:
+        """New VPS of the sampled prompts from their G rollouts, gathered from every rank."""
+        g = self.config.group_size
+        accuracies = [
+            [s.accuracy for s in scores[i * g : (i + 1) * g]] for i in range(len(samples))
+        ]
+        trajectories = [[list(s.token_ids) for s in group] for group in samples]
+        scored = score_groups(accuracies, trajectories, self.config.vps)
+        pairs = [(local[i], vps) for i, (_, _, _, vps) in enumerate(scored)]
+        self._update_sampler_scores(pairs)
 
-        self.state.step += 1
-        stats = rollout_stats(acc, flat, scores, rewards, g)
-        if acc.is_main_process and (
-            self.state.step % cfg.samples_every == 0 or self.state.step == cfg.steps
-        ):
-            out = self.output_dir / "samples" / step_dir_name(self.state.step)
-            write_samples(out, rows, samples, scores, g)
-        total = sum(timings.values())
-        tokens = stats.pop("_tokens")
-        return {
-            **stats,
-            **outcome.metrics,
-            "vps/sampled_mean": sampled_vps,
-            "vps/pool_mean": pool_vps,
-            **{f"time/{k}_s": v for k, v in timings.items()},
-            "time/step_s": total,
-            "tokens_per_s": tokens / timings["generate"] if timings["generate"] > 0 else 0.0,
-        }
+    def _update_sampler_scores(self, pairs: list[tuple[int, float]]) -> None:
+        """Give the sampler every rank's (prompt index, VPS) pairs, in rank order."""
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            gathered = gather_object([pairs])  # one list per rank, in rank order
+            pairs = [(int(i), float(v)) for rank_pairs in gathered for i, v in rank_pairs]
+        self.sampler.update_scores([i for i, _ in pairs], [v for _, v in pairs])
 
     def _sync_rollouts(self) -> float:
         """Bring the rollout backend in step with the policy (before generating); seconds."""
@@ -520,16 +554,6 @@ def load_reward_function(spec: str) -> RewardFn:
     if not callable(function):
         raise ValueError(f"reward_function {spec!r} is not callable")
     return function  # type: ignore[no-any-return]
-
-
-def _gather(acc: Accelerator, pairs: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Every rank's (prompt index, score) pairs, in rank order, on every rank."""
-    if acc.num_processes == 1:
-        return pairs
-    from accelerate.utils import gather_object
-
-    gathered = gather_object([pairs])  # one list per rank, in rank order
-    return [(int(i), float(v)) for rank_pairs in gathered for i, v in rank_pairs]
 
 
 def run_grpo(
