@@ -21,7 +21,7 @@ rows each step caught (and what else it removed):
    rows without images (it computes ``problem_norm``) when it imports and runs
    at an acceptable rate on a 20k-row sample, else a labelled columnar stand-in;
 2. ``mmr1.data.dedup.deduplicate``;
-3. ``BenchmarkIndex.build`` + ``mmr1.data.decontam.decontaminate``;
+3. ``mmr1.data.benchmark_index.BenchmarkIndex.build`` + ``mmr1.data.decontam.decontaminate``;
 4. the difficulty filter: ``mmr1.data.difficulty.bucket_and_filter`` on
    synthetic pass rates (drop easy, balance types to half the rows), else a
    labelled polars stand-in.
@@ -47,7 +47,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from mmr1.data.decontam import BenchmarkIndex, decontaminate
+from mmr1.data.benchmark_index import BenchmarkIndex
+from mmr1.data.decontam import decontaminate
 from mmr1.data.dedup import deduplicate
 from schemas.curation import DecontaminationConfig, DedupConfig
 

@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_prefect_server.py --clients 16 --seconds 60
 
 For each variant a fresh ``prefect server`` (its own PREFECT_HOME, so its own
-SQLite file) is started through :func:`mmr1.ops.prefect_server`, then
+SQLite file) is started through :func:`ops.prefect_server`, then
 ``--clients`` threads drive the REST API for ``--seconds`` seconds the way
 flow runs do: create a flow run, move it to Running, create a task run and
 move it through Running to Completed, post a batch of 20 log lines, complete
@@ -13,7 +13,7 @@ answers with HTTP 503 is counted; ``PREFECT_SERVER_LOG_RETRYABLE_ERRORS=true``
 makes the server log them too ("database is locked" lines). Variants:
 
 - ``prefect-defaults``: Prefect 3.9's own values for the settings below;
-- ``mmr1-serve``: :data:`mmr1.ops.servers.SQLITE_SERVER_SETTINGS`.
+- ``mmr1-serve``: :data:`ops.servers.SQLITE_SERVER_SETTINGS`.
 
 Prints one line per variant (requests/s, 503s, lock lines in the server log);
 ``--json PATH`` writes them. Numbers depend on the machine's load: compare
@@ -37,7 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmr1.ops.servers import SQLITE_SERVER_SETTINGS, prefect_server  # noqa: E402
+from ops.servers import SQLITE_SERVER_SETTINGS, prefect_server  # noqa: E402
 
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_DATABASE_TIMEOUT": "10",

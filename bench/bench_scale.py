@@ -315,7 +315,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     home = work / "home"
     env = dict(os.environ, MMR1_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    mmr1 = [sys.executable, "-m", "mmr1.cli"]
+    mmr1 = [sys.executable, "-m", "cli"]
     phases = args.phases.split(",")
     results: dict[str, dict[str, Any]] = {}
     print(f"bench_scale: {args.rows:,} rows, work dir {work}", flush=True)

@@ -47,7 +47,7 @@ from mmr1.data.io import write_sft_dataset  # noqa: E402
 from mmr1.data.synthetic import generate_items, to_sft_record  # noqa: E402
 from mmr1.models import build_tiny_model  # noqa: E402
 from mmr1.models.tokenizer import EOS_TOKEN, PAD_TOKEN, load_tokenizer  # noqa: E402
-from mmr1.train.sft import SFTRecipe  # noqa: E402
+from mmr1.sft.recipe import SFTRecipe  # noqa: E402
 from schemas.models import TinyVLMConfig  # noqa: E402
 from schemas.records import ChatTurn, SFTRecord  # noqa: E402
 from schemas.sft import SFTConfig  # noqa: E402

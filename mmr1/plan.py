@@ -344,57 +344,100 @@ def plan_grpo(
     cfg = config
     trainable = shape.params - (shape.vision_params if cfg.freeze_vision else 0)
     notes: list[str] = []
-    prompt = cfg.max_prompt_length
-    if prompt is None:
-        prompt = ASSUMED_PROMPT_TOKENS
-        notes.append(
-            f"train.max_prompt_length is unset: prompts assumed {prompt} tokens (images count; "
-            "set it to drop longer prompts)"
-        )
     response = cfg.sampling.max_new_tokens
-    seq = prompt + response
+    seq = _prompt_tokens(cfg, notes) + response
+    per_rank = max(1, cfg.prompts_per_step // gpus)
     reference = (
         [Component("reference model", shape.params * layout.param_bytes, "train.kl_coef")]
         if cfg.kl_coef > 0
         else []
     )
-    kv_token = shape.kv_bytes_per_token(layout.compute_bytes)
-    per_rank = max(1, cfg.prompts_per_step // gpus)
+    rollout_base = _static(shape, layout, gpus, trainable, gradients=False) + reference
 
     def generation(n: int, name: str) -> Phase:
-        base = _static(shape, layout, gpus, trainable, gradients=False) + reference
-        if cfg.rollout_backend == "vllm":
-            share = int(cfg.vllm.gpu_memory_utilization * gpu_memory)
-            return Phase(
-                name, [*base, Component("vLLM engine", share, "train.vllm.gpu_memory_utilization")]
-            )
-        rows = _generate_rows(cfg, per_rank, n)
-        kv = Component(
-            "KV cache",
-            rows * seq * kv_token,
-            "train.generation_batch_size",
-            f" <= {_max_rows(gpu_memory, base, seq * kv_token, n)}",
-            detail=f"{rows} sequences x {seq} tokens per generate call",
+        return _generation_phase(
+            name, n, rollout_base, cfg, shape, layout, gpu_memory, per_rank=per_rank, seq=seq
         )
-        logits = Component("sampling logits", rows * shape.vocab_size * 4)
-        return Phase(name, [*base, kv, logits])
 
     phases = [generation(cfg.group_size, "rollout")]
     if cfg.sampling_mode == "vas" and cfg.vps_update_every and cfg.vps_refresh == "estimate":
         phases.append(generation(cfg.vps_rollouts, "VPS re-estimation"))
-    tokens = cfg.micro_batch_size * seq
-    chunk = cfg.logprob_chunk_size or cfg.micro_batch_size * response
     update = _static(shape, layout, gpus, trainable, gradients=True) + reference
-    update += [
-        Component(
-            "activations",
-            activation_bytes(
-                shape, tokens, checkpointing=cfg.gradient_checkpointing, layout=layout
-            ),
-            "train.micro_batch_size",
-            "" if cfg.gradient_checkpointing else " (or train.gradient_checkpointing: true)",
-            detail=f"{cfg.micro_batch_size} sequences x {seq} tokens",
-        ),
+    update += _update_terms(cfg, shape, layout, gpu_memory, seq=seq, response=response)
+    phases.append(Phase("update", update))
+    per_step = cfg.prompts_per_step * cfg.group_size
+    plan = Plan(
+        "grpo",
+        model,
+        shape,
+        layout,
+        gpus,
+        gpu_memory,
+        phases,
+        tokens={
+            "sequences_per_step": per_step,
+            "max_tokens_per_step": per_step * seq,
+            "max_new_tokens_per_step": per_step * response,
+            "max_tokens_per_gpu_per_step": per_rank * cfg.group_size * seq,
+        },
+        notes=notes,
+    )
+    if cfg.rollout_backend == "vllm":
+        _check_vllm(plan, cfg, seq)
+    _check(plan)
+    return plan
+
+
+def _prompt_tokens(cfg: Any, notes: list[str]) -> int:
+    """``train.max_prompt_length``, or ``ASSUMED_PROMPT_TOKENS`` (noted in ``notes``) if unset."""
+    if cfg.max_prompt_length is not None:
+        return cfg.max_prompt_length
+    notes.append(
+        f"train.max_prompt_length is unset: prompts assumed {ASSUMED_PROMPT_TOKENS} tokens "
+        "(images count; set it to drop longer prompts)"
+    )
+    return ASSUMED_PROMPT_TOKENS
+
+
+def _generation_phase(
+    name: str,
+    n: int,
+    base: list[Component],
+    cfg: Any,
+    shape: ModelShape,
+    layout: Layout,
+    gpu_memory: int,
+    *,
+    per_rank: int,
+    seq: int,
+) -> Phase:
+    """Generating ``n`` samples per prompt: ``base`` + the vLLM share, or KV cache + logits (hf)."""
+    if cfg.rollout_backend == "vllm":
+        share = int(cfg.vllm.gpu_memory_utilization * gpu_memory)
+        return Phase(
+            name, [*base, Component("vLLM engine", share, "train.vllm.gpu_memory_utilization")]
+        )
+    kv_token = shape.kv_bytes_per_token(layout.compute_bytes)
+    rows = _generate_rows(cfg, per_rank, n)
+    kv = Component(
+        "KV cache",
+        rows * seq * kv_token,
+        "train.generation_batch_size",
+        f" <= {_max_rows(gpu_memory, base, seq * kv_token, n)}",
+        detail=f"{rows} sequences x {seq} tokens per generate call",
+    )
+    logits = Component("sampling logits", rows * shape.vocab_size * 4)
+    return Phase(name, [*base, kv, logits])
+
+
+def _update_terms(
+    cfg: Any, shape: ModelShape, layout: Layout, gpu_memory: int, *, seq: int, response: int
+) -> list[Component]:
+    """An update's terms beyond the model states: activations, logits chunk, head gradient
+    (and the vLLM engine when it stays awake)."""
+    chunk = cfg.logprob_chunk_size or cfg.micro_batch_size * response
+    terms = [
+        _activations(cfg, shape, layout, seq),
         Component(
             "logits chunk",
             chunk * shape.vocab_size * (8 if cfg.compute_entropy else 6),
@@ -405,7 +448,7 @@ def plan_grpo(
     ]
     if cfg.rollout_backend == "vllm" and not cfg.vllm.sleep_between_rollouts:
         share = int(cfg.vllm.gpu_memory_utilization * gpu_memory)
-        update.append(
+        terms.append(
             Component(
                 "vLLM engine (awake)",
                 share,
@@ -413,27 +456,23 @@ def plan_grpo(
                 ": true frees it during updates",
             )
         )
-    phases.append(Phase("update", update))
-    plan = Plan(
-        "grpo",
-        model,
-        shape,
-        layout,
-        gpus,
-        gpu_memory,
-        phases,
-        tokens={
-            "sequences_per_step": cfg.prompts_per_step * cfg.group_size,
-            "max_tokens_per_step": cfg.prompts_per_step * cfg.group_size * seq,
-            "max_new_tokens_per_step": cfg.prompts_per_step * cfg.group_size * response,
-            "max_tokens_per_gpu_per_step": per_rank * cfg.group_size * seq,
-        },
-        notes=notes,
+    return terms
+
+
+def _activations(cfg: Any, shape: ModelShape, layout: Layout, seq: int) -> Component:
+    """Activations of one micro-batch of ``train.micro_batch_size`` sequences of ``seq`` tokens."""
+    return Component(
+        "activations",
+        activation_bytes(
+            shape,
+            cfg.micro_batch_size * seq,
+            checkpointing=cfg.gradient_checkpointing,
+            layout=layout,
+        ),
+        "train.micro_batch_size",
+        "" if cfg.gradient_checkpointing else " (or train.gradient_checkpointing: true)",
+        detail=f"{cfg.micro_batch_size} sequences x {seq} tokens",
     )
-    if cfg.rollout_backend == "vllm":
-        _check_vllm(plan, cfg, seq)
-    _check(plan)
-    return plan
 
 
 def _generate_rows(cfg: Any, per_rank: int, n: int) -> int:
@@ -502,15 +541,7 @@ def plan_sft(
     tokens = cfg.micro_batch_size * cfg.cutoff_len
     step = _static(shape, layout, gpus, trainable, gradients=True)
     step += [
-        Component(
-            "activations",
-            activation_bytes(
-                shape, tokens, checkpointing=cfg.gradient_checkpointing, layout=layout
-            ),
-            "train.micro_batch_size",
-            "" if cfg.gradient_checkpointing else " (or train.gradient_checkpointing: true)",
-            detail=f"{cfg.micro_batch_size} sequences x {cfg.cutoff_len} tokens",
-        ),
+        _activations(cfg, shape, layout, cfg.cutoff_len),
         _sft_logits(cfg, tokens, shape.vocab_size),
         Component("output head gradient", head_bytes(shape, layout)),
     ]

@@ -24,9 +24,9 @@ import yaml
 from pydantic import BaseModel
 
 from mmr1.plan import GIB, Layout, ModelShape, Plan, VisionShape, gib, plan_grpo, plan_sft
+from schemas.launch import LaunchConfig
 from schemas.presets import ConfigError, load_config
 from schemas.refs import parse_model_source
-from schemas.sft_flow import LaunchConfig
 
 #: The checkout that holds ``deployments/`` (config files are named relative to it).
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -10,6 +10,9 @@ choice, a single letter in the box.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
+
+from schemas.records import IMAGE_PLACEHOLDER
 
 TRAIN_INSTRUCTION = (
     "Look carefully at the image and read the question. Reason it out step by step, "
@@ -24,6 +27,9 @@ EVAL_INSTRUCTION = (
 )
 
 CHOICE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+Segment = tuple[Literal["text"], str] | tuple[Literal["image"], int]
+"""One piece of a prompt: ``("text", "some words")`` or ``("image", index_into_images)``."""
 
 
 def format_choices(choices: Sequence[str]) -> str:
@@ -48,3 +54,29 @@ def training_prompt(problem: str, choices: Sequence[str] | None = None) -> str:
 def evaluation_prompt(problem: str, choices: Sequence[str] | None = None) -> str:
     """User text for benchmark evaluation: the question, then the evaluation instruction."""
     return f"{question_text(problem, choices)}\n\n{EVAL_INSTRUCTION}"
+
+
+def split_prompt(prompt: str, n_images: int) -> list[Segment]:
+    """Split ``prompt`` at its ``<image>`` placeholders.
+
+    Returns text and image segments in reading order; the k-th placeholder
+    becomes ``("image", k)``. Empty text between placeholders is dropped, all
+    other text (whitespace and newlines included) is kept verbatim.
+
+    Raises ``ValueError`` naming both counts when the number of placeholders
+    differs from ``n_images``.
+    """
+    pieces = prompt.split(IMAGE_PLACEHOLDER)
+    n_placeholders = len(pieces) - 1
+    if n_placeholders != n_images:
+        raise ValueError(
+            f"prompt has {n_placeholders} {IMAGE_PLACEHOLDER} placeholder(s) but "
+            f"{n_images} image(s) were given; each image needs exactly one placeholder"
+        )
+    segments: list[Segment] = []
+    for index, text in enumerate(pieces):
+        if index > 0:
+            segments.append(("image", index - 1))
+        if text:
+            segments.append(("text", text))
+    return segments

@@ -10,17 +10,17 @@ one benchmark run; :class:`EvaluateConfig` is the ``evaluate`` flow's parameter
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.base import ConfigModel
 from schemas.generation import BackendConfig, OpenAIBackendConfig, SamplingParams
 from schemas.refs import CheckpointInput
+from schemas.registry import BENCHMARKS
 
-BenchmarkName = Literal[
-    "mathvista", "mathverse", "mathvision", "logicvista", "chartqa", "synthetic"
-]
+#: A registered benchmark adapter's name (``mmr1.eval.benchmarks``).
+BenchmarkName = Annotated[str, BENCHMARKS.field()]
 PromptStyle = Literal["mmr1", "official"]
 ScorerName = Literal["rule", "llm_judge"]
 #: Benchmarks whose official protocol uses an LLM (extractor or judge).

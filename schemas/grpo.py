@@ -16,15 +16,16 @@ step. That is expected; clipping only acts from the second update on a batch.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from schemas.base import ConfigModel
 from schemas.generation import SamplingParams, VLLMBackendConfig
+from schemas.launch import LaunchConfig
 from schemas.refs import CheckpointInput, CheckpointOutput, DatasetInput, VPSInput
+from schemas.registry import ADVANTAGE_SCALES, LOSS_AGGREGATIONS
 from schemas.rewards import RewardConfig
-from schemas.sft_flow import LaunchConfig
 from schemas.vas import VPSScoreConfig
 
 
@@ -133,16 +134,18 @@ class GRPOConfig(ConfigModel):
         "statistics).",
     )
     # -- loss
-    advantage_scale: Literal["group", "none"] = Field(
-        default="group", description="(r - mean) / (std + eps), or r - mean (Dr.GRPO)."
+    advantage_scale: Annotated[str, ADVANTAGE_SCALES.field()] = Field(
+        default="group",
+        description="A registered advantage scale: 'group' (r - mean) / (std + eps), or 'none' "
+        "r - mean (Dr.GRPO).",
     )
     clip_low: float = Field(default=0.2, ge=0.0, lt=1.0, description="PPO epsilon_low.")
     clip_high: float = Field(
         default=0.2, ge=0.0, description="PPO epsilon_high (> clip_low: clip-higher)."
     )
-    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = Field(
+    loss_agg: Annotated[str, LOSS_AGGREGATIONS.field()] = Field(
         default="token-mean",
-        description="How per-token losses are aggregated (paper: token-mean). "
+        description="A registered loss aggregation (paper: token-mean; also seq-mean-token-mean). "
         "seq-mean-token-sum-norm (Dr.GRPO) divides by rows x sampling.max_new_tokens.",
     )
     kl_coef: float = Field(

@@ -12,7 +12,7 @@ processes so that N processes see exactly the batch one process would.
 The dataset is never loaded whole: each process reads and encodes the samples
 of its own micro-batches when they are drawn (``num_workers`` DataLoader
 workers), so memory does not grow with the dataset and training starts without
-a pass over it (``mmr1.train.sft_data``).
+a pass over it (``mmr1.sft.stream``).
 
 Sequence packing is deliberately not offered: Qwen2.5-VL's M-RoPE positions
 and attention would have to be reset per packed sample, which the model's

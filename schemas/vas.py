@@ -8,13 +8,14 @@ VPS-weighted draws with B - B_w uniform draws per batch.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import ConfigModel
 from schemas.generation import BackendConfig, SamplingParams
 from schemas.refs import CheckpointInput, DatasetInput, VPSOutput
+from schemas.registry import TDS_METHODS
 from schemas.rewards import RewardConfig
 
 
@@ -86,9 +87,10 @@ class VPSScoreConfig(ConfigModel):
         gt=0.0,
         description="OVS = ovs_scale * p(1 - p); 4 maps it to [0, 1] like TDS, 1 is the raw form.",
     )
-    tds_method: Literal["self_bleu", "distinct", "edit"] = Field(
+    tds_method: Annotated[str, TDS_METHODS.field()] = Field(
         default="self_bleu",
-        description="Trajectory diversity: 1 - self-BLEU(1..3), distinct-n, or mean edit distance.",
+        description="A registered trajectory diversity: self_bleu (1 - self-BLEU(1..3)), "
+        "distinct (distinct-n), or edit (mean normalised edit distance).",
     )
     tds_unit: Literal["tokens", "words"] = Field(
         default="tokens",

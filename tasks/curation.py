@@ -36,7 +36,8 @@ from mmr1.data.batches import (
     iter_frames,
     parquet_rows,
 )
-from mmr1.data.decontam import BenchmarkIndex, decontaminate
+from mmr1.data.benchmark_index import BenchmarkIndex
+from mmr1.data.decontam import decontaminate
 from mmr1.data.dedup import deduplicate_batches
 from mmr1.data.difficulty import (
     RATED_COLUMNS,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,14 @@ from prefect.logging import get_run_logger
 
 from mmr1.catalog import Catalog, CatalogNotFoundError, parse_ref
 from mmr1.data.requests import TRANSPORT_FIELDS
-from mmr1.eval.benchmarks import get_adapter
+from mmr1.eval.benchmarks import BenchmarkAdapter, get_adapter
 from mmr1.eval.leaderboard import (
     build_leaderboard,
     comparison,
     render_leaderboard,
     render_leaderboard_markdown,
 )
-from mmr1.eval.run import PREDICTIONS_FILE, evaluate_benchmark, write_predictions
+from mmr1.eval.run import PREDICTIONS_FILE, BenchmarkRun, evaluate_benchmark, write_predictions
 from mmr1.eval.significance import (
     outcomes_from_predictions,
     render_comparison,
@@ -37,8 +38,9 @@ from mmr1.eval.significance import (
 from mmr1.hashing import hash_bytes
 from mmr1.models.registry import resolve_checkpoint
 from mmr1.storage import content_addressed
+from mmr1.tracking import TrackedRun
 from schemas.catalog import CheckpointEntry, DatasetEntry
-from schemas.eval import BenchmarkScore, BenchmarkSpec, EvaluateConfig
+from schemas.eval import BenchmarkScore, BenchmarkSpec, EvalItem, EvaluateConfig
 from schemas.generation import BackendConfig, HFBackendConfig
 from tasks.context import catalog, flow_run_id, home, tracked_run
 from tasks.generation import build_backend
@@ -161,16 +163,71 @@ def evaluate_checkpoint_on_benchmark(
     """Evaluate one checkpoint on one benchmark, record the result; return its summary.
 
     A retry (or a rerun with the same settings) reuses the finished generation
-    shards under ``runs/eval``; scoring is always redone. The summary holds
+    shards under ``runs/eval``; scoring is always redone, and a result is recorded
+    once per generations, scorer and code (``_result_key``). The summary holds
     ``checkpoint`` (pinned ref), ``benchmark``, ``split``, ``scorer``,
-    ``accuracy`` (in [0, 1]), ``n_items``, ``n_correct``, ``predictions_uri``
-    and ``result_id``. MLflow metrics are ``eval/<benchmark>/accuracy`` (and
-    friends), prefixed by the checkpoint name when ``config.checkpoints`` (the
-    flow passes them pinned) names several.
+    ``accuracy`` (in [0, 1]), ``n_items``, ``n_correct``, ``accuracy_ci95``,
+    ``sampled_accuracy``, ``sampled_k``, ``predictions_uri`` and ``result_id``.
+    MLflow metrics are ``eval/<benchmark>/accuracy`` (and friends), prefixed by
+    the checkpoint name when ``config.checkpoints`` (the flow passes them pinned)
+    names several.
     """
-    logger = get_run_logger()
     cat = catalog()
-    checkpoint = cat.get_checkpoint(checkpoint_ref)
+    job = _prepare(cat, cat.get_checkpoint(checkpoint_ref), spec, config)
+    outcome = _generate_and_score(job, spec, config)
+    score = job.adapter.aggregate(job.items, outcome.scores, job.split)
+    predictions_uri = _save_predictions(job, spec, outcome)
+    metrics = _result_metrics(score, outcome, config)
+    result = cat.record_eval_result(
+        checkpoint_ref=job.checkpoint.ref,
+        benchmark=spec.name,
+        split=job.split,
+        scorer=score.scorer,
+        n_items=score.n_items,
+        metrics=metrics,
+        breakdown=score.breakdown,
+        predictions_uri=predictions_uri,
+        prefect_flow_run_id=flow_run_id(),
+        mlflow_run_id=mlflow_run_id,
+        result_key=_result_key(job.work, spec),
+    )
+    _log_result(tracked_run(mlflow_run_id), job, spec, config, score, metrics, outcome)
+    tracked_run(mlflow_run_id).log_artifact(predictions_uri, artifact_path=_artifacts(job, spec))
+    _publish_result(job.checkpoint.ref, score, metrics, outcome.stats, predictions_uri)
+    return {
+        "checkpoint": job.checkpoint.ref,
+        "benchmark": spec.name,
+        "split": job.split,
+        "scorer": score.scorer,
+        "accuracy": score.accuracy,
+        "n_items": score.n_items,
+        "n_correct": score.n_correct,
+        "accuracy_ci95": [metrics["accuracy_ci95_lo"], metrics["accuracy_ci95_hi"]],
+        "sampled_accuracy": metrics.get("sampled_accuracy"),
+        "sampled_k": config.sampled_k,
+        "predictions_uri": predictions_uri,
+        "result_id": result.id,
+    }
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One (checkpoint, benchmark) evaluation: what it reads, where it works."""
+
+    checkpoint: CheckpointEntry
+    dataset: DatasetEntry | None
+    source_id: str
+    adapter: BenchmarkAdapter
+    split: str
+    items: list[EvalItem]
+    backend: BackendConfig
+    work: Path
+
+
+def _prepare(
+    cat: Catalog, checkpoint: CheckpointEntry, spec: BenchmarkSpec, config: EvaluateConfig
+) -> _Job:
+    """Load the benchmark's items, choose the backend and the (resumable) work directory."""
     source, dataset = resolve_source(cat, spec)
     source_id = f"dataset:{dataset.ref}:{dataset.content_hash}" if dataset else source
     adapter = get_adapter(spec.name)
@@ -178,9 +235,9 @@ def evaluate_checkpoint_on_benchmark(
     items = adapter.load(spec.model_copy(update={"source": source}))
     if not items:
         raise ValueError(f"benchmark {spec.name} ({source}, split {split}) has no items")
-    backend_config = eval_backend_config(config, checkpoint.uri)
-    work = _work_dir(checkpoint, spec, source_id, config, backend_config)
-    logger.info(
+    backend = eval_backend_config(config, checkpoint.uri)
+    work = _work_dir(checkpoint, spec, source_id, config, backend)
+    get_run_logger().info(
         "evaluating %s on %s/%s: %d items (work dir %s)",
         checkpoint.ref,
         spec.name,
@@ -188,24 +245,28 @@ def evaluate_checkpoint_on_benchmark(
         len(items),
         work,
     )
+    return _Job(checkpoint, dataset, source_id, adapter, split, items, backend, work)
 
-    backend = build_backend(backend_config)
+
+def _generate_and_score(job: _Job, spec: BenchmarkSpec, config: EvaluateConfig) -> BenchmarkRun:
+    """Greedy (and sampled) answers in resumable shards, each scored by the benchmark's rule."""
+    backend = build_backend(job.backend)
     judge = build_backend(spec.judge) if spec.scorer == "llm_judge" and spec.judge else None
     try:
-        outcome = evaluate_benchmark(
-            items,
-            adapter,
+        return evaluate_benchmark(
+            job.items,
+            job.adapter,
             backend,
             config.sampling,
-            work,
+            job.work,
             prompt_style=spec.prompt_style,
             shard_size=config.shard_size,
             seed=config.seed,
             restart=config.restart,
             fingerprint_extras={
-                "checkpoint": checkpoint.ref,
-                "content_hash": checkpoint.content_hash,
-                "source": source_id,
+                "checkpoint": job.checkpoint.ref,
+                "content_hash": job.checkpoint.content_hash,
+                "source": job.source_id,
             },
             score_workers=config.score_workers,
             score_timeout_s=config.score_timeout_s,
@@ -216,15 +277,24 @@ def evaluate_checkpoint_on_benchmark(
         backend.close()
         if judge is not None:
             judge.close()
-    score = adapter.aggregate(items, outcome.scores, split)
 
-    name = f"{slug(checkpoint.name)}-v{checkpoint.version}-{spec.name}-{slug(split)}"
+
+def _save_predictions(job: _Job, spec: BenchmarkSpec, outcome: BenchmarkRun) -> str:
+    """The per-item predictions, content-addressed under the home; their file's path."""
+    checkpoint = job.checkpoint
+    name = f"{slug(checkpoint.name)}-v{checkpoint.version}-{spec.name}-{slug(job.split)}"
     folder, _, _ = content_addressed(
         home().datasets / "eval-predictions",
         name,
         lambda out: write_predictions(outcome.predictions, out),
     )
-    predictions_uri = str(folder / PREDICTIONS_FILE)
+    return str(folder / PREDICTIONS_FILE)
+
+
+def _result_metrics(
+    score: BenchmarkScore, outcome: BenchmarkRun, config: EvaluateConfig
+) -> dict[str, float]:
+    """The catalog metrics of a result: accuracy, counts, lengths, intervals, sampled accuracy."""
     metrics = {
         "accuracy": score.accuracy,
         "n_correct": float(score.n_correct),
@@ -237,21 +307,24 @@ def evaluate_checkpoint_on_benchmark(
     }
     if config.sampled_k:
         metrics["sampled_temperature"] = config.sampled_temperature
-    result = cat.record_eval_result(
-        checkpoint_ref=checkpoint.ref,
-        benchmark=spec.name,
-        split=split,
-        scorer=score.scorer,
-        n_items=score.n_items,
-        metrics=metrics,
-        breakdown=score.breakdown,
-        predictions_uri=predictions_uri,
-        prefect_flow_run_id=flow_run_id(),
-        mlflow_run_id=mlflow_run_id,
-        result_key=_result_key(work, spec),
-    )
+    return metrics
 
-    run = tracked_run(mlflow_run_id)
+
+def _artifacts(job: _Job, spec: BenchmarkSpec) -> str:
+    return f"eval/{slug(job.checkpoint.name)}-v{job.checkpoint.version}/{spec.name}"
+
+
+def _log_result(
+    run: TrackedRun,
+    job: _Job,
+    spec: BenchmarkSpec,
+    config: EvaluateConfig,
+    score: BenchmarkScore,
+    metrics: dict[str, float],
+    outcome: BenchmarkRun,
+) -> None:
+    """Metrics, the score and the inputs read to the flow's MLflow run; a summary line."""
+    checkpoint, dataset = job.checkpoint, job.dataset
     prefix = f"{metric_prefix(checkpoint.ref, config.checkpoints)}/{spec.name}"
     run.log_metrics(
         {f"{prefix}/{key}": value for key, value in metrics.items()}
@@ -261,14 +334,13 @@ def evaluate_checkpoint_on_benchmark(
             f"{prefix}/score_s": outcome.stats["score_s"],
         }
     )
-    artifacts = f"eval/{slug(checkpoint.name)}-v{checkpoint.version}/{spec.name}"
-    run.log_artifact(predictions_uri, artifact_path=artifacts)
     run.log_dict(
-        score.model_dump(mode="json") | {"checkpoint": checkpoint.ref, "source": source_id},
-        f"{artifacts}/score.json",
+        score.model_dump(mode="json") | {"checkpoint": checkpoint.ref, "source": job.source_id},
+        f"{_artifacts(job, spec)}/score.json",
     )
-    reads = [f"checkpoint:{checkpoint.ref}"] + ([f"dataset:{dataset.ref}"] if dataset else [])
-    run.record_reads(reads)
+    run.record_reads(
+        [f"checkpoint:{checkpoint.ref}"] + ([f"dataset:{dataset.ref}"] if dataset else [])
+    )
     if dataset is not None:
         run.log_dataset_input(
             name=dataset.ref,
@@ -277,12 +349,11 @@ def evaluate_checkpoint_on_benchmark(
             context="evaluation",
             columns=dataset.columns,
         )
-    _publish_result(checkpoint.ref, score, metrics, outcome.stats, predictions_uri)
-    logger.info(
+    get_run_logger().info(
         "%s on %s/%s: accuracy %.1f%% [%.1f, %.1f] (%d/%d, scorer %s; %d generated, %d reused)%s",
         checkpoint.ref,
         spec.name,
-        split,
+        job.split,
         100 * score.accuracy,
         100 * metrics["accuracy_ci95_lo"],
         100 * metrics["accuracy_ci95_hi"],
@@ -295,20 +366,6 @@ def evaluate_checkpoint_on_benchmark(
         if "sampled_accuracy" in metrics
         else "",
     )
-    return {
-        "checkpoint": checkpoint.ref,
-        "benchmark": spec.name,
-        "split": split,
-        "scorer": score.scorer,
-        "accuracy": score.accuracy,
-        "n_items": score.n_items,
-        "n_correct": score.n_correct,
-        "accuracy_ci95": [metrics["accuracy_ci95_lo"], metrics["accuracy_ci95_hi"]],
-        "sampled_accuracy": metrics.get("sampled_accuracy"),
-        "sampled_k": config.sampled_k,
-        "predictions_uri": predictions_uri,
-        "result_id": result.id,
-    }
 
 
 def _publish_result(

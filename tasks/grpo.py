@@ -1,9 +1,10 @@
 """GRPO-with-VAS as a Prefect task: train (in process or ``accelerate launch``), register, report.
 
-The job itself is library code (``mmr1.rl.grpo``); launched, it runs
-``python -m mmr1.rl.grpo_main`` in the trainer environment, logs metrics to
-the flow's MLflow run by id and registers its saved checkpoints in the
-catalog itself, so the trainer needs no Prefect.
+The job is library code (``mmr1.rl.grpo``) run from a job spec
+(``tasks.jobs.train``); launched, it runs ``python -m mmr1.jobs`` in
+the trainer environment, logs metrics to the flow's MLflow run by id and
+registers its saved checkpoints in the catalog itself (``spec.catalog``), so
+the trainer needs no Prefect.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from prefect.logging import get_run_logger
 
 from mmr1.hashing import hash_bytes
 from mmr1.models.registry import resolve_checkpoint
-from mmr1.rl.grpo import run_grpo
-from mmr1.rl.snapshot import CatalogHooks, checkpoint_metrics, snapshot
-from mmr1.train.launch import check_tracking_store, launch_command, launch_options
-from mmr1.train.nodes import leading
+from mmr1.rl.snapshot import checkpoint_metrics, snapshot
 from schemas.catalog import CheckpointEntry, DatasetEntry, VPSTableEntry
 from schemas.grpo import GRPOResult, GRPOStageConfig
+from schemas.jobs import CatalogSpec, GRPOJob
 from tasks.context import catalog, flow_run_id, home, tracked_run
-from tasks.jobs import run_job
-from tasks.observe import Progress
+from tasks.jobs import tracking_spec, train
+from tasks.outputs import provenance, record_output
 
 
 def _work_dir(config: GRPOStageConfig, dataset: str, model: str, vps: str | None) -> Path:
@@ -58,49 +57,6 @@ def _initial_vps(config: GRPOStageConfig, dataset: DatasetEntry) -> VPSTableEntr
             "its prompt ids would not match"
         )
     return entry
-
-
-def _launch(
-    config: GRPOStageConfig,
-    init: CheckpointEntry,
-    dataset: DatasetEntry,
-    vps: VPSTableEntry | None,
-    work: Path,
-    mlflow_run_id: str,
-) -> GRPOResult:
-    config_path = work / "grpo_config.json"
-    config_path.write_text(config.train.model_dump_json(indent=2))
-    extra = [
-        "--catalog",
-        str(home().catalog),
-        "--checkpoints-root",
-        str(home().checkpoints),
-        "--dataset-ref",
-        dataset.ref,
-        "--init-ref",
-        init.ref,
-    ]
-    if config.register_every_save:
-        extra += ["--register-name", config.output_name]
-    if vps is not None:
-        extra += ["--vps-table", vps.ref, str(Path(vps.uri))]
-    if flow_run_id():
-        extra += ["--prefect-flow-run-id", str(flow_run_id())]
-    check_tracking_store(home().tracking_uri, config.launch.python)
-    command = launch_command(
-        config_path,
-        model_path=Path(init.uri),
-        dataset_path=Path(dataset.uri),
-        output_dir=work,
-        mlflow_run_id=mlflow_run_id,
-        mlflow_tracking_uri=home().tracking_uri,
-        module="mmr1.rl.grpo_main",
-        extra_args=extra,
-        **launch_options(config.launch),
-    )
-    with leading(home().runs, command, config.launch):  # other machines join (train.nodes)
-        run_job(command, work / "train.log", config.launch.timeout_s, "GRPO")
-    return GRPOResult.model_validate_json((work / "result.json").read_text())
 
 
 def _curves(result: GRPOResult, title: str) -> Figure:
@@ -156,35 +112,24 @@ def train_grpo(config: GRPOStageConfig, mlflow_run_id: str) -> str:
         vps.ref if vps else "none (prior)",
         work,
     )
-    hooks = CatalogHooks(
-        catalog_path=home().catalog,
-        checkpoints_root=home().checkpoints,
-        name=config.output_name,
-        dataset_ref=dataset.ref,
-        init_ref=init.ref,
-        mlflow_run_id=mlflow_run_id,
-        prefect_flow_run_id=flow_run_id(),
-        sampling_mode=config.train.sampling_mode,
+    spec = GRPOJob(
+        config=config.train,
+        model_path=Path(init.uri),
+        dataset_path=Path(dataset.uri),
+        output_dir=work,
+        vps_table=(vps.ref, Path(vps.uri)) if vps else None,
+        catalog=CatalogSpec(
+            catalog_path=home().catalog,
+            checkpoints_root=home().checkpoints,
+            name=config.output_name if config.register_every_save else None,
+            dataset_ref=dataset.ref,
+            init_ref=init.ref,
+            prefect_flow_run_id=flow_run_id(),
+        ),
+        tracking=tracking_spec(run),
     )
-    if config.launch.kind == "inprocess":
-        progress = Progress(config.train.steps)
-
-        def log_step(metrics: dict[str, float], step: int) -> None:
-            run.log_metrics(metrics, step=step)
-            progress(step)
-
-        result = run_grpo(
-            config.train,
-            model_path=Path(init.uri),
-            dataset_path=Path(dataset.uri),
-            output_dir=work,
-            vps_table=(vps.ref, Path(vps.uri)) if vps else None,
-            vps_lookup=hooks.latest_vps_table,
-            metrics_callback=log_step,
-            checkpoint_callback=hooks.register if config.register_every_save else None,
-        )
-    else:
-        result = _launch(config, init, dataset, vps, work, mlflow_run_id)
+    result = train(spec, config.launch, run, total_steps=config.train.steps)
+    assert isinstance(result, GRPOResult)
 
     path, digest = snapshot(Path(result.final_checkpoint), home().checkpoints, config.output_name)
     vps_parents = [f"vps:{ref}" for ref in result.vps_tables if "@step-" not in ref]
@@ -199,14 +144,10 @@ def train_grpo(config: GRPOStageConfig, mlflow_run_id: str) -> str:
         metrics=checkpoint_metrics(result.history),
         config=config.model_dump(mode="json") | {"sampling_mode": config.train.sampling_mode},
         parents=[*reads, *dict.fromkeys(vps_parents)],
-        prefect_flow_run_id=flow_run_id(),
-        mlflow_run_id=mlflow_run_id,
+        **provenance(run),
     )
-    ref = f"checkpoint:{entry.ref}"
-    run.record_writes([ref])
-    run.set_tags(
-        {"mmr1.rl_checkpoint": entry.ref, "mmr1.sampling_mode": config.train.sampling_mode}
-    )
+    ref = record_output(run, "checkpoint", entry, tag="rl_checkpoint")
+    run.set_tags({"mmr1.sampling_mode": config.train.sampling_mode})
     if result.history:
         run.log_figure(
             _curves(result, f"{entry.ref} ({config.train.sampling_mode})"), "plots/grpo_curves.png"

@@ -1,8 +1,9 @@
-"""SFT as Prefect tasks: train (in process or as an ``accelerate launch`` job), then register.
+"""SFT as a Prefect task: train (in process or as an ``accelerate launch`` job), then register.
 
-The training job itself is library code (``mmr1.train``); in subprocess mode it
-runs ``python -m mmr1.train.sft_main`` in the trainer environment and logs to
-the flow's MLflow run by id, so the trainer needs no Prefect.
+The training job is library code (``mmr1.sft``) run from a job spec
+(``tasks.jobs.train``): the same spec in the flow's process or, launched, as
+``python -m mmr1.jobs`` in the trainer environment, which logs to the
+flow's MLflow run by id and needs no Prefect.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from prefect.logging import get_run_logger
 from mmr1.hashing import hash_bytes
 from mmr1.models.registry import resolve_checkpoint
 from mmr1.storage import content_addressed
-from mmr1.train.launch import check_tracking_store, launch_command, launch_options
-from mmr1.train.nodes import leading
-from mmr1.train.sft import SFTResult, run_sft
 from schemas.catalog import CheckpointEntry
+from schemas.jobs import SFTJob
+from schemas.sft import SFTResult
 from schemas.sft_flow import SFTStageConfig
-from tasks.context import catalog, flow_run_id, home, tracked_run
-from tasks.jobs import run_job
-from tasks.observe import Progress
+from tasks.context import catalog, home, tracked_run
+from tasks.jobs import tracking_spec, train
+from tasks.outputs import provenance, record_output
 
 
 def _work_dir(config: SFTStageConfig, dataset_ref: str, model_ref: str) -> Path:
@@ -38,26 +38,6 @@ def _work_dir(config: SFTStageConfig, dataset_ref: str, model_ref: str) -> Path:
     path = home().runs / "sft" / f"{config.output_name}-{hash_bytes(key.encode())[:16]}"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _launch(
-    config: SFTStageConfig, model_uri: str, dataset_uri: str, work: Path, mlflow_run_id: str
-) -> SFTResult:
-    config_path = work / "sft_config.json"
-    config_path.write_text(config.train.model_dump_json(indent=2))
-    check_tracking_store(home().tracking_uri, config.launch.python)
-    command = launch_command(
-        config_path,
-        model_path=Path(model_uri),
-        dataset_path=Path(dataset_uri),
-        output_dir=work,
-        mlflow_run_id=mlflow_run_id,
-        mlflow_tracking_uri=home().tracking_uri,
-        **launch_options(config.launch),
-    )
-    with leading(home().runs, command, config.launch):  # other machines join (train.nodes)
-        run_job(command, work / "train.log", config.launch.timeout_s, "SFT")
-    return SFTResult.model_validate_json((work / "result.json").read_text())
 
 
 def _loss_figure(result: SFTResult) -> Figure:
@@ -91,26 +71,16 @@ def train_sft(config: SFTStageConfig, mlflow_run_id: str) -> str:
         columns=dataset.columns,
     )
     work = _work_dir(config, dataset.ref, base.ref)
-    if config.launch.kind == "inprocess":
-        # max_steps may be unset (epochs decide): the recipe reports its horizon first.
-        progress = Progress(config.train.max_steps or 0)
-
-        def log_step(metrics: dict[str, float], step: int) -> None:
-            run.log_metrics(metrics, step=step)
-            if "total_steps" in metrics:
-                progress.total = int(metrics["total_steps"])
-            elif progress.total:
-                progress(step)
-
-        result = run_sft(
-            config.train,
-            model_path=Path(base.uri),
-            dataset_path=Path(dataset.uri),
-            output_dir=work,
-            metrics_callback=log_step,
-        )
-    else:
-        result = _launch(config, base.uri, dataset.uri, work, mlflow_run_id)
+    spec = SFTJob(
+        config=config.train,
+        model_path=Path(base.uri),
+        dataset_path=Path(dataset.uri),
+        output_dir=work,
+        tracking=tracking_spec(run),
+    )
+    # max_steps may be unset (epochs decide): the recipe reports its horizon first.
+    result = train(spec, config.launch, run, total_steps=config.train.max_steps or 0)
+    assert isinstance(result, SFTResult)
 
     figure = _loss_figure(result)
     run.log_figure(figure, "plots/loss_curve.png")
@@ -131,11 +101,9 @@ def train_sft(config: SFTStageConfig, mlflow_run_id: str) -> str:
         | {"best_metric": float(result.best_metric or 0.0)},
         config=config.model_dump(mode="json"),
         parents=[f"dataset:{dataset.ref}", f"checkpoint:{base.ref}"],
-        prefect_flow_run_id=flow_run_id(),
-        mlflow_run_id=mlflow_run_id,
+        **provenance(run),
     )
-    run.record_writes([f"checkpoint:{entry.ref}"])
-    run.set_tags({"mmr1.sft_checkpoint": entry.ref, "mmr1.sft_checkpoint_uri": entry.uri})
+    ref = record_output(run, "checkpoint", entry, tag="sft_checkpoint")
     get_run_logger().info(
         "SFT: %d steps, %d samples (%d too long, dropped) -> %s",
         result.steps,
@@ -144,7 +112,7 @@ def train_sft(config: SFTStageConfig, mlflow_run_id: str) -> str:
         entry.ref,
     )
     _publish(entry, result, config)
-    return f"checkpoint:{entry.ref}"
+    return ref
 
 
 def _publish(entry: CheckpointEntry, result: SFTResult, config: SFTStageConfig) -> None:

@@ -14,7 +14,7 @@ import pytest
 def _mmr1(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MMR1_HOME": str(home)}
     return subprocess.run(
-        [sys.executable, "-m", "mmr1.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         capture_output=True,
         text=True,

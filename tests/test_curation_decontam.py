@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import polars as pl
 import pytest
 
-from mmr1.data.decontam import BenchmarkIndex, decontaminate
+from mmr1.data.benchmark_index import BenchmarkIndex
+from mmr1.data.decontam import decontaminate
 from mmr1.data.frame import QUARANTINE_SCHEMA
 from schemas.curation import DecontaminationConfig
 

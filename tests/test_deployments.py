@@ -64,7 +64,7 @@ def test_schedule_anchor_is_a_valid_cron_schedule(spec) -> None:
 
 
 def test_scheduled_vps_follows_the_grpo_policy(spec, monkeypatch) -> None:
-    from mmr1.ops.deployments import preset_parameters
+    from ops.deployments import preset_parameters
     from schemas.presets import load_config
     from schemas.vas import VPSEstimateConfig
     from tasks.parameters import stage_config
@@ -88,7 +88,7 @@ def test_scheduled_vps_follows_the_grpo_policy(spec, monkeypatch) -> None:
 
 
 def test_every_deployment_opens_with_a_working_preset(spec, monkeypatch) -> None:
-    from mmr1.ops.deployments import preset_parameters
+    from ops.deployments import preset_parameters
     from tasks.parameters import stage_config
 
     monkeypatch.chdir(ROOT)

@@ -28,7 +28,7 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.templating import apply_values, find_placeholders
 
-from mmr1.ops.deployments import preset_parameters
+from ops.deployments import preset_parameters
 from schemas.grpo import GRPOStageConfig
 from schemas.sft_flow import SFTStageConfig
 
@@ -195,7 +195,7 @@ def test_pod_rank_dispatch(template, tmp_path: Path) -> None:
         outputs[index] = done.stdout.strip()
     assert outputs["0"] == "flow run"
     assert outputs["1"] == (
-        "follower -m mmr1.train.nodes --machine-rank 1 --main-process-ip job-x-0.mmr1-nodes"
+        "follower -m mmr1.trainer.nodes --machine-rank 1 --main-process-ip job-x-0.mmr1-nodes"
     )
 
 

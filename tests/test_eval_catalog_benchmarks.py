@@ -8,9 +8,10 @@ from pathlib import Path
 import polars as pl
 from test_eval_benchmarks import logicvista_row, png, write_parquet
 
+from cli.main import main
 from mmr1.catalog import Catalog
-from mmr1.cli import main
-from mmr1.data.decontam import BenchmarkIndex, decontaminate
+from mmr1.data.benchmark_index import BenchmarkIndex
+from mmr1.data.decontam import decontaminate
 from mmr1.data.frame import ensure_raw_schema
 from mmr1.data.sources import read_source
 from mmr1.data.validate import validate_frame

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from scipy import stats as scipy_stats
 
+from cli.main import main
 from mmr1.catalog import Catalog
-from mmr1.cli import main
 from mmr1.eval.stats import mean_interval, wilson_interval
 
 N = 20

@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 from rl_fixtures import register_pool, register_tiny
 from safetensors.torch import load_file
 
+from cli.main import main
 from mmr1.catalog import Catalog
-from mmr1.cli import main
 from mmr1.rl.grpo import run_grpo
 from mmr1.tracking import find_runs
 from schemas.grpo import GRPOStageConfig
@@ -127,8 +127,11 @@ def test_two_process_ddp_matches_one_process(grpo_home, tmp_path: Path) -> None:
     import os
     import subprocess
 
-    from mmr1.train.launch import launch_command
+    from job_specs import grpo_job, write_job
+
+    from mmr1.trainer.launch import launch_command
     from schemas.grpo import GRPOConfig
+    from schemas.launch import LaunchConfig
 
     catalog = Catalog(grpo_home.catalog)
     model = Path(catalog.get_checkpoint("sft").uri)
@@ -138,18 +141,9 @@ def test_two_process_ddp_matches_one_process(grpo_home, tmp_path: Path) -> None:
     )
     single = run_grpo(config, model_path=model, dataset_path=pool, output_dir=tmp_path / "one")
 
-    config_path = tmp_path / "grpo.json"
-    config_path.write_text(config.model_dump_json())
-    command = launch_command(
-        config_path,
-        num_processes=2,
-        accelerate_config=None,
-        model_path=model,
-        dataset_path=pool,
-        output_dir=tmp_path / "two",
-        module="mmr1.rl.grpo_main",
-        main_process_port=29517,
-    )
+    spec = write_job(tmp_path / "job.json", grpo_job(config, model, pool, tmp_path / "two"))
+    launch = LaunchConfig(kind="accelerate", num_processes=2, main_process_port=29517)
+    command = launch_command(spec, launch)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -52,7 +52,7 @@ STAGES = ["curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "evaluat
 
 def _is_partial(name: str) -> bool:
     """Names of unfinished writes: mmr1/storage.py's ``.staging-<uuid>`` directories,
-    mmr1/train/checkpoint.py's ``.tmp-step-*`` and the ``.<file>.<uuid>.tmp`` files."""
+    mmr1/trainer/checkpoint.py's ``.tmp-step-*`` and the ``.<file>.<uuid>.tmp`` files."""
     return name.startswith((".staging-", ".tmp-")) or name.endswith(".tmp")
 
 

@@ -1,7 +1,7 @@
 """The ``sft`` flow end to end: catalog in, checkpoint out, curves in MLflow.
 
 Runs the recipe in process and through the subprocess launch path
-(``accelerate launch -m mmr1.train.sft_main``) that GPU clusters use.
+(``accelerate launch -m mmr1.jobs``) that GPU clusters use.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def test_flow_registers_a_vps_table_and_logs_histograms(vps_home, tmp_path) -> N
 
 
 def test_cli_estimates_and_shows(vps_home, capsys) -> None:
-    from mmr1.cli import main
+    from cli.main import main
 
     args = ["--set", "dataset=pool", "--set", "checkpoint=policy", "--set", "rollouts=2"]
     args += ["--set", "sampling.max_new_tokens=6", "--set", "rewards.num_workers=0"]

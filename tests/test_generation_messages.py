@@ -8,12 +8,8 @@ import io
 import pytest
 from PIL import Image
 
-from mmr1.generation.messages import (
-    image_to_data_url,
-    split_prompt,
-    to_openai_messages,
-    to_template_messages,
-)
+from mmr1.generation.messages import image_to_data_url, to_openai_messages, to_template_messages
+from mmr1.prompts import split_prompt
 from schemas.generation import GenerationRequest
 
 

@@ -20,14 +20,14 @@ from accelerate.utils.launch import prepare_multi_gpu_env
 from pydantic import ValidationError
 from test_train_distributed import free_port, job_inputs, run_job  # noqa: F401 (a fixture)
 
-from mmr1.train import nodes
-from mmr1.train.launch import launch_command, launch_options, resolve_address
+from mmr1.trainer import nodes
+from mmr1.trainer.launch import launch_command, resolve_address
+from schemas.launch import LaunchConfig
 from schemas.presets import load_config
-from schemas.sft_flow import LaunchConfig, SFTStageConfig
+from schemas.sft_flow import SFTStageConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ZERO3 = ROOT / "deployments/accelerate/deepspeed_zero3.yaml"
-PATHS = dict(model_path=Path("m"), dataset_path=Path("d"), output_dir=Path("o"))
 
 
 def two_nodes(**overrides: object) -> LaunchConfig:
@@ -43,14 +43,7 @@ def two_nodes(**overrides: object) -> LaunchConfig:
 
 
 def test_two_node_deepspeed_command_line_is_exact() -> None:
-    command = launch_command(
-        Path("c.json"),
-        module="mmr1.rl.grpo_main",
-        mlflow_run_id="run1",
-        mlflow_tracking_uri="http://mlflow:5000",
-        **PATHS,
-        **launch_options(two_nodes()),
-    )
+    command = launch_command(Path("job.json"), two_nodes())
     assert command == [
         sys.executable,
         "-m",
@@ -70,24 +63,12 @@ def test_two_node_deepspeed_command_line_is_exact() -> None:
         "--main_process_port",
         "29500",
         "-m",
-        "mmr1.rl.grpo_main",
-        "--config",
-        "c.json",
-        "--model",
-        "m",
-        "--dataset",
-        "d",
-        "--output",
-        "o",
-        "--mlflow-run-id",
-        "run1",
-        "--mlflow-tracking-uri",
-        "http://mlflow:5000",
+        "mmr1.jobs",
+        "job.json",
     ]
     # Machine 1 runs the same command but for its rank.
-    rank1 = launch_command(Path("c.json"), module="mmr1.rl.grpo_main", **PATHS,
-                           **launch_options(two_nodes(machine_rank=1)))  # fmt: skip
-    assert nodes.rank_command(command[:-4], 1) == rank1
+    rank1 = launch_command(Path("job.json"), two_nodes(machine_rank=1))
+    assert nodes.rank_command(command, 1) == rank1
     # Accelerate reads the flags over the file's num_machines: 1 / machine_rank: 0.
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(rank1[3:]))
     assert (args.num_machines, args.machine_rank, args.num_processes) == (2, 1, 16)
@@ -95,9 +76,7 @@ def test_two_node_deepspeed_command_line_is_exact() -> None:
 
 
 def test_two_node_ddp_command_reaches_torchrun_as_two_nodes_of_eight() -> None:
-    command = launch_command(
-        Path("c.json"), **PATHS, **launch_options(two_nodes(machine_rank=1, accelerate_config=None))
-    )
+    command = launch_command(Path("c.json"), two_nodes(machine_rank=1, accelerate_config=None))
     assert command[3:16] == [
         "--num_processes",
         "16",
@@ -128,14 +107,15 @@ def test_two_node_ddp_command_reaches_torchrun_as_two_nodes_of_eight() -> None:
 def test_flags_override_every_shipped_accelerate_config(config: Path) -> None:
     """Each file says num_machines: 1, machine_rank: 0; the command line wins."""
     launch = two_nodes(machine_rank=1, accelerate_config=str(config))
-    command = launch_command(Path("c"), **PATHS, **launch_options(launch))
+    command = launch_command(Path("c"), launch)
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(command[3:]))
     assert (args.num_machines, args.machine_rank, args.num_processes) == (2, 1, 16)
     assert (args.main_process_ip, args.main_process_port) == ("10.0.0.1", 29500)
 
 
 def test_one_machine_command_is_unchanged() -> None:
-    command = launch_command(Path("c"), num_processes=8, accelerate_config=ZERO3, **PATHS)
+    one = LaunchConfig(kind="accelerate", num_processes=8, accelerate_config=str(ZERO3))
+    command = launch_command(Path("c"), one)
     assert command[3:9] == ["--config_file", str(ZERO3), "--num_processes", "8",
                             "--num_machines", "1"]  # fmt: skip
     assert "--machine_rank" not in command and "--main_process_ip" not in command
@@ -144,12 +124,12 @@ def test_one_machine_command_is_unchanged() -> None:
 def test_address_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MMR1_MAIN_PROCESS_IP", "job-abc-0.mmr1-nodes")
     launch = two_nodes(main_process_ip="${MMR1_MAIN_PROCESS_IP}")
-    command = launch_command(Path("c"), **PATHS, **launch_options(launch))
+    command = launch_command(Path("c"), launch)
     assert command[command.index("--main_process_ip") + 1] == "job-abc-0.mmr1-nodes"
     assert resolve_address("10.1.2.3", {}) == "10.1.2.3"
     monkeypatch.delenv("MMR1_MAIN_PROCESS_IP")
     with pytest.raises(ValueError, match=r"\$MMR1_MAIN_PROCESS_IP is not set"):
-        launch_command(Path("c"), **PATHS, **launch_options(launch))
+        launch_command(Path("c"), launch)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +160,7 @@ def test_two_node_presets_keep_the_paper_batch() -> None:
 
 def test_follower_joins_the_published_job_once(tmp_path: Path) -> None:
     launch = two_nodes()
-    command = launch_command(Path("c"), **PATHS, **launch_options(launch))
+    command = launch_command(Path("c"), launch)
     ran: list[list[str]] = []
     with nodes.leading(tmp_path, command, launch) as job:
         assert job is not None
@@ -201,7 +181,7 @@ def test_follower_joins_the_published_job_once(tmp_path: Path) -> None:
 
 def test_failed_job_is_recorded_and_bad_ranks_refused(tmp_path: Path) -> None:
     launch = two_nodes()
-    command = launch_command(Path("c"), **PATHS, **launch_options(launch))
+    command = launch_command(Path("c"), launch)
     directory = nodes.job_dir(tmp_path, launch)
     with pytest.raises(RuntimeError), nodes.leading(tmp_path, command, launch):
         raise RuntimeError("machine 0's part failed")
@@ -225,8 +205,8 @@ def test_two_machines_on_one_host_train_like_one_process(
     model, data = job_inputs
     single = run_job(tmp_path, model, data, processes=1, accum=4)
 
-    cfg = json.loads((tmp_path / "cfg-1.json").read_text()) | {"grad_accum": 2}
-    (tmp_path / "cfg-2m.json").write_text(json.dumps(cfg))
+    spec = json.loads((tmp_path / "job-1.json").read_text())
+    spec["config"]["grad_accum"] = 2
     launch = LaunchConfig(
         kind="accelerate",
         num_processes=2,
@@ -235,10 +215,8 @@ def test_two_machines_on_one_host_train_like_one_process(
         main_process_port=free_port(),
     )
     out = tmp_path / "run-2m"
-    command = launch_command(
-        tmp_path / "cfg-2m.json", model_path=model, dataset_path=data, output_dir=out,
-        **launch_options(launch),
-    )  # fmt: skip
+    (tmp_path / "job-2m.json").write_text(json.dumps(spec | {"output_dir": str(out)}))
+    command = launch_command(tmp_path / "job-2m.json", launch)
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     results: dict[str, int] = {}
@@ -282,8 +260,8 @@ def test_rank_one_command_joins_machine_zero_instead_of_running_the_flow(tmp_pat
 
     def mmr1_sft() -> subprocess.CompletedProcess[str]:
         code = (
-            "import sys, mmr1.cli\n"
-            f"code = mmr1.cli.main(['sft', '--config', {str(config)!r}])\n"
+            "import sys, cli.main\n"
+            f"code = cli.main.main(['sft', '--config', {str(config)!r}])\n"
             "assert 'prefect' not in sys.modules, 'the follower imported prefect'\n"
             "sys.exit(code)\n"
         )

@@ -126,7 +126,7 @@ def test_load_policy_from_a_hub_id_without_torchvision(hub_files: Path) -> None:
 def _mmr1(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MMR1_HOME": str(home)}
     return subprocess.run(
-        [sys.executable, "-m", "mmr1.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""mmr1.ops: child processes (ports, readiness, cleanup) and the real local stack.
+"""ops: child processes (ports, readiness, cleanup) and the real local stack.
 
 Fast tests drive fake servers (small Python scripts) through the same code
 paths; the slow ones start the real ``prefect server``, a process worker and
@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mmr1.ops import deployments, processes, servers
-from mmr1.ops.processes import (
+from ops import deployments, processes, servers
+from ops.processes import (
     ManagedProcess,
     ServiceError,
     free_port,
@@ -227,7 +227,7 @@ def test_serve_stops_on_sigterm_and_reports_a_dead_child(
 
 
 def test_sqlite_settings_apply_to_a_sqlite_server_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mmr1.ops.prefect_api import prefect_env
+    from ops.prefect_api import prefect_env
 
     everywhere, sqlite = servers.SERVER_SETTINGS, servers.SQLITE_SERVER_SETTINGS
     assert everywhere["PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED"] == "true"  # --watch shows logs
@@ -261,7 +261,7 @@ def test_deploy_needs_the_prefect_file(tmp_path: Path) -> None:
 
 
 def test_library_modules_do_not_import_prefect() -> None:
-    code = "import sys, mmr1.ops; assert 'prefect' not in sys.modules, 'prefect imported'"
+    code = "import sys, ops; assert 'prefect' not in sys.modules, 'prefect imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     assert processes.cli_command("prefect")[:2] == [sys.executable, "-m"]
 

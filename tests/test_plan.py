@@ -24,8 +24,8 @@ from mmr1.catalog import Catalog
 from mmr1.models import build_tiny_model
 from mmr1.plan import GIB, Layout, model_states
 from mmr1.plan_inputs import PlanError, layout_for, make_plan, resolve_shape, shape_from_config
+from schemas.launch import LaunchConfig
 from schemas.models import TinyVLMConfig
-from schemas.sft_flow import LaunchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ACC = ROOT / "deployments" / "accelerate"
@@ -211,8 +211,8 @@ def test_model_sizes_come_from_the_checkpoint_when_reachable(
 def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     """``mmr1 ARGS`` in a fresh interpreter, which must not have imported Prefect."""
     code = (
-        "import sys, mmr1.cli\n"
-        f"code = mmr1.cli.main({list(args)!r})\n"
+        "import sys, cli.main\n"
+        f"code = cli.main.main({list(args)!r})\n"
         "assert 'prefect' not in sys.modules, 'mmr1 plan imported prefect'\n"
         "sys.exit(code)\n"
     )

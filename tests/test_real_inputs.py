@@ -91,7 +91,7 @@ def test_the_same_path_through_the_mmr1_command(cached_hub_model: Path, tmp_path
 
     def mmr1(*args: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "mmr1.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             env=env,
             capture_output=True,
             text=True,

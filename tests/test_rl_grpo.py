@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from job_specs import grpo_job, job_command, write_job
 from rl_fixtures import StandInLLM, length_reward, write_pool, write_vps_file
 from safetensors.torch import load_file
 
@@ -468,19 +469,9 @@ def test_mini_batches_and_epochs_recompute_old_logprobs(
 
 
 def _main_command(tiny_dir: Path, pool_dir: Path, out: Path, config_path: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mmr1.rl.grpo_main",
-        "--config",
-        str(config_path),
-        "--model",
-        str(tiny_dir),
-        "--dataset",
-        str(pool_dir),
-        "--output",
-        str(out),
-    ]
+    config = GRPOConfig.model_validate_json(config_path.read_text())
+    spec = write_job(out.parent / f"{out.name}-job.json", grpo_job(config, tiny_dir, pool_dir, out))
+    return job_command(spec)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:

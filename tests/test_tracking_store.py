@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from job_specs import grpo_job, sft_job, write_job
 
-from mmr1.rl import grpo_main
-from mmr1.train import sft_main
-from mmr1.train.launch import (
+from mmr1 import jobs as trainer_main
+from mmr1.trainer.tracking import (
     TrackingStoreError,
     check_tracking_store,
     is_database_store,
@@ -24,6 +24,9 @@ from mmr1.train.launch import (
     store_modules_available,
     tracking_store_problem,
 )
+from schemas.grpo import GRPOConfig
+from schemas.jobs import TrackingSpec
+from schemas.sft import SFTConfig
 
 
 @pytest.fixture
@@ -77,17 +80,17 @@ def test_missing_sqlalchemy_is_seen_in_this_and_in_another_interpreter(
     check_tracking_store(f"sqlite:///{tmp_path}/mlflow.db", interpreter(tmp_path))
 
 
-@pytest.mark.parametrize("entry", [sft_main, grpo_main], ids=["sft_main", "grpo_main"])
-def test_job_entry_points_refuse_before_loading_anything(
-    entry, tmp_path: Path, without_sqlalchemy: None, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("kind", ["sft", "grpo"])
+def test_the_job_entry_point_refuses_before_loading_anything(
+    kind: str, tmp_path: Path, without_sqlalchemy: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = tmp_path / "cfg.json"
-    config.write_text("{}")  # the defaults are a valid SFT and GRPO config
-    args = ["--config", str(config), "--model", str(tmp_path / "no-model")]
-    args += ["--dataset", str(tmp_path / "no-data"), "--output", str(tmp_path / "out")]
-    sqlite = ["--mlflow-run-id", "abc", "--mlflow-tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    paths = (tmp_path / "no-model", tmp_path / "no-data", tmp_path / "out")
+    tracking = TrackingSpec(run_id="abc", tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    make = sft_job if kind == "sft" else grpo_job
+    config = SFTConfig() if kind == "sft" else GRPOConfig()
+    spec = write_job(tmp_path / "job.json", make(config, *paths, tracking=tracking))
     # 2 (refused) rather than 1 (failed loading the missing model): checked first.
-    assert entry.main(args + sqlite) == 2
+    assert trainer_main.main([str(spec)]) == 2
     assert "lacks sqlalchemy and alembic" in caplog.text
     assert not (tmp_path / "out").exists()
     assert job_tracking_problem(None, f"sqlite:///{tmp_path}/m.db") is None  # no run: no logging

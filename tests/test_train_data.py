@@ -12,7 +12,7 @@ from PIL import Image
 from mmr1.data.io import decode_image, write_sft_dataset
 from mmr1.data.synthetic import encode_png, generate_items, to_sft_record
 from mmr1.models import build_tiny_model, load_policy
-from mmr1.train.data import (
+from mmr1.sft.data import (
     IGNORE_INDEX,
     MicroBatchCollator,
     SFTCollator,
@@ -20,9 +20,9 @@ from mmr1.train.data import (
     SFTSamples,
     record_messages,
 )
-from mmr1.train.loss import token_cross_entropy
-from mmr1.train.rows import SFTRows
-from mmr1.train.sampling import (
+from mmr1.sft.loss import token_cross_entropy
+from mmr1.sft.rows import SFTRows
+from mmr1.sft.sampling import (
     SampleKey,
     SampleStream,
     StepBatchSampler,

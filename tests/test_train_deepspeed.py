@@ -14,8 +14,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from mmr1.train.checkpoint import DEEPSPEED_TAG, load_training_state
-from mmr1.train.deepspeed import (
+from mmr1.trainer.checkpoint import DEEPSPEED_TAG, load_training_state
+from mmr1.trainer.deepspeed import (
     accumulation_context,
     check_zero3_images,
     check_zero3_saving,

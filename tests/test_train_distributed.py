@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from mmr1 import jobs as trainer_main
 from mmr1.data.io import write_sft_dataset
 from mmr1.data.synthetic import generate_items, to_sft_record
 from mmr1.models import build_tiny_model
-from mmr1.train import sft_main
-from mmr1.train.launch import launch_command
+from mmr1.trainer.launch import launch_command
+from schemas.jobs import SFTJob, TrackingSpec
+from schemas.launch import LaunchConfig
 from schemas.models import TinyVLMConfig
 from schemas.records import ChatTurn
-from schemas.sft import SFTResult
+from schemas.sft import SFTConfig, SFTResult
 from schemas.synthetic import SyntheticConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,53 +32,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _launch(**values: object) -> LaunchConfig:
+    return LaunchConfig.model_validate({"kind": "accelerate", **values})
+
+
 def test_launch_command_picks_the_multi_process_launcher(tmp_path: Path) -> None:
-    paths = dict(model_path=Path("m"), dataset_path=Path("d"), output_dir=Path("o"))
-    one = launch_command(Path("c.json"), num_processes=1, accelerate_config=None, **paths)
+    one = launch_command(Path("job.json"), _launch(num_processes=1))
     assert one[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert "--multi_gpu" not in one
-    assert one[one.index("-m", 3) :] == [
-        "-m",
-        "mmr1.train.sft_main",
-        "--config",
-        "c.json",
-        "--model",
-        "m",
-        "--dataset",
-        "d",
-        "--output",
-        "o",
-    ]
+    assert one[one.index("-m", 3) :] == ["-m", "mmr1.jobs", "job.json"]
     two = launch_command(
-        Path("c.json"),
-        num_processes=2,
-        accelerate_config=ROOT / "deployments/accelerate/ddp_cpu.yaml",
-        python="/env/bin/python",
-        mlflow_run_id="abc",
-        mlflow_tracking_uri="sqlite:///x.db",
-        main_process_port=29999,
-        **paths,
+        Path("job.json"),
+        _launch(
+            num_processes=2,
+            accelerate_config=str(ROOT / "deployments/accelerate/ddp_cpu.yaml"),
+            python="/env/bin/python",
+            main_process_port=29999,
+        ),
     )
     # A MULTI_CPU config alone starts one process: --multi_gpu selects torchrun (gloo on CPU).
     assert two[0] == "/env/bin/python" and "--multi_gpu" in two
     assert two[two.index("--num_processes") + 1] == "2"
-    assert two[-4:] == ["--mlflow-run-id", "abc", "--mlflow-tracking-uri", "sqlite:///x.db"]
+    assert two[two.index("--main_process_port") + 1] == "29999"
     zero3 = ROOT / "deployments/accelerate/deepspeed_zero3.yaml"
-    if zero3.exists():  # --multi_gpu would override the file's DEEPSPEED type
-        ds = launch_command(Path("c"), num_processes=8, accelerate_config=zero3, **paths)
-        assert "--multi_gpu" not in ds
+    # --multi_gpu would override the file's DEEPSPEED type.
+    assert "--multi_gpu" not in launch_command(
+        Path("c"), _launch(num_processes=8, accelerate_config=str(zero3))
+    )
     custom = tmp_path / "multi_gpu.yaml"
     custom.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\n")
     assert "--multi_gpu" not in launch_command(
-        Path("c"), num_processes=2, accelerate_config=custom, **paths
+        Path("c"), _launch(num_processes=2, accelerate_config=str(custom))
     )
 
 
-def test_sft_main_rejects_a_bad_config(tmp_path: Path) -> None:
-    bad = tmp_path / "cfg.json"
-    bad.write_text(json.dumps({"lr": 1e-3, "packing": True}))
-    args = ["--config", str(bad), "--model", "m", "--dataset", "d", "--output", str(tmp_path)]
-    assert sft_main.main(args) == 2
+def test_the_job_entry_point_rejects_a_bad_spec(tmp_path: Path) -> None:
+    bad = tmp_path / "job.json"
+    spec = {"kind": "sft", "config": {"lr": 1e-3, "packing": True}, "model_path": "m"}
+    bad.write_text(json.dumps(spec | {"dataset_path": "d", "output_dir": str(tmp_path)}))
+    assert trainer_main.main([str(bad)]) == 2
+    assert trainer_main.main([]) == 2  # usage
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +95,13 @@ def job_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def run_job(
-    tmp: Path, model: Path, data: Path, *, processes: int, accum: int, **extra
+    tmp: Path,
+    model: Path,
+    data: Path,
+    *,
+    processes: int,
+    accum: int,
+    tracking: TrackingSpec | None = None,
 ) -> SFTResult:
     cfg = {
         "lr": 1e-3,
@@ -118,18 +119,20 @@ def run_job(
     }
     out = tmp / f"run-{processes}"
     (tmp / f"cfg-{processes}.json").write_text(json.dumps(cfg))
-    command = launch_command(
-        tmp / f"cfg-{processes}.json",
-        num_processes=processes,
-        accelerate_config=None,
+    spec = SFTJob(
+        config=SFTConfig.model_validate(cfg),
         model_path=model,
         dataset_path=data,
         output_dir=out,
-        main_process_port=free_port(),
-        **extra,
+        tracking=tracking,
+    )
+    spec_path = tmp / f"job-{processes}.json"
+    spec_path.write_text(spec.model_dump_json())
+    command = launch_command(
+        spec_path, _launch(num_processes=processes, main_process_port=free_port())
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return SFTResult.model_validate_json((out / "result.json").read_text())
 
@@ -153,8 +156,7 @@ def test_two_gloo_processes_train_like_one(
         data,
         processes=2,
         accum=2,
-        mlflow_run_id=run_id,
-        mlflow_tracking_uri=uri,
+        tracking=TrackingSpec(run_id=run_id, tracking_uri=uri),
     )
     assert [h["step"] for h in double.history] == [1, 2, 3, 4]
     for a, b in zip(single.history, double.history, strict=True):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mmr1.models import load_policy
-from mmr1.train.data import IGNORE_INDEX
-from mmr1.train.loss import chunked_cross_entropy, token_cross_entropy
+from mmr1.sft.data import IGNORE_INDEX
+from mmr1.sft.loss import chunked_cross_entropy, token_cross_entropy
 
 
 def _batch(vocab: int, seed: int = 0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -44,7 +44,8 @@ def test_chunked_loss_equals_the_full_logits_loss(tiny_dir: Path, chunk_size: in
     grads = _grads(model, got)
     assert grads.keys() == expected_grads.keys()
     for name, grad in grads.items():
-        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+        # The head's weight gradient sums over chunks here, in one matmul there: fp32 order.
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_a_batch_without_labels_still_gives_every_gradient_a_value(tiny_dir: Path) -> None:

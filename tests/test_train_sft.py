@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 from mmr1.data.io import read_sft_dataset
 from mmr1.generation.hf import HFBackend
 from mmr1.models import load_policy
-from mmr1.train.data import SFTEncoder
-from mmr1.train.sampling import SampleStream
-from mmr1.train.schedule import build_scheduler, lr_multiplier, warmup_steps
-from mmr1.train.sft import SFTRecipe, read_result, run_sft, vision_tower
+from mmr1.sft.data import SFTEncoder
+from mmr1.sft.recipe import SFTRecipe, read_result, run_sft
+from mmr1.sft.sampling import SampleStream
+from mmr1.sft.schedule import build_scheduler, lr_multiplier, warmup_steps
+from mmr1.trainer.job import vision_tower
 from schemas.generation import GenerationRequest, HFBackendConfig, SamplingParams
 from schemas.sft import SFTConfig
 

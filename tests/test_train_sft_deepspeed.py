@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from job_specs import job_command, sft_job, write_job
 from safetensors.torch import load_file
 
 from mmr1.models import load_policy
-from mmr1.train.sft import run_sft
+from mmr1.sft.recipe import run_sft
 from schemas.sft import SFTConfig, SFTResult
 
 pytestmark = [
@@ -93,8 +94,7 @@ def _deepspeed_env(stage: int) -> dict[str, str]:
 def _sft_main(
     stage: int, config: SFTConfig, model: Path, data: Path, out: Path, *, processes: int = 1
 ) -> SFTResult:
-    config_path = out.parent / f"{out.name}.json"
-    config_path.write_text(config.model_dump_json())
+    spec = write_job(out.parent / f"{out.name}.json", sft_job(config, model, data, out))
     env = _deepspeed_env(stage)
     launcher = [sys.executable]
     if processes > 1:  # what `accelerate launch` runs for a DeepSpeed config
@@ -102,9 +102,7 @@ def _sft_main(
         launcher += [f"--master_port={env.pop('MASTER_PORT')}"]
         for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
             env.pop(name)
-    command = [*launcher, "-m", "mmr1.train.sft_main", "--config", str(config_path)]
-    command += ["--model", str(model), "--dataset", str(data), "--output", str(out)]
-    subprocess.run(command, env=env, cwd=ROOT, check=True)
+    subprocess.run(job_command(spec, launcher), env=env, cwd=ROOT, check=True)
     return SFTResult.model_validate_json((out / "result.json").read_text())
 
 
@@ -188,11 +186,12 @@ from pathlib import Path
 import deepspeed
 import torch
 
-from mmr1.train.sft import SFTRecipe
-from mmr1.train.sft_main import read_config
+from mmr1.sft.recipe import SFTRecipe
+from schemas.sft import SFTConfig
 
 config, model, data, out = sys.argv[1:]
-recipe = SFTRecipe(read_config(Path(config)), Path(model), Path(data), Path(out))
+recipe = SFTRecipe(SFTConfig.model_validate_json(Path(config).read_text()), Path(model),
+                   Path(data), Path(out))
 recipe.setup(resume=False)
 weight = recipe.policy.model.model.language_model.norm.weight
 # Under ZeRO-3 the parameter is a shard: gather it, write, re-partition.

@@ -20,17 +20,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from job_specs import job_command, sft_job, write_job
 from safetensors.torch import load_file
 from sft_layout import write_sft_layout_parquet
 
 from mmr1.data.io import read_sft_dataset, write_sft_dataset
 from mmr1.data.synthetic import generate_items, to_sft_record
 from mmr1.models import load_policy
-from mmr1.train.data import MicroBatch, SFTCollator, SFTEncoder
-from mmr1.train.rows import SFTRows
-from mmr1.train.sampling import SampleStream, micro_batches_for_step, split_train_eval
-from mmr1.train.sft import SFTRecipe, run_sft
-from mmr1.train.sft_data import SFTData
+from mmr1.sft.data import MicroBatch, SFTCollator, SFTEncoder
+from mmr1.sft.recipe import SFTRecipe, run_sft
+from mmr1.sft.rows import SFTRows
+from mmr1.sft.sampling import SampleStream, micro_batches_for_step, split_train_eval
+from mmr1.sft.stream import SFTData
 from schemas.records import ChatTurn, SFTRecord
 from schemas.sft import SFTConfig, SFTResult
 from schemas.synthetic import SyntheticConfig
@@ -227,8 +228,8 @@ _KILL_AT_STEP_3 = """
 import os, signal, sys
 from pathlib import Path
 
-from mmr1.train.sft import run_sft
-from mmr1.train.sft_main import read_config
+from mmr1.sft.recipe import run_sft
+from schemas.sft import SFTConfig
 
 config, model, data, out = sys.argv[1:]
 
@@ -238,8 +239,8 @@ def die(metrics, step):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-run_sft(read_config(Path(config)), model_path=Path(model), dataset_path=Path(data),
-        output_dir=Path(out), metrics_callback=die)
+run_sft(SFTConfig.model_validate_json(Path(config).read_text()), model_path=Path(model),
+        dataset_path=Path(data), output_dir=Path(out), metrics_callback=die)
 """
 
 
@@ -264,9 +265,8 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_weights(
     state = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
     assert (state["epoch"], state["epoch_offset"]) == (0, 16)
 
-    command = [sys.executable, "-m", "mmr1.train.sft_main", "--config", str(config_path)]
-    command += ["--model", str(tiny_dir), "--dataset", str(split), "--output", str(out)]
-    subprocess.run(command, env=env, cwd=ROOT, check=True)
+    spec = write_job(tmp_path / "job.json", sft_job(cfg, tiny_dir, split, out))
+    subprocess.run(job_command(spec), env=env, cwd=ROOT, check=True)
     resumed = SFTResult.model_validate_json((out / "result.json").read_text())
     want = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     got = load_file(out / "final" / "model.safetensors")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,24 +360,32 @@ def generate_cot(
     """
     rewards = rewards or RewardConfig()
     frame = _with_chat_columns(ensure_raw_schema(frame))
-    teacher = config.teacher
     params = _cot_params(config, seed, backend, rewards, synthetic_configs)
     row_ids = frame["row_id"].to_list()
 
     def process(indices: Sequence[int], shard: int) -> pl.DataFrame:
         rows = frame[list(indices)]
-        if rows.is_empty():
-            return pl.DataFrame(schema=OUTCOME_SCHEMA)
-        if isinstance(teacher, ModelTeacher):
-            assert backend is not None
-            return _model_shard(rows, shard, backend, config, teacher.system, seed, rewards)
-        if isinstance(teacher, ExistingTeacher):
-            return _existing_shard(rows, config, rewards)
-        return _synthetic_shard(rows, config, synthetic_configs, rewards)
+        return _teacher_shard(rows, shard, config, seed, backend, rewards, synthetic_configs)
 
-    indices = list(range(frame.height))
+    outcomes = _sharded_outcomes(row_ids, process, out_dir, config, params, plan, restart)
+    result = _split_outcomes(frame, outcomes)
+    logger.info("long CoT: accepted %d, quarantined %s", result.kept.height, result.reasons())
+    return result
+
+
+def _sharded_outcomes(
+    row_ids: list[str],
+    process: Callable[[Sequence[int], int], pl.DataFrame],
+    out_dir: Path,
+    config: CoTConfig,
+    params: Mapping[str, object],
+    plan: ShardPlan | None,
+    restart: bool,
+) -> pl.DataFrame:
+    """Outcomes of the rows (by position), resumably: the whole run, or ``plan``'s group."""
+    indices = list(range(len(row_ids)))
     if plan is None:
-        outcomes = run_sharded(
+        return run_sharded(
             indices,
             key=lambda i: row_ids[i],
             process=process,
@@ -387,14 +395,38 @@ def generate_cot(
             restart=restart,
             desc="long CoT",
         )
-    else:
-        if plan.shard_size != config.shard_size:
-            raise ValueError(
-                f"generate_cot: plan has shards of {plan.shard_size}, config {config.shard_size}"
-            )
-        outcomes = run_shard_group(
-            indices, row_ids, process, out_dir, plan, restart=restart, desc="long CoT"
+    if plan.shard_size != config.shard_size:
+        raise ValueError(
+            f"generate_cot: plan has shards of {plan.shard_size}, config {config.shard_size}"
         )
+    return run_shard_group(
+        indices, row_ids, process, out_dir, plan, restart=restart, desc="long CoT"
+    )
+
+
+def _teacher_shard(
+    rows: pl.DataFrame,
+    shard: int,
+    config: CoTConfig,
+    seed: int,
+    backend: GenerationBackend | None,
+    rewards: RewardConfig,
+    synthetic_configs: Mapping[str, SyntheticConfig] | None,
+) -> pl.DataFrame:
+    """Outcomes of shard ``shard`` (:data:`OUTCOME_SCHEMA`) from the configured teacher."""
+    teacher = config.teacher
+    if rows.is_empty():
+        return pl.DataFrame(schema=OUTCOME_SCHEMA)
+    if isinstance(teacher, ModelTeacher):
+        assert backend is not None
+        return _model_shard(rows, shard, backend, config, teacher.system, seed, rewards)
+    if isinstance(teacher, ExistingTeacher):
+        return _existing_shard(rows, config, rewards)
+    return _synthetic_shard(rows, config, synthetic_configs, rewards)
+
+
+def _split_outcomes(frame: pl.DataFrame, outcomes: pl.DataFrame) -> StepResult:
+    """Rows with an accepted CoT kept (``KEPT_COLUMNS``), the others quarantined with its status."""
     joined = frame.drop("response").join(outcomes, on="row_id", how="left", maintain_order="left")
     kept = joined.filter(pl.col("status") == ACCEPTED).select(KEPT_COLUMNS)
     quarantined = (
@@ -408,9 +440,7 @@ def generate_cot(
         )
         .cast(QUARANTINE_SCHEMA)
     )
-    result = StepResult(kept=kept, quarantined=quarantined)
-    logger.info("long CoT: accepted %d, quarantined %s", kept.height, result.reasons())
-    return result
+    return StepResult(kept=kept, quarantined=quarantined)
 
 
 def _with_chat_columns(frame: pl.DataFrame) -> pl.DataFrame:

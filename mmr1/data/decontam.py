@@ -1,9 +1,9 @@
 """Benchmark decontamination: quarantine training rows that overlap an evaluation benchmark.
 
 docs/METHOD.md section 2: we train on nothing an evaluation benchmark asks. Build a
-:class:`BenchmarkIndex` once from the benchmark frames (validated: the flow runs
-validation on benchmarks first, so ``problem_norm``, ``image_sha256`` and
-``image_phash`` are computed exactly as for training rows), then
+:class:`~mmr1.data.benchmark_index.BenchmarkIndex` once from the benchmark frames
+(validated: the flow runs validation on benchmarks first, so ``problem_norm``,
+``image_sha256`` and ``image_phash`` are computed exactly as for training rows), then
 :func:`decontaminate` quarantines a training row when one of the rules below
 fires for some benchmark row; ``detail`` names the first rule in this order,
 the evidence and the matched benchmark ``row_id``.
@@ -89,17 +89,14 @@ sharing text).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
 import polars as pl
 
+from mmr1.data.benchmark_index import BENCHMARK_COLUMNS, BenchmarkIndex
 from mmr1.data.frame import QUARANTINE_SCHEMA, StepResult, empty_quarantine, require_columns
 from mmr1.data.sketches import bit_bands, hamming64, iter_text_ngrams
 from schemas.curation import DecontaminationConfig
 
-BENCHMARK_COLUMNS = ("row_id", "problem_norm", "image_sha256", "image_phash")
 REQUIRED_COLUMNS = ("source", "source_row_id", *BENCHMARK_COLUMNS)
 REASONS = ("contaminated_text", "contaminated_image")
 # Evidence codes: the module doc's rules, in order (the smallest code is reported).
@@ -114,173 +111,6 @@ _EVIDENCE_SCHEMA = {
     "shared": pl.Int64,  # shared n-grams (rules 2, 6, 7)
     "distance": pl.Int64,  # phash distance (rules 4, 7)
 }
-_BENCH_SCHEMA = {
-    "row_id": pl.String,
-    "problem_norm": pl.String,
-    "image_sha256": pl.List(pl.String),
-    "image_phash": pl.List(pl.UInt64),
-}
-
-
-@dataclass(frozen=True)
-class BenchmarkIndex:
-    """What training rows are checked against; tables refer to benchmark rows by position.
-
-    ``rows`` has one row per benchmark row ``bench`` (frames concatenated in the
-    order given): its ``row_id``, ``items`` (benchmark items asking its
-    question; null for an empty question) and ``short``. Tables keyed by text or
-    image map a key to the first benchmark row having it where one row is
-    enough, and to every row where pairs are counted (``ngrams``, ``image_*``,
-    ``group_*``).
-    The ``templated_*`` tables hold only templated and short questions.
-    """
-
-    rows: pl.DataFrame  # bench: u32, row_id: str, items: u32, short: bool
-    questions: pl.DataFrame  # problem_norm: str, bench: u32, specific: bool
-    grams: pl.DataFrame  # gram: u64, rare: bool, group: u32 (one row per distinct n-gram)
-    ngrams: pl.DataFrame  # gram: u64, bench: u32, rare: bool (every distinct pair)
-    templated_no_images: pl.DataFrame  # problem_norm: str, bench: u32 (rows without images)
-    templated_sha: pl.DataFrame  # problem_norm: str, sha: str, bench: u32
-    templated_phash: pl.DataFrame  # problem_norm: str, phash: u64, bench: u32
-    image_sha: pl.DataFrame  # sha: str, bench: u32 (every distinct pair)
-    image_phash: pl.DataFrame  # phash: u64, bench: u32 (every distinct pair)
-    # N-grams in exactly the same benchmark rows form one group (a template phrase's
-    # n-grams usually do); its rows' images: group, sha / phash, bench.
-    group_sha: pl.DataFrame  # group: u32, sha: str, bench: u32
-    group_phash: pl.DataFrame  # group: u32, phash: u64, bench: u32
-    ngram: int
-    image_hamming: int
-    max_template_count: int
-
-    @classmethod
-    def build(cls, frames: Sequence[pl.DataFrame], config: DecontaminationConfig) -> BenchmarkIndex:
-        """Index validated benchmark frames (columns :data:`BENCHMARK_COLUMNS`)."""
-        parts = []
-        for number, frame in enumerate(frames):
-            require_columns(frame, BENCHMARK_COLUMNS, f"benchmark frame {number}")
-            parts.append(
-                frame.select(
-                    pl.col("row_id").cast(pl.String),
-                    pl.col("problem_norm").cast(pl.String).fill_null(""),
-                    pl.col("image_sha256").cast(pl.List(pl.String)),
-                    pl.col("image_phash").cast(pl.List(pl.UInt64)),
-                )
-            )
-        bench = (pl.concat(parts) if parts else pl.DataFrame(schema=_BENCH_SCHEMA)).with_row_index(
-            "bench"
-        )
-        # One item per distinct (question, image digests): duplicated rows count once.
-        content = pl.concat_str(
-            pl.col("problem_norm"),
-            pl.col("image_sha256").list.join("\x1f").fill_null(""),
-            separator="\x1e",
-        )
-        bench = bench.with_columns(item=pl.col("bench").min().over(content))
-        short = np.zeros(bench.height, dtype=bool)  # fewer than `ngram` words: no n-gram
-        grams = [pl.DataFrame(schema={"gram": pl.UInt64, "bench": pl.UInt32})]
-        for start, values, offsets in iter_text_ngrams(
-            bench["problem_norm"], config.ngram, short="drop"
-        ):
-            counts = np.diff(offsets)
-            short[start : start + len(counts)] = counts == 0
-            grams.append(
-                pl.DataFrame(
-                    {
-                        "gram": values,
-                        "bench": np.repeat(np.arange(start, start + len(counts)), counts),
-                    },
-                    schema={"gram": pl.UInt64, "bench": pl.UInt32},
-                )
-            )
-        ngrams = pl.concat(grams).unique(maintain_order=True)
-        rare = (
-            ngrams.join(bench.select("bench", "item"), on="bench", how="left")
-            .group_by("gram")
-            .agg(rare=pl.col("item").n_unique() <= config.max_template_count)
-        )
-        ngrams = ngrams.join(rare, on="gram", how="left", maintain_order="left")
-        groups = (
-            ngrams.group_by("gram")
-            .agg(benches=pl.col("bench").sort())
-            .group_by("benches")
-            .agg("gram")
-            .sort(pl.col("gram").list.min())
-            .with_row_index("group")
-        )
-        group_bench = groups.select("group", bench="benches").explode("bench")
-        rare = rare.join(
-            groups.select("group", "gram").explode("gram"), on="gram", how="left"
-        ).sort("gram")
-        bench = bench.with_columns(short=pl.Series(short, dtype=pl.Boolean))
-        asked = bench.filter(pl.col("problem_norm") != "")
-        questions = (
-            asked.group_by("problem_norm")
-            .agg(
-                pl.col("bench").min(),
-                items=pl.col("item").n_unique().cast(pl.UInt32),
-                short=pl.col("short").first(),  # a property of the text
-            )
-            .with_columns(
-                specific=~pl.col("short") & (pl.col("items") <= config.max_template_count)
-            )
-            .sort("bench")
-        )
-        templated = asked.join(
-            questions.filter(~pl.col("specific")).select("problem_norm"),
-            on="problem_norm",
-            how="semi",
-        )
-
-        def first_bench(frame: pl.DataFrame, *keys: str) -> pl.DataFrame:
-            return (
-                frame.drop_nulls(keys)
-                .group_by(keys)
-                .agg(pl.col("bench").min())
-                .sort("bench", *keys)
-                .select(*keys, "bench")
-            )
-
-        def every_bench(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-            return frame.drop_nulls(key).unique().sort("bench", key).select(key, "bench")
-
-        image_sha = every_bench(bench.select("bench", sha="image_sha256").explode("sha"), "sha")
-        image_phash = every_bench(
-            bench.select("bench", phash="image_phash").explode("phash"), "phash"
-        )
-        return cls(
-            rows=bench.join(
-                questions.select("problem_norm", "items"), on="problem_norm", how="left"
-            )
-            .sort("bench")
-            .select("bench", "row_id", "items", "short"),
-            questions=questions.select("problem_norm", "bench", "specific"),
-            grams=rare,
-            ngrams=ngrams,
-            templated_no_images=first_bench(
-                templated.filter(pl.col("image_sha256").list.len().fill_null(0) == 0),
-                "problem_norm",
-            ),
-            templated_sha=first_bench(
-                templated.select("bench", "problem_norm", sha="image_sha256").explode("sha"),
-                "problem_norm",
-                "sha",
-            ),
-            templated_phash=first_bench(
-                templated.select("bench", "problem_norm", phash="image_phash").explode("phash"),
-                "problem_norm",
-                "phash",
-            ),
-            image_sha=image_sha,
-            image_phash=image_phash,
-            group_sha=group_bench.join(image_sha, on="bench", how="inner"),
-            group_phash=group_bench.join(image_phash, on="bench", how="inner"),
-            ngram=config.ngram,
-            image_hamming=config.image_hamming,
-            max_template_count=config.max_template_count,
-        )
-
-    def __len__(self) -> int:
-        return self.rows.height
 
 
 def _evidence(

@@ -371,76 +371,106 @@ def run_shard_group(
     Returns the group's shard frames concatenated; with no items at all
     (``plan.item_count == 0``), ``process([], 0)``, not written.
     """
-    shard_size = plan.shard_size
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    if len(keys) != len(items):
-        raise ValueError(f"{desc}: {len(items)} items but {len(keys)} keys")
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{desc}: item keys must be unique; the group repeats one")
-    start_item = plan.first_shard * shard_size
-    end_item = start_item + len(items)
-    if end_item > plan.item_count or (len(items) % shard_size and end_item != plan.item_count):
-        raise ValueError(
-            f"{desc}: items {start_item}..{end_item} are not whole shards of a run of "
-            f"{plan.item_count} items in shards of {shard_size}"
-        )
+    _check_group(len(items), keys, plan, desc)
     out_dir = Path(out_dir)
     _check_manifest(out_dir, plan.manifest(), restart)
     if not items:
         return process([], plan.first_shard)
 
-    n_shards = plan.n_shards
-    group_shards = -(-len(items) // shard_size)
+    size = plan.shard_size
+    group_shards = -(-len(items) // size)
     frames: list[pl.DataFrame] = []
     progress = _Progress(group_shards, desc)
-    reused = computed = 0
+    reused = 0
     try:
         for local in range(group_shards):
             index = plan.first_shard + local
-            shard_items = items[local * shard_size : (local + 1) * shard_size]
-            shard_keys = list(keys[local * shard_size : (local + 1) * shard_size])
+            shard_items = items[local * size : (local + 1) * size]
+            shard_keys = list(keys[local * size : (local + 1) * size])
             path = shard_path(out_dir, index)
-            if path.is_file():
-                found = read_shard_keys(path)
-                if found == shard_keys:
-                    frames.append(pl.read_parquet(path))
-                    reused += 1
-                    logger.debug("%s: shard %d/%d already done", desc, index + 1, n_shards)
-                    progress.advance()
-                    continue
-                logger.warning(
-                    "%s: %s does not hold the expected items (%s); recomputing it",
-                    desc,
-                    path,
-                    "unreadable or foreign file"
-                    if found is None
-                    else f"{len(found)} keys, first {found[:1]}, expected first {shard_keys[:1]}",
+            frame = _finished_shard(path, shard_keys, desc)
+            if frame is not None:
+                reused += 1
+                logger.debug("%s: shard %d/%d already done", desc, index + 1, plan.n_shards)
+            else:
+                frame = _computed_shard(
+                    process, shard_items, shard_keys, path, index, n_shards=plan.n_shards, desc=desc
                 )
-            began = time.perf_counter()
-            frame = process(shard_items, index)
-            if not isinstance(frame, pl.DataFrame):
-                raise TypeError(
-                    f"{desc}: process returned {type(frame).__name__} for shard {index}, "
-                    "expected a polars DataFrame"
-                )
-            write_shard(frame, path, index, shard_keys)
-            # Read back, so a resumed run and an uninterrupted one build the same dtypes.
-            frames.append(pl.read_parquet(path))
-            computed += 1
+            frames.append(frame)
             progress.advance()
-            logger.info(
-                "%s: shard %d/%d done (%d items, %.1f s)",
-                desc,
-                index + 1,
-                n_shards,
-                len(shard_items),
-                time.perf_counter() - began,
-            )
     finally:
         progress.close()
     if reused:
+        computed = group_shards - reused
         logger.info(
             "%s: reused %d finished shard(s), computed %d, in %s", desc, reused, computed, out_dir
         )
     return pl.concat(frames, how="vertical_relaxed")
+
+
+def _check_group(n_items: int, keys: Sequence[str], plan: ShardPlan, desc: str) -> None:
+    """Refuse a group that is not whole shards of ``plan`` or whose keys are not unique."""
+    shard_size = plan.shard_size
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if len(keys) != n_items:
+        raise ValueError(f"{desc}: {n_items} items but {len(keys)} keys")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{desc}: item keys must be unique; the group repeats one")
+    start_item = plan.first_shard * shard_size
+    end_item = start_item + n_items
+    if end_item > plan.item_count or (n_items % shard_size and end_item != plan.item_count):
+        raise ValueError(
+            f"{desc}: items {start_item}..{end_item} are not whole shards of a run of "
+            f"{plan.item_count} items in shards of {shard_size}"
+        )
+
+
+def _finished_shard(path: Path, shard_keys: list[str], desc: str) -> pl.DataFrame | None:
+    """The shard file at ``path`` if it holds ``shard_keys``; None (warning if foreign) if not."""
+    if not path.is_file():
+        return None
+    found = read_shard_keys(path)
+    if found == shard_keys:
+        return pl.read_parquet(path)
+    logger.warning(
+        "%s: %s does not hold the expected items (%s); recomputing it",
+        desc,
+        path,
+        "unreadable or foreign file"
+        if found is None
+        else f"{len(found)} keys, first {found[:1]}, expected first {shard_keys[:1]}",
+    )
+    return None
+
+
+def _computed_shard(
+    process: Callable[[Sequence[T], int], pl.DataFrame],
+    shard_items: Sequence[T],
+    shard_keys: list[str],
+    path: Path,
+    index: int,
+    *,
+    n_shards: int,
+    desc: str,
+) -> pl.DataFrame:
+    """``process``'s frame of shard ``index``, written to ``path``, read back and logged."""
+    began = time.perf_counter()
+    frame = process(shard_items, index)
+    if not isinstance(frame, pl.DataFrame):
+        raise TypeError(
+            f"{desc}: process returned {type(frame).__name__} for shard {index}, "
+            "expected a polars DataFrame"
+        )
+    write_shard(frame, path, index, shard_keys)
+    # Read back, so a resumed run and an uninterrupted one build the same dtypes.
+    frame = pl.read_parquet(path)
+    logger.info(
+        "%s: shard %d/%d done (%d items, %.1f s)",
+        desc,
+        index + 1,
+        n_shards,
+        len(shard_items),
+        time.perf_counter() - began,
+    )
+    return frame

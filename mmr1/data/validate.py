@@ -270,60 +270,57 @@ def normalise_problem(problem: pl.Expr) -> pl.Expr:
     )
 
 
-def _text_failures(config: ValidationConfig) -> tuple[pl.Expr, pl.Expr]:
-    """(reason, detail) expressions: the first failing text check of each row, else null."""
-    problem, answer, choices = pl.col("problem"), pl.col("answer"), pl.col("choices")
-    images = pl.col("images").list.len()
-    placeholders = problem.str.count_matches(IMAGE_PLACEHOLDER, literal=True)
+_TextCheck = tuple[pl.Expr, str, pl.Expr]
+"""(failed, reason, detail): a row-wise boolean, its quarantine reason and detail expressions."""
+
+
+def _encoding_checks() -> list[_TextCheck]:
+    """``invalid_utf8`` of ``problem``, ``answer`` and any choice (a U+FFFD in it)."""
+
+    def bad(column: pl.Expr) -> pl.Expr:
+        return column.str.contains(_REPLACEMENT_CHAR, literal=True).fill_null(False)
+
+    def detail(field: str) -> pl.Expr:
+        return pl.lit(f"field '{field}' contains U+FFFD: it was decoded from invalid UTF-8")
+
+    choices = pl.col("choices").list.eval(
+        pl.element().str.contains(_REPLACEMENT_CHAR, literal=True)
+    )
+    return [
+        (bad(pl.col("problem")), "invalid_utf8", detail("problem")),
+        (bad(pl.col("answer")), "invalid_utf8", detail("answer")),
+        (choices.list.any().fill_null(False), "invalid_utf8", detail("choices")),
+    ]
+
+
+def _size_checks(config: ValidationConfig) -> list[_TextCheck]:
+    """``empty_problem`` / ``empty_answer``, then ``problem_too_long`` / ``answer_too_long``."""
+    problem, answer = pl.col("problem"), pl.col("answer")
     problem_text = problem.str.replace_all(IMAGE_PLACEHOLDER, "", literal=True).str.strip_chars()
-    n_choices = choices.list.len()
-    blank_choice = choices.list.eval(pl.element().is_null() | (pl.element() == "")).list.any()
 
-    def bad(char: str, column: pl.Expr) -> pl.Expr:
-        return column.str.contains(char, literal=True).fill_null(False)
+    def too_long(name: str, column: pl.Expr, limit: int) -> _TextCheck:
+        chars = column.str.len_chars()
+        text = f"field '{name}' has {{}} characters (max {{}})"
+        return (chars > limit, f"{name}_too_long", pl.format(text, chars, pl.lit(limit)))
 
-    checks: list[tuple[pl.Expr, str, pl.Expr]] = [
-        (
-            bad(_REPLACEMENT_CHAR, problem),
-            "invalid_utf8",
-            pl.lit("field 'problem' contains U+FFFD: it was decoded from invalid UTF-8"),
-        ),
-        (
-            bad(_REPLACEMENT_CHAR, answer),
-            "invalid_utf8",
-            pl.lit("field 'answer' contains U+FFFD: it was decoded from invalid UTF-8"),
-        ),
-        (
-            choices.list.eval(pl.element().str.contains(_REPLACEMENT_CHAR, literal=True))
-            .list.any()
-            .fill_null(False),
-            "invalid_utf8",
-            pl.lit("field 'choices' contains U+FFFD: it was decoded from invalid UTF-8"),
-        ),
+    return [
         (
             problem_text.fill_null("") == "",
             "empty_problem",
             pl.lit("field 'problem' has no text besides <image> placeholders"),
         ),
         (answer.fill_null("") == "", "empty_answer", pl.lit("field 'answer' is empty")),
-        (
-            problem.str.len_chars() > config.max_problem_chars,
-            "problem_too_long",
-            pl.format(
-                "field 'problem' has {} characters (max {})",
-                problem.str.len_chars(),
-                pl.lit(config.max_problem_chars),
-            ),
-        ),
-        (
-            answer.str.len_chars() > config.max_answer_chars,
-            "answer_too_long",
-            pl.format(
-                "field 'answer' has {} characters (max {})",
-                answer.str.len_chars(),
-                pl.lit(config.max_answer_chars),
-            ),
-        ),
+        too_long("problem", problem, config.max_problem_chars),
+        too_long("answer", answer, config.max_answer_chars),
+    ]
+
+
+def _choice_checks() -> list[_TextCheck]:
+    """``invalid_choices``: an empty option, duplicate options, more options than letters."""
+    choices = pl.col("choices")
+    n_choices = choices.list.len()
+    blank_choice = choices.list.eval(pl.element().is_null() | (pl.element() == "")).list.any()
+    return [
         (
             blank_choice.fill_null(False),
             "invalid_choices",
@@ -341,6 +338,14 @@ def _text_failures(config: ValidationConfig) -> tuple[pl.Expr, pl.Expr]:
                 "field 'choices' has {} options (max {})", n_choices, pl.lit(len(CHOICE_LETTERS))
             ),
         ),
+    ]
+
+
+def _image_count_checks(config: ValidationConfig) -> list[_TextCheck]:
+    """``too_many_images``, then ``placeholder_mismatch`` (``<image>`` count != image count)."""
+    images = pl.col("images").list.len()
+    placeholders = pl.col("problem").str.count_matches(IMAGE_PLACEHOLDER, literal=True)
+    return [
         (
             images > config.max_images_per_row,
             "too_many_images",
@@ -355,6 +360,16 @@ def _text_failures(config: ValidationConfig) -> tuple[pl.Expr, pl.Expr]:
                 "field 'problem' has {} <image> placeholders but {} image(s)", placeholders, images
             ),
         ),
+    ]
+
+
+def _text_failures(config: ValidationConfig) -> tuple[pl.Expr, pl.Expr]:
+    """(reason, detail) expressions: the first failing text check of each row, else null."""
+    checks = [
+        *_encoding_checks(),
+        *_size_checks(config),
+        *_choice_checks(),
+        *_image_count_checks(config),
     ]
     reason = pl.lit(None, dtype=pl.String)
     detail = pl.lit(None, dtype=pl.String)

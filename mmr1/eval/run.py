@@ -189,6 +189,177 @@ def _generation_frame(
     return pl.DataFrame(columns, schema=GENERATION_SCHEMA)
 
 
+@dataclass
+class _ShardGeneration:
+    """``process`` of the generation shards: shard ``s``'s greedy answers and k samples.
+
+    ``generate_s`` and ``generated`` add up the time spent and the items
+    generated in this run (shards reused from disk add nothing).
+    """
+
+    adapter: BenchmarkAdapter
+    backend: GenerationBackend
+    sampling: SamplingParams
+    samples: SamplingParams | None
+    prompt_style: str
+    seed: int
+    backend_name: str
+    generate_s: float = 0.0
+    generated: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampling.n != 1:
+            raise ValueError(
+                f"evaluation takes one answer per item; sampling.n is {self.sampling.n}"
+            )
+        if self.samples is not None and self.samples.temperature <= 0:
+            raise ValueError("sampled answers need a temperature > 0 (k greedy answers are equal)")
+
+    def __call__(self, shard_items: Sequence[EvalItem], shard: int) -> pl.DataFrame:
+        """The generation frame of one shard (:data:`GENERATION_SCHEMA`)."""
+        if not shard_items:
+            return pl.DataFrame(schema=GENERATION_SCHEMA)
+        requests = [self.adapter.build_request(item, self.prompt_style) for item in shard_items]
+        shard_sampling = self.sampling.model_copy(
+            update={"seed": derive_seed(self.seed, "eval", shard)}
+        )
+        began = time.perf_counter()
+        completions = self.backend.generate(requests, shard_sampling)
+        drawn = None
+        if self.samples is not None:
+            shard_samples = self.samples.model_copy(
+                update={"seed": derive_seed(self.seed, "eval-sampled", shard)}
+            )
+            drawn = self.backend.generate(requests, shard_samples)
+        self.generate_s += time.perf_counter() - began
+        self.generated += len(shard_items)
+        return _generation_frame(shard_items, completions, drawn, self.k, self.backend_name)
+
+    @property
+    def k(self) -> int:
+        """Sampled answers per item (0: greedy only)."""
+        return self.samples.n if self.samples is not None else 0
+
+    def fingerprint(
+        self, identity: Mapping[str, Any], extras: Mapping[str, Any] | None, ids: Sequence[str]
+    ) -> str:
+        """The shards' identity: everything that changes a generation, and the item ids."""
+        return step_fingerprint(
+            {
+                "step": "eval",
+                "benchmark": self.adapter.name,
+                "prompt_style": self.prompt_style,
+                "sampling": self.sampling.model_dump(mode="json", exclude={"seed"}),
+                "samples": (
+                    self.samples.model_dump(mode="json", exclude={"seed"}) if self.samples else None
+                ),
+                "seed": self.seed,
+                "backend": identity,
+                **dict(extras or {}),
+            },
+            ids,
+        )
+
+
+def _generate_all(
+    items: Sequence[EvalItem],
+    generate: _ShardGeneration,
+    out_dir: Path,
+    shard_size: int,
+    fingerprint: str,
+    restart: bool,
+) -> pl.DataFrame:
+    """The generation frame of all ``items`` in item order, reusing the finished shards."""
+    generations = run_sharded(
+        list(items),
+        key=lambda item: item.item_id,
+        process=generate,
+        out_dir=out_dir,
+        shard_size=shard_size,
+        fingerprint=fingerprint,
+        restart=restart,
+        desc=f"eval {generate.adapter.name}",
+    )
+    if generations["item_id"].to_list() != [item.item_id for item in items]:
+        raise RuntimeError(f"{out_dir}: the generation shards do not line up with the items")
+    return generations
+
+
+def _score_generations(
+    items: Sequence[EvalItem],
+    generations: pl.DataFrame,
+    k: int,
+    adapter: BenchmarkAdapter,
+    judge: GenerationBackend | None,
+    workers: int,
+    timeout_s: float,
+) -> tuple[list[ItemScore], list[bool]]:
+    """Scores and timeouts of the greedy answers, then of item i's k samples at n + i * k + j."""
+    # One scoring pass over the greedy answers and all the samples.
+    responses = generations["response"].to_list()
+    responses += [text for row in generations["sampled_responses"].to_list() for text in row]
+    all_items = list(items) + [item for item in items for _ in range(k)]
+    if judge is not None:
+        return judge_scores(adapter.name, all_items, responses, judge), [False] * len(all_items)
+    return score_responses(adapter, all_items, responses, workers=workers, timeout_s=timeout_s)
+
+
+def _predictions_frame(
+    items: Sequence[EvalItem],
+    generations: pl.DataFrame,
+    all_scores: Sequence[ItemScore],
+    all_timed_out: Sequence[bool],
+    k: int,
+) -> pl.DataFrame:
+    """The predictions (:data:`PREDICTIONS_SCHEMA`): generations with their greedy scores,
+    gold answers, tags and the correctness of each item's k samples."""
+    n_items = len(items)
+    scores, timed_out = all_scores[:n_items], all_timed_out[:n_items]
+    sampled_correct = [
+        [s.correct for s in all_scores[n_items + i * k : n_items + (i + 1) * k]]
+        for i in range(n_items)
+    ]
+    return generations.with_columns(
+        pl.Series("extracted", [s.extracted for s in scores], dtype=pl.String),
+        pl.Series("correct", [s.correct for s in scores], dtype=pl.Boolean),
+        pl.Series("scorer", [s.scorer for s in scores], dtype=pl.String),
+        pl.Series("timed_out", timed_out, dtype=pl.Boolean),
+        pl.Series("gold", [item.answer for item in items], dtype=pl.String),
+        pl.Series("tags", [json.dumps(item.tags, sort_keys=True) for item in items]),
+        pl.Series("sampled_correct", sampled_correct, dtype=pl.List(pl.Boolean())),
+    ).select(list(PREDICTIONS_SCHEMA))
+
+
+def _run_stats(
+    predictions: pl.DataFrame,
+    generations: pl.DataFrame,
+    generate: _ShardGeneration,
+    score_s: float,
+    wall_s: float,
+    timed_out: Sequence[bool],
+) -> dict[str, float]:
+    """Throughput and length figures of a run (``BenchmarkRun.stats``)."""
+    items = predictions.height
+    n, k = max(items, 1), generate.k
+    stats = {
+        "items": float(items),
+        "generated": float(generate.generated),
+        "reused": float(items) - generate.generated,
+        "generate_s": generate.generate_s,
+        "score_s": score_s,
+        "wall_s": wall_s,
+        "mean_tokens": float(predictions["n_tokens"].sum()) / n,
+        "truncated_frac": float((predictions["finish_reason"] == "length").sum()) / n,
+        "timed_out": float(sum(timed_out)),
+    }
+    if k:
+        sampled_tokens = generations["sampled_n_tokens"].explode()
+        stats["sampled_mean_tokens"] = float(sampled_tokens.sum()) / (n * k)
+        reasons = generations["sampled_finish_reasons"].explode()
+        stats["sampled_truncated_frac"] = float((reasons == "length").sum()) / (n * k)
+    return stats
+
+
 def evaluate_benchmark(
     items: Sequence[EvalItem],
     adapter: BenchmarkAdapter,
@@ -233,105 +404,23 @@ def evaluate_benchmark(
     Returns:
         The predictions frame, the item scores (item order) and run figures.
     """
-    if sampling.n != 1:
-        raise ValueError(f"evaluation takes one answer per item; sampling.n is {sampling.n}")
-    if samples is not None and samples.temperature <= 0:
-        raise ValueError("sampled answers need a temperature > 0 (k greedy answers are equal)")
-    k = samples.n if samples is not None else 0
     ids = [item.item_id for item in items]
     identity = backend_identity(backend)
-    fingerprint = step_fingerprint(
-        {
-            "step": "eval",
-            "benchmark": adapter.name,
-            "prompt_style": prompt_style,
-            "sampling": sampling.model_dump(mode="json", exclude={"seed"}),
-            "samples": samples.model_dump(mode="json", exclude={"seed"}) if samples else None,
-            "seed": seed,
-            "backend": identity,
-            **dict(fingerprint_extras or {}),
-        },
-        ids,
+    generate = _ShardGeneration(
+        adapter, backend, sampling, samples, prompt_style, seed, str(identity["name"])
     )
-    timing = {"generate_s": 0.0, "generated": 0.0}
-
-    def process(shard_items: Sequence[EvalItem], shard: int) -> pl.DataFrame:
-        if not shard_items:
-            return pl.DataFrame(schema=GENERATION_SCHEMA)
-        requests = [adapter.build_request(item, prompt_style) for item in shard_items]
-        shard_sampling = sampling.model_copy(update={"seed": derive_seed(seed, "eval", shard)})
-        began = time.perf_counter()
-        completions = backend.generate(requests, shard_sampling)
-        drawn = None
-        if samples is not None:
-            shard_samples = samples.model_copy(
-                update={"seed": derive_seed(seed, "eval-sampled", shard)}
-            )
-            drawn = backend.generate(requests, shard_samples)
-        timing["generate_s"] += time.perf_counter() - began
-        timing["generated"] += len(shard_items)
-        return _generation_frame(shard_items, completions, drawn, k, str(identity["name"]))
-
     began = time.perf_counter()
-    generations = run_sharded(
-        list(items),
-        key=lambda item: item.item_id,
-        process=process,
-        out_dir=out_dir,
-        shard_size=shard_size,
-        fingerprint=fingerprint,
-        restart=restart,
-        desc=f"eval {adapter.name}",
-    )
-    if generations["item_id"].to_list() != ids:
-        raise RuntimeError(f"{out_dir}: the generation shards do not line up with the items")
-    # Greedy answers first, then item i's k samples at len(items) + i * k + j: one scoring pass.
-    responses = generations["response"].to_list()
-    responses += [text for row in generations["sampled_responses"].to_list() for text in row]
-    all_items = list(items) + [item for item in items for _ in range(k)]
-
+    fingerprint = generate.fingerprint(identity, fingerprint_extras, ids)
+    generations = _generate_all(items, generate, out_dir, shard_size, fingerprint, restart)
     scored_at = time.perf_counter()
-    if judge is not None:
-        all_scores = judge_scores(adapter.name, all_items, responses, judge)
-        all_timed_out = [False] * len(all_items)
-    else:
-        all_scores, all_timed_out = score_responses(
-            adapter, all_items, responses, workers=score_workers, timeout_s=score_timeout_s
-        )
+    all_scores, all_timed_out = _score_generations(
+        items, generations, generate.k, adapter, judge, score_workers, score_timeout_s
+    )
     score_s = time.perf_counter() - scored_at
-    n_items = len(items)
-    scores, timed_out = all_scores[:n_items], all_timed_out[:n_items]
-    sampled_correct = [
-        [s.correct for s in all_scores[n_items + i * k : n_items + (i + 1) * k]]
-        for i in range(n_items)
-    ]
-    predictions = generations.with_columns(
-        pl.Series("extracted", [s.extracted for s in scores], dtype=pl.String),
-        pl.Series("correct", [s.correct for s in scores], dtype=pl.Boolean),
-        pl.Series("scorer", [s.scorer for s in scores], dtype=pl.String),
-        pl.Series("timed_out", timed_out, dtype=pl.Boolean),
-        pl.Series("gold", [item.answer for item in items], dtype=pl.String),
-        pl.Series("tags", [json.dumps(item.tags, sort_keys=True) for item in items]),
-        pl.Series("sampled_correct", sampled_correct, dtype=pl.List(pl.Boolean())),
-    ).select(list(PREDICTIONS_SCHEMA))
-    n = max(len(items), 1)
-    stats = {
-        "items": float(len(items)),
-        "generated": timing["generated"],
-        "reused": float(len(items)) - timing["generated"],
-        "generate_s": timing["generate_s"],
-        "score_s": score_s,
-        "wall_s": time.perf_counter() - began,
-        "mean_tokens": float(predictions["n_tokens"].sum()) / n,
-        "truncated_frac": float((predictions["finish_reason"] == "length").sum()) / n,
-        "timed_out": float(sum(all_timed_out)),
-    }
-    if k:
-        sampled_tokens = generations["sampled_n_tokens"].explode()
-        stats["sampled_mean_tokens"] = float(sampled_tokens.sum()) / (n * k)
-        reasons = generations["sampled_finish_reasons"].explode()
-        stats["sampled_truncated_frac"] = float((reasons == "length").sum()) / (n * k)
-    return BenchmarkRun(predictions=predictions, scores=list(scores), stats=stats)
+    predictions = _predictions_frame(items, generations, all_scores, all_timed_out, generate.k)
+    wall_s = time.perf_counter() - began
+    stats = _run_stats(predictions, generations, generate, score_s, wall_s, all_timed_out)
+    return BenchmarkRun(predictions=predictions, scores=all_scores[: len(items)], stats=stats)
 
 
 def write_predictions(predictions: pl.DataFrame, out_dir: Path) -> int:

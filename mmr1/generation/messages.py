@@ -18,44 +18,14 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 
+from mmr1.prompts import Segment, split_prompt
 from schemas.generation import GenerationRequest
 
-IMAGE_PLACEHOLDER = "<image>"
-
-Segment = tuple[Literal["text"], str] | tuple[Literal["image"], int]
-"""One piece of a prompt: ``("text", "some words")`` or ``("image", index_into_images)``."""
-
 _MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-
-
-def split_prompt(prompt: str, n_images: int) -> list[Segment]:
-    """Split ``prompt`` at its ``<image>`` placeholders.
-
-    Returns text and image segments in reading order; the k-th placeholder
-    becomes ``("image", k)``. Empty text between placeholders is dropped, all
-    other text (whitespace and newlines included) is kept verbatim.
-
-    Raises ``ValueError`` naming both counts when the number of placeholders
-    differs from ``n_images``.
-    """
-    pieces = prompt.split(IMAGE_PLACEHOLDER)
-    n_placeholders = len(pieces) - 1
-    if n_placeholders != n_images:
-        raise ValueError(
-            f"prompt has {n_placeholders} {IMAGE_PLACEHOLDER} placeholder(s) but "
-            f"{n_images} image(s) were given; each image needs exactly one placeholder"
-        )
-    segments: list[Segment] = []
-    for index, text in enumerate(pieces):
-        if index > 0:
-            segments.append(("image", index - 1))
-        if text:
-            segments.append(("text", text))
-    return segments
 
 
 def image_to_data_url(img: Image.Image, format: str = "PNG") -> str:

@@ -39,7 +39,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from mmr1.generation.messages import split_prompt, to_openai_messages
+from mmr1.generation.messages import to_openai_messages
+from mmr1.prompts import split_prompt
 from schemas.generation import (
     Completion,
     CompletionSample,

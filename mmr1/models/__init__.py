@@ -1,7 +1,6 @@
 """Models: the tiny offline Qwen2.5-VL, its tokenizer and processor, and the one loader.
 
-Names are imported lazily, so ``python -m mmr1.models.tokenizer`` runs without
-first importing (and then re-executing) its own module.
+Names are imported lazily: importing the package costs nothing until a name is used.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The output head applied in chunks: token log-probs without full-vocabulary logits.
 
 Shared by GRPO's re-scoring (:mod:`mmr1.rl.batch`) and the SFT loss
-(:mod:`mmr1.train.loss`). Full logits for a micro-batch are ``rows x T x V``
+(:mod:`mmr1.sft.loss`). Full logits for a micro-batch are ``rows x T x V``
 floats (4 x 4,097 x 151,936 x 4 bytes ~ 10 GB at GRPO's paper lengths; 16,384
 positions for SFT). They are never built. The model runs up to its final hidden
 states (a pre-hook on the output head takes its input and hands the head an

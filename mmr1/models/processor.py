@@ -24,8 +24,8 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 from transformers.image_processing_utils import BaseImageProcessor
 
-from mmr1.generation.messages import split_prompt
 from mmr1.models.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, load_tokenizer
+from mmr1.prompts import split_prompt
 
 try:  # transformers 5.x: the PIL backend needs no torchvision
     from transformers import Qwen2VLImageProcessorPil as _ImageProcessorClass
@@ -272,7 +272,7 @@ def build_messages(prompt: str, n_images: int, system: str | None = None) -> lis
     between placeholders is kept verbatim; empty pieces are dropped. ``system``
     adds a system turn (otherwise the template's default system prompt is used).
     Raises ``ValueError`` naming both counts if placeholders and images differ.
-    Same splitting as the generation backends (``mmr1.generation.messages``).
+    Same splitting as the generation backends (``mmr1.prompts.split_prompt``).
     """
     content: list[dict[str, Any]] = [
         {"type": "text", "text": value} if kind == "text" else {"type": "image"}

@@ -16,13 +16,12 @@ Design choices:
   tokens: single ids, but kept in decoded text because the format reward reads
   them.
 
-Rebuild the shipped file with ``python -m mmr1.models.tokenizer --out
-mmr1/models/assets/tokenizer.json``.
+Rebuild the shipped file with ``python -m mmr1.data.tokenizer_corpus`` (the
+corpus adds the synthetic tasks' texts, which this module does not know of).
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -95,7 +94,7 @@ circle square triangle rectangle star hexagon pentagon line point angle edge ver
 """
 
 
-def _builtin_corpus() -> list[str]:
+def builtin_corpus() -> list[str]:
     """Prompt texts and generic math/English, always available."""
     from mmr1 import prompts
 
@@ -105,20 +104,6 @@ def _builtin_corpus() -> list[str]:
     texts.append(prompts.training_prompt("How many circles are there?", ["1", "2", "3", "4"]))
     texts.append(prompts.evaluation_prompt("What colour is the big shape?", ["red", "blue"]))
     return texts
-
-
-def default_corpus() -> list[str]:
-    """Training text for the shipped tokenizer.
-
-    The built-in texts, plus ``mmr1.data.synthetic.text_corpus()`` when that
-    module is present (it holds the synthetic task's questions and answers).
-    """
-    texts = _builtin_corpus()
-    try:
-        from mmr1.data.synthetic import text_corpus  # type: ignore[import-not-found]
-    except ImportError:
-        return texts
-    return texts + list(text_corpus())
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> Tokenizer:
@@ -196,19 +181,3 @@ def load_tokenizer(path: str | Path | None = None) -> PreTrainedTokenizerFast:
         chat_template=template_file.read_text(encoding="utf-8"),
         clean_up_tokenization_spaces=False,
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=TOKENIZER_FILE, help="tokenizer.json to write")
-    parser.add_argument("--vocab-size", type=int, default=1024)
-    args = parser.parse_args(argv)
-    corpus = default_corpus()
-    tokenizer = train_tokenizer(corpus, vocab_size=args.vocab_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(args.out), pretty=False)
-    print(f"wrote {args.out}: {tokenizer.get_vocab_size()} tokens from {len(corpus)} texts")
-
-
-if __name__ == "__main__":
-    main()

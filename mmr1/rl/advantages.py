@@ -20,23 +20,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from schemas.registry import ADVANTAGE_SCALES
+
 AdvantageScale = Callable[[Tensor, Tensor, float], Tensor]
 """``(centred, grouped_rewards, eps) -> advantages``, all of shape (n_prompts, group_size)."""
 
-ADVANTAGE_SCALES: dict[str, AdvantageScale] = {}
-"""How the centred rewards of a group are scaled, by name."""
-
-
-def register_advantage_scale(name: str) -> Callable[[AdvantageScale], AdvantageScale]:
-    """Decorator adding a scale function to ``ADVANTAGE_SCALES``; a taken name raises."""
-
-    def add(function: AdvantageScale) -> AdvantageScale:
-        if name in ADVANTAGE_SCALES:
-            raise ValueError(f"advantage scale {name!r} is already registered")
-        ADVANTAGE_SCALES[name] = function
-        return function
-
-    return add
+#: How the centred rewards of a group are scaled, by name (``schemas.registry``: configs
+#: validate ``advantage_scale`` against the names registered here).
+register_advantage_scale = ADVANTAGE_SCALES.register
 
 
 @register_advantage_scale("group")

@@ -38,18 +38,17 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType
 
 from mmr1.data.requests import build_requests
 from mmr1.data.shards import derive_seed
-from mmr1.models.loader import Policy, load_policy, vision_special_token_ids
+from mmr1.models.loader import Policy, vision_special_token_ids
 from mmr1.rewards import score_batch
 from mmr1.rl.advantages import group_advantages
 from mmr1.rl.batch import Rollout, encode_prompt
@@ -57,18 +56,16 @@ from mmr1.rl.pool import DROPPED_FILE, select_pool
 from mmr1.rl.report import rollout_stats, write_samples
 from mmr1.rl.rollout import RolloutSource
 from mmr1.rl.state import GRPOState, read_grpo_checkpoint, write_grpo_checkpoint
-from mmr1.rl.update import PolicyUpdater, configure_deepspeed, load_reference
-from mmr1.train.checkpoint import (
-    latest_checkpoint,
+from mmr1.rl.update import PolicyUpdater, UpdateOutcome, configure_deepspeed, load_reference
+from mmr1.trainer.checkpoint import (
     prune_checkpoints,
     save_pretrained_atomic,
     step_dir_name,
 )
-from mmr1.train.job import make_accelerator
-from mmr1.train.sft import vision_tower
+from mmr1.trainer.job import adamw, load_trainable, open_job
 from mmr1.vas.estimate import estimate_vps, read_pool_frame, read_vps_table, score_groups
 from mmr1.vas.sampler import MixedVarianceSampler
-from schemas.generation import CompletionSample
+from schemas.generation import CompletionSample, GenerationRequest
 from schemas.grpo import GRPOConfig, GRPOResult
 from schemas.rewards import RewardScore
 from schemas.vas import SamplerConfig, VPSEstimateConfig
@@ -115,51 +112,56 @@ class GRPOTrainer:
     # ----------------------------------------------------------------------- setup
 
     def setup(self, *, resume: bool = True) -> None:
+        """Build accelerator, model, data (pool and sampler), optimizer and rollouts, in the
+        steps the SFT recipe takes too; resume from the newest checkpoint."""
         cfg = self.config
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        self.accelerator = make_accelerator(
-            self.model_path, precision=cfg.precision, freeze_vision=cfg.freeze_vision
+        self.accelerator, resume_from = open_job(
+            model_path=self.model_path,
+            checkpoint_root=self.checkpoint_root,
+            precision=cfg.precision,
+            freeze_vision=cfg.freeze_vision,
+            seed=cfg.seed,
+            resume=resume,
+            torch_threads=cfg.torch_threads,
         )
-        acc = self.accelerator
-        if cfg.prompts_per_step % acc.num_processes:
+        self._check_batch_split()
+        self._setup_model(resume_from or self.model_path)
+        self._setup_data()
+        self._setup_optimizer()
+        self._setup_state(resume_from)
+        self._setup_rollouts(resume_from or self.model_path)
+
+    def _check_batch_split(self) -> None:
+        """The global batch, and each mini-batch, must split evenly over the processes."""
+        cfg, processes = self.config, self.accelerator.num_processes
+        if cfg.prompts_per_step % processes:
             raise ValueError(
                 f"prompts_per_step ({cfg.prompts_per_step}) must be divisible by the number "
-                f"of processes ({acc.num_processes})"
+                f"of processes ({processes})"
             )
         mini = cfg.mini_batch_prompts or cfg.prompts_per_step
-        if mini % acc.num_processes or cfg.prompts_per_step % mini:
+        if mini % processes or cfg.prompts_per_step % mini:
             raise ValueError(
                 f"mini_batch_prompts ({mini}) must divide prompts_per_step "
-                f"({cfg.prompts_per_step}) and be divisible by the processes ({acc.num_processes})"
+                f"({cfg.prompts_per_step}) and be divisible by the processes ({processes})"
             )
-        set_seed(cfg.seed)
-        resume_from = latest_checkpoint(self.checkpoint_root) if resume else None
-        if not resume and acc.is_main_process and self.checkpoint_root.exists():
-            logger.warning("resume=False: removing old checkpoints in %s", self.checkpoint_root)
-            shutil.rmtree(self.checkpoint_root)
-        acc.wait_for_everyone()
 
-        self.policy = load_policy(
-            resume_from or self.model_path,
-            device=acc.device,
-            dtype=torch.float32,
-            for_training=True,
+    def _setup_model(self, path: Path) -> None:
+        """The policy (fp32 master weights, from the start model or the resumed checkpoint)."""
+        cfg = self.config
+        self.policy = load_trainable(
+            path,
+            self.accelerator,
+            freeze_vision=cfg.freeze_vision,
+            gradient_checkpointing=cfg.gradient_checkpointing,
         )
-        model = self.policy.model
-        if cfg.freeze_vision:
-            tower = vision_tower(model)
-            if tower is None:
-                raise ValueError(f"freeze_vision=True but {self.model_path} has no vision tower")
-            tower.requires_grad_(False)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
         self.suppress_ids = vision_special_token_ids(self.policy.tokenizer)
         pad = self.policy.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.policy.tokenizer.eos_token_id)
 
+    def _setup_data(self) -> None:
+        """The RL pool's kept prompts and the Variance-Aware Sampler over them."""
+        cfg = self.config
         self._load_pool()
         self.sampler = MixedVarianceSampler(
             self.pool.height,
@@ -173,16 +175,14 @@ class GRPOTrainer:
             ),
         )
 
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-        groups = [
-            {"params": params, "weight_decay": wd}
-            for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
-            if params
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    def _setup_optimizer(self) -> None:
+        """AdamW, DeepSpeed's config (ZeRO-1/2), ``prepare``, the frozen reference, the updater."""
+        cfg, acc = self.config, self.accelerator
+        model = self.policy.model
+        optimizer = adamw(model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
         if self.deepspeed:
+            mini = cfg.mini_batch_prompts or cfg.prompts_per_step
             per_rank_rows = mini // acc.num_processes * cfg.group_size
             configure_deepspeed(
                 acc,
@@ -205,28 +205,37 @@ class GRPOTrainer:
             is_vlm=self.policy.is_vlm,
             deepspeed=self.deepspeed,
         )
+
+    def _setup_state(self, resume_from: Path | None) -> None:
+        """A fresh trainer state seeded by the initial VPS table, or the resumed one."""
+        cfg, acc = self.config, self.accelerator
         self.state = GRPOState(
             prompts=self.pool.height, seed=cfg.seed, prompts_per_step=cfg.prompts_per_step
         )
-        if resume_from is not None:
-            self._load_checkpoint(resume_from)
-            if acc.is_main_process and self.checkpoint_callback is not None:
-                # A run killed after saving this checkpoint but before the callback finished
-                # (e.g. between its snapshot and its catalog entry) left it unregistered:
-                # register it now, before later ones, so the catalog matches an uninterrupted
-                # run's. The callback is idempotent (same content, same version).
-                self.checkpoint_callback(resume_from, self.state.step)
-        elif self.initial_vps is not None:
-            self._apply_vps_table(*self.initial_vps)
+        if resume_from is None:
+            if self.initial_vps is not None:
+                self._apply_vps_table(*self.initial_vps)
+            return
+        self._load_checkpoint(resume_from)
+        if acc.is_main_process and self.checkpoint_callback is not None:
+            # A run killed after saving this checkpoint but before the callback finished
+            # (e.g. between its snapshot and its catalog entry) left it unregistered:
+            # register it now, before later ones, so the catalog matches an uninterrupted
+            # run's. The callback is idempotent (same content, same version).
+            self.checkpoint_callback(resume_from, self.state.step)
+
+    def _setup_rollouts(self, start: Path) -> None:
+        """Where rollouts come from: the module being trained (hf) or a colocated vLLM engine."""
+        acc = self.accelerator
         self.rollouts = RolloutSource.build(
-            cfg,
+            self.config,
             policy=Policy(
                 model=acc.unwrap_model(self.model),
                 processor=self.policy.processor,
                 device=acc.device,
                 is_vlm=self.policy.is_vlm,
             ),
-            start=resume_from or self.model_path,
+            start=start,
             process_index=acc.process_index,
         )
 
@@ -325,8 +334,7 @@ class GRPOTrainer:
                 (self.prompt_index[pid], float(vps))
                 for pid, vps in zip(estimate.table["prompt_id"], estimate.table["vps"], strict=True)
             ]
-            gathered = _gather(acc, pairs)
-            self.sampler.update_scores([i for i, _ in gathered], [v for _, v in gathered])
+            self._update_sampler_scores(pairs)
             self.state.vps_tables.append(f"estimated@step-{self.state.step}")
         self.state.refreshes += 1
         return {
@@ -387,7 +395,47 @@ class GRPOTrainer:
         local = global_batch[offset : offset + per_rank]
         rows = self.pool[local]
         requests = build_requests(rows)
+        samples = self._generate(requests, offset)
+        timings["generate"] = time.perf_counter() - began
 
+        began = time.perf_counter()
+        g = cfg.group_size
+        flat = [s for group in samples for s in group]
+        scores = self._score(rows, flat)
+        rewards = torch.tensor([s.overall for s in scores], dtype=torch.float32)
+        advantages = group_advantages(rewards, g, scale=cfg.advantage_scale)
+        timings["score"] = time.perf_counter() - began
+
+        outcome = self._update(requests, flat, advantages, timings)
+        vps_before = self.sampler.scores
+        pool_vps = float(vps_before.mean())
+        sampled_vps = float(vps_before[global_batch].mean())
+        if cfg.online_vps:
+            self._update_online_vps(local, scores, samples)
+
+        self.state.step += 1
+        stats = rollout_stats(acc, flat, scores, rewards, g)
+        if acc.is_main_process and (
+            self.state.step % cfg.samples_every == 0 or self.state.step == cfg.steps
+        ):
+            out = self.output_dir / "samples" / step_dir_name(self.state.step)
+            write_samples(out, rows, samples, scores, g)
+        tokens = stats.pop("_tokens")
+        return {
+            **stats,
+            **outcome.metrics,
+            "vps/sampled_mean": sampled_vps,
+            "vps/pool_mean": pool_vps,
+            **{f"time/{k}_s": v for k, v in timings.items()},
+            "time/step_s": sum(timings.values()),
+            "tokens_per_s": tokens / timings["generate"] if timings["generate"] > 0 else 0.0,
+        }
+
+    def _generate(
+        self, requests: list[GenerationRequest], offset: int
+    ) -> list[list[CompletionSample]]:
+        """G samples per request, in chunks of ``rollout_batch_size`` prompts seeded per chunk."""
+        cfg = self.config
         samples: list[list[CompletionSample]] = []
         for start in range(0, len(requests), cfg.rollout_batch_size):
             sampling = cfg.sampling.model_copy(
@@ -399,23 +447,27 @@ class GRPOTrainer:
             )
             chunk = requests[start : start + cfg.rollout_batch_size]
             samples.extend(c.samples for c in self.rollouts.backend.generate(chunk, sampling))
-        timings["generate"] = time.perf_counter() - began
+        return samples
 
-        began = time.perf_counter()
-        g = cfg.group_size
-        flat = [s for group in samples for s in group]
+    def _score(self, rows: pl.DataFrame, flat: list[CompletionSample]) -> list[RewardScore]:
+        """Reward of each sample (G consecutive per row) against its row's answer and choices."""
+        g = self.config.group_size
         golds = [a for a in rows["answer"].to_list() for _ in range(g)]
         choices = [c for c in rows["choices"].to_list() for _ in range(g)]
         texts = [s.text for s in flat]
         if self.reward_fn is not None:
-            scores = self.reward_fn(texts, golds, choices)
-        else:
-            scores = score_batch(texts, golds, choices, config=cfg.rewards)
-        rewards = torch.tensor([s.overall for s in scores], dtype=torch.float32)
-        advantages = group_advantages(rewards, g, scale=cfg.advantage_scale)
-        timings["score"] = time.perf_counter() - began
+            return self.reward_fn(texts, golds, choices)
+        return score_batch(texts, golds, choices, config=self.config.rewards)
 
-        began = time.perf_counter()
+    def _update(
+        self,
+        requests: list[GenerationRequest],
+        flat: list[CompletionSample],
+        advantages: torch.Tensor,
+        timings: dict[str, float],
+    ) -> UpdateOutcome:
+        """Train on the samples with their advantages (truncated ones masked if so configured)."""
+        cfg, g = self.config, self.config.group_size
         prompts = [encode_prompt(self.policy, r) for r in requests]
         rollouts = [
             Rollout(
@@ -430,38 +482,29 @@ class GRPOTrainer:
         if outcome.applied:
             self.rollouts.mark_stale()
         self.state.skipped_updates += outcome.skipped
+        return outcome
 
-        vps_before = self.sampler.scores
-        pool_vps = float(vps_before.mean())
-        sampled_vps = float(vps_before[global_batch].mean())
-        if cfg.online_vps:
-            accuracies = [
-                [s.accuracy for s in scores[i * g : (i + 1) * g]] for i in range(len(rows))
-            ]
-            trajectories = [[list(s.token_ids) for s in group] for group in samples]
-            scored = score_groups(accuracies, trajectories, cfg.vps)
-            pairs = [(local[i], vps) for i, (_, _, _, vps) in enumerate(scored)]
-            gathered = _gather(acc, pairs)
-            self.sampler.update_scores([i for i, _ in gathered], [v for _, v in gathered])
+    def _update_online_vps(
+        self, local: list[int], scores: list[RewardScore], samples: list[list[CompletionSample]]
+    ) -> None:
+        """New VPS of the sampled prompts from their G rollouts, gathered from every rank."""
+        g = self.config.group_size
+        accuracies = [
+            [s.accuracy for s in scores[i * g : (i + 1) * g]] for i in range(len(samples))
+        ]
+        trajectories = [[list(s.token_ids) for s in group] for group in samples]
+        scored = score_groups(accuracies, trajectories, self.config.vps)
+        pairs = [(local[i], vps) for i, (_, _, _, vps) in enumerate(scored)]
+        self._update_sampler_scores(pairs)
 
-        self.state.step += 1
-        stats = rollout_stats(acc, flat, scores, rewards, g)
-        if acc.is_main_process and (
-            self.state.step % cfg.samples_every == 0 or self.state.step == cfg.steps
-        ):
-            out = self.output_dir / "samples" / step_dir_name(self.state.step)
-            write_samples(out, rows, samples, scores, g)
-        total = sum(timings.values())
-        tokens = stats.pop("_tokens")
-        return {
-            **stats,
-            **outcome.metrics,
-            "vps/sampled_mean": sampled_vps,
-            "vps/pool_mean": pool_vps,
-            **{f"time/{k}_s": v for k, v in timings.items()},
-            "time/step_s": total,
-            "tokens_per_s": tokens / timings["generate"] if timings["generate"] > 0 else 0.0,
-        }
+    def _update_sampler_scores(self, pairs: list[tuple[int, float]]) -> None:
+        """Give the sampler every rank's (prompt index, VPS) pairs, in rank order."""
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            gathered = gather_object([pairs])  # one list per rank, in rank order
+            pairs = [(int(i), float(v)) for rank_pairs in gathered for i, v in rank_pairs]
+        self.sampler.update_scores([i for i, _ in pairs], [v for _, v in pairs])
 
     def _sync_rollouts(self) -> float:
         """Bring the rollout backend in step with the policy (before generating); seconds."""
@@ -511,16 +554,6 @@ def load_reward_function(spec: str) -> RewardFn:
     if not callable(function):
         raise ValueError(f"reward_function {spec!r} is not callable")
     return function  # type: ignore[no-any-return]
-
-
-def _gather(acc: Accelerator, pairs: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Every rank's (prompt index, score) pairs, in rank order, on every rank."""
-    if acc.num_processes == 1:
-        return pairs
-    from accelerate.utils import gather_object
-
-    gathered = gather_object([pairs])  # one list per rank, in rank order
-    return [(int(i), float(v)) for rank_pairs in gathered for i, v in rank_pairs]
 
 
 def run_grpo(

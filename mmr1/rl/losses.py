@@ -34,6 +34,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from schemas.registry import LOSS_AGGREGATIONS
+
 LOG_RATIO_LIMIT = 20.0
 """Log-ratios are clamped to [-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT] before exponentiation."""
 
@@ -44,8 +46,8 @@ LossAggregation = Callable[[Tensor, Tensor, int], Tensor]
 """``(loss, mask, norm_len) -> scalar``; ``loss`` float (batch, response_len), ``mask`` bool,
 same shape; ``norm_len`` the constant length of ``seq-mean-token-sum-norm`` (others ignore it)."""
 
-LOSS_AGGREGATIONS: dict[str, LossAggregation] = {}
-"""How per-token losses become one scalar, by name."""
+# LOSS_AGGREGATIONS (``schemas.registry``): how per-token losses become one scalar, by name;
+# configs validate ``loss_agg`` against the names registered here.
 
 NormaliserUnits = Callable[[Tensor], Tensor]
 """``mask -> 0-d count``: what an aggregation divides the summed loss by, up to ``norm_len``."""
@@ -65,9 +67,7 @@ def register_loss_aggregation(
     """
 
     def add(function: LossAggregation) -> LossAggregation:
-        if name in LOSS_AGGREGATIONS:
-            raise ValueError(f"loss aggregation {name!r} is already registered")
-        LOSS_AGGREGATIONS[name] = function
+        LOSS_AGGREGATIONS.register(name)(function)
         NORMALISER_UNITS[name] = units
         return function
 
@@ -172,7 +172,116 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """``sum_{b,t} m_bt v_bt / max(1, sum_{b,t} m_bt)``: the mean of ``values`` over real tokens."""
     return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp(min=1)
+
+
+def importance_ratio(logp: Tensor, old_logp: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-token ``ratio = exp(x)``, ``x = clamp(logp - old_logp, -20, 20)``; returns (ratio, x).
+
+    Shapes: any matching shape, typically (batch, response_len). The clamp
+    (``LOG_RATIO_LIMIT``) keeps ``exp`` finite; no real update comes near e^20.
+    """
+    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    return torch.exp(log_ratio), log_ratio
+
+
+def clipped_surrogate(
+    ratio: Tensor, advantages: Tensor, clip_low: float, clip_high: float
+) -> tuple[Tensor, Tensor]:
+    """Per-token PPO-clip loss and where its clipped branch is the active one.
+
+    ``pg_t = max(-r_t A_t, -clip(r_t, 1 - clip_low, 1 + clip_high) A_t)``, i.e.
+    ``-min(r A, clip(r) A)``; ``clipped_t = -clip(r_t) A_t > -r_t A_t`` (ratio above
+    ``1 + clip_high`` with A > 0, or below ``1 - clip_low`` with A < 0): the token
+    then gives no gradient. ``ratio`` (batch, response_len); ``advantages`` the same
+    shape or broadcastable to it. Returns ``(pg, clipped)``, float and bool.
+    """
+    unclipped = -ratio * advantages
+    clipped = -ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
+    return torch.maximum(unclipped, clipped), clipped > unclipped
+
+
+def kl_penalised_loss(
+    pg_per_token: Tensor,
+    logp: Tensor,
+    ref_logp: Tensor,
+    real: Tensor,
+    *,
+    kl_coef: float,
+    agg: str,
+    norm_len: int | None,
+) -> tuple[Tensor, Tensor]:
+    """``agg_{b,t}(pg_bt + kl_coef * k3_bt)`` over the ``real`` tokens, and the mean k3 over them.
+
+    ``k3_bt = kl_k3(logp_bt, ref_bt)`` (:func:`kl_k3`), with the reference's log-probs
+    set to 0 on padding and detached; all tensors (batch, response_len).
+    Returns ``(loss, kl)``: a scalar carrying the gradient, and a detached scalar.
+    """
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    kl_per_token = kl_k3(logp, torch.where(real, ref_logp.detach(), zero))
+    loss = aggregate_loss(pg_per_token + kl_coef * kl_per_token, real, agg, norm_len)
+    return loss, _masked_mean(kl_per_token.detach(), real)
+
+
+def _checked_advantages(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    ref_logp: Tensor | None,
+    clip_low: float,
+    clip_high: float,
+) -> Tensor:
+    """``advantages`` as (batch, 1) or (batch, response_len), once shapes and clips are checked."""
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be (batch, response_len), got {tuple(logp.shape)}")
+    for name, tensor in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp)):
+        if tensor is not None and tensor.shape != logp.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}, logp has {tuple(logp.shape)}"
+            )
+    if advantages.shape == logp.shape[:1]:
+        advantages = advantages.unsqueeze(1)
+    elif advantages.shape != logp.shape:
+        raise ValueError(
+            f"advantages must be (batch,) or (batch, response_len) = {tuple(logp.shape)}, "
+            f"got {tuple(advantages.shape)}"
+        )
+    if clip_low < 0 or clip_high < 0:
+        raise ValueError(
+            f"clip ranges must be >= 0, got clip_low={clip_low}, clip_high={clip_high}"
+        )
+    return advantages
+
+
+def _without_padding(
+    real: Tensor, logp: Tensor, old_logp: Tensor, advantages: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(logp, old_logp, A)`` with 0 on padding (``~real``); ``old_logp`` and ``A`` detached.
+
+    Done before any arithmetic: ``where`` routes no gradient to the unselected
+    branch, so garbage log-probs on padding never reach ``exp``.
+    """
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    logp = torch.where(real, logp, zero)
+    old_logp = torch.where(real, old_logp.detach(), zero)
+    return logp, old_logp, torch.where(real, advantages.detach().to(logp.dtype), zero)
+
+
+def _policy_metrics(
+    pg_loss: Tensor, kl: Tensor, clipped: Tensor, ratio: Tensor, log_ratio: Tensor, real: Tensor
+) -> dict[str, Tensor]:
+    """Detached metrics: ``pg_loss``, ``kl`` and, over real tokens, the means of ``clipped``
+    (1.0 where the clipped branch is active), ``ratio`` and ``0.5 x^2`` (``x`` the log-ratio)."""
+    with torch.no_grad():
+        return {
+            "pg_loss": pg_loss.detach(),
+            "kl": kl,
+            "clip_frac": _masked_mean(clipped, real),
+            "ratio_mean": _masked_mean(ratio.detach(), real),
+            "approx_kl": _masked_mean(0.5 * log_ratio.detach() ** 2, real),
+        }
 
 
 def policy_loss(
@@ -215,54 +324,18 @@ def policy_loss(
     Sequences without a real token contribute nothing and produce no NaN; a batch
     without any real token gives a loss of 0 (still differentiable).
     """
-    if logp.dim() != 2:
-        raise ValueError(f"logp must be (batch, response_len), got {tuple(logp.shape)}")
-    for name, tensor in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp)):
-        if tensor is not None and tensor.shape != logp.shape:
-            raise ValueError(
-                f"{name} has shape {tuple(tensor.shape)}, logp has {tuple(logp.shape)}"
-            )
-    if advantages.shape == logp.shape[:1]:
-        advantages = advantages.unsqueeze(1)
-    elif advantages.shape != logp.shape:
-        raise ValueError(
-            f"advantages must be (batch,) or (batch, response_len) = {tuple(logp.shape)}, "
-            f"got {tuple(advantages.shape)}"
-        )
-    if clip_low < 0 or clip_high < 0:
-        raise ValueError(
-            f"clip ranges must be >= 0, got clip_low={clip_low}, clip_high={clip_high}"
-        )
-
+    advantages = _checked_advantages(
+        logp, old_logp, advantages, mask, ref_logp, clip_low, clip_high
+    )
     real = mask.bool()
-    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
-    # Neutralise padding before any arithmetic: where() routes no gradient to the
-    # unselected branch, so garbage log-probs on padding never reach exp().
-    logp = torch.where(real, logp, zero)
-    old_logp = torch.where(real, old_logp.detach(), zero)
-    advantages = torch.where(real, advantages.detach().to(logp.dtype), zero)
-
-    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
-    ratio = torch.exp(log_ratio)
-    unclipped = -ratio * advantages
-    clipped = -ratio.clamp(1.0 - clip_low, 1.0 + clip_high) * advantages
-    pg_per_token = torch.maximum(unclipped, clipped)
+    logp, old_logp, advantages = _without_padding(real, logp, old_logp, advantages)
+    ratio, log_ratio = importance_ratio(logp, old_logp)
+    pg_per_token, clipped = clipped_surrogate(ratio, advantages, clip_low, clip_high)
     pg_loss = aggregate_loss(pg_per_token, real, agg, norm_len)
-
     if ref_logp is not None:
-        kl_per_token = kl_k3(logp, torch.where(real, ref_logp.detach(), zero))
-        loss = aggregate_loss(pg_per_token + kl_coef * kl_per_token, real, agg, norm_len)
-        kl = _masked_mean(kl_per_token.detach(), real)
+        loss, kl = kl_penalised_loss(
+            pg_per_token, logp, ref_logp, real, kl_coef=kl_coef, agg=agg, norm_len=norm_len
+        )
     else:
-        loss = pg_loss
-        kl = zero.clone()
-
-    with torch.no_grad():
-        metrics = {
-            "pg_loss": pg_loss.detach(),
-            "kl": kl,
-            "clip_frac": _masked_mean((clipped > unclipped).to(logp.dtype), real),
-            "ratio_mean": _masked_mean(ratio.detach(), real),
-            "approx_kl": _masked_mean(0.5 * log_ratio.detach() ** 2, real),
-        }
-    return loss, metrics
+        loss, kl = pg_loss, torch.zeros((), dtype=logp.dtype, device=logp.device)
+    return loss, _policy_metrics(pg_loss, kl, clipped.to(logp.dtype), ratio, log_ratio, real)

@@ -21,7 +21,7 @@ from mmr1.catalog import Catalog, CatalogError
 from mmr1.rl.report import run_summary
 from mmr1.rl.state import SAMPLER_FILE
 from mmr1.storage import content_addressed
-from mmr1.train.checkpoint import OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE
+from mmr1.trainer.checkpoint import OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE
 from schemas.catalog import CheckpointEntry
 
 logger = logging.getLogger(__name__)

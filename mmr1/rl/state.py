@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from pydantic import BaseModel, Field
 
-from mmr1.train.checkpoint import (
+from mmr1.trainer.checkpoint import (
     OPTIMIZER_FILE,
     STATE_FILE,
     begin_atomic_dir,

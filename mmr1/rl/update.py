@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from accelerate import Accelerator
 from mmr1.models.loader import load_policy
 from mmr1.rl.batch import EncodedPrompt, Rollout, collate, response_logprobs
 from mmr1.rl.losses import normaliser_units, policy_loss
-from mmr1.train.deepspeed import (
+from mmr1.trainer.deepspeed import (
     accumulation_context,
     engine_step_outcome,
     fill_auto_entries,
@@ -111,6 +111,65 @@ class UpdateOutcome:
     skipped: int
 
 
+class _CollatedBatches:
+    """Rollout rows collated into device batches, once per micro-batch (keyed by its first row)."""
+
+    def __init__(
+        self,
+        prompts: Sequence[EncodedPrompt],
+        rollouts: Sequence[Rollout],
+        pad_id: int,
+        is_vlm: bool,
+        device: torch.device,
+    ) -> None:
+        self.prompts, self.rollouts = prompts, rollouts
+        self.pad_id, self.is_vlm, self.device = pad_id, is_vlm, device
+        self.batches: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of rollout rows ``indices`` on the device."""
+        key = indices[0]
+        if key not in self.batches:
+            rows = [self.rollouts[i] for i in indices]
+            batch = collate(self.prompts, rows, self.pad_id, is_vlm=self.is_vlm)
+            self.batches[key] = {k: v.to(self.device) for k, v in batch.items()}
+        return self.batches[key]
+
+
+@dataclass
+class _TokenMetricSums:
+    """Sums over a rollout batch's response tokens of the per-token metrics (``TOKEN_METRICS``)."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    tokens: float = 0.0
+
+    def add(
+        self, metrics: dict[str, torch.Tensor], entropy: torch.Tensor | None, mask: torch.Tensor
+    ) -> None:
+        """Add a micro-batch: each metric (a per-token mean) times its real tokens."""
+        tokens = float(mask.sum())
+        self.tokens += tokens
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value) * tokens
+        if entropy is not None:
+            self.sums["entropy"] = self.sums.get("entropy", 0.0) + float((entropy * mask).sum())
+
+    def means(self, acc: Accelerator, *, with_entropy: bool) -> dict[str, float]:
+        """Per-token means over all processes: ``loss/<name>``, and ``entropy`` if measured."""
+        local = torch.tensor(
+            [self.tokens, *[self.sums.get(n, 0.0) for n in TOKEN_METRICS]],
+            dtype=torch.float64,
+            device=acc.device,
+        )
+        reduced = acc.reduce(local, "sum").tolist()
+        weight = max(reduced[0], 1.0)
+        return {
+            f"loss/{n}" if n != "entropy" else "entropy": v / weight
+            for n, v in zip(TOKEN_METRICS, reduced[1:], strict=True)
+            if n != "entropy" or with_entropy
+        }
+
+
 class PolicyUpdater:
     """Updates a prepared policy from rollout batches (module docstring)."""
 
@@ -151,97 +210,22 @@ class PolicyUpdater:
         ``prompts``); ``step`` (1-based) only labels log messages.
         """
         cfg, acc = self.config, self.accelerator
-        temperature = cfg.sampling.temperature
-        g = cfg.group_size
-        per_rank_mini = (cfg.mini_batch_prompts or cfg.prompts_per_step) // acc.num_processes
-        minis = [
-            list(range(p * g, min(p + per_rank_mini, len(prompts)) * g))
-            for p in range(0, len(prompts), per_rank_mini)
-        ]
+        minis = self._mini_batches(len(prompts))
         single_update = cfg.ppo_epochs == 1 and len(minis) == 1
-        batches: dict[int, dict[str, torch.Tensor]] = {}
-
-        def batch_of(indices: list[int]) -> dict[str, torch.Tensor]:
-            key = indices[0]
-            if key not in batches:
-                batch = collate(
-                    prompts, [rollouts[i] for i in indices], self.pad_id, is_vlm=self.is_vlm
-                )
-                batches[key] = {k: v.to(acc.device) for k, v in batch.items()}
-            return batches[key]
+        batch_of = _CollatedBatches(prompts, rollouts, self.pad_id, self.is_vlm, acc.device)
 
         began = time.perf_counter()
-        old: dict[int, torch.Tensor] = {}
-        ref: dict[int, torch.Tensor] = {}
-        with torch.no_grad():
-            for mini in minis:
-                for micro in self._chunks(mini):
-                    batch = batch_of(micro)
-                    if not single_update:
-                        old[micro[0]] = response_logprobs(
-                            self.model,
-                            batch,
-                            temperature=temperature,
-                            suppress_ids=self.suppress_ids,
-                            chunk_size=cfg.logprob_chunk_size,
-                        )[0]
-                    if self.reference is not None:
-                        ref[micro[0]] = self.reference_logprobs(batch)
+        old, ref = self._fixed_logprobs(minis, batch_of, with_old=not single_update)
         timings["logprobs"] = time.perf_counter() - began
 
         began = time.perf_counter()
-        sums: dict[str, float] = {}
-        weight_total = 0.0
+        sums = _TokenMetricSums()
         grad_norms: list[float] = []
         applied = skipped = 0
         params = [p for p in self.model.parameters() if p.requires_grad]
-        # Accelerate divides the loss by its accumulation steps (1 under DDP; under
-        # DeepSpeed the engine divides by its own, the same number): undo it, the
-        # unit weights below already make the sum the mini-batch's aggregation.
-        accumulation = acc.gradient_accumulation_steps
         for _ in range(cfg.ppo_epochs):
             for mini in minis:
-                micros = self._chunks(mini)
-                counts = torch.stack(
-                    [normaliser_units(batch_of(m)["response_mask"], cfg.loss_agg) for m in micros]
-                )
-                total_units = float(acc.reduce(counts.sum().double().reshape(1), "sum")[0])
-                for k, micro in enumerate(micros):
-                    batch = batch_of(micro)
-                    with self._accumulating(last=k == len(micros) - 1):
-                        logp, entropy = response_logprobs(
-                            self.model,
-                            batch,
-                            temperature=temperature,
-                            suppress_ids=self.suppress_ids,
-                            with_entropy=cfg.compute_entropy,
-                            chunk_size=cfg.logprob_chunk_size,
-                        )
-                        mask = batch["response_mask"]
-                        adv = torch.tensor(
-                            [rollouts[i].advantage for i in micro], device=acc.device
-                        )
-                        loss, metrics = policy_loss(
-                            logp,
-                            logp.detach() if single_update else old[micro[0]],
-                            adv,
-                            mask,
-                            clip_low=cfg.clip_low,
-                            clip_high=cfg.clip_high,
-                            agg=cfg.loss_agg,
-                            ref_logp=ref.get(micro[0]),
-                            kl_coef=cfg.kl_coef,
-                            norm_len=cfg.sampling.max_new_tokens,
-                        )
-                        # DDP / DeepSpeed average over processes: scale back to the sum.
-                        scale = float(counts[k]) / max(total_units, 1.0) * acc.num_processes
-                        acc.backward(loss * (scale * accumulation))
-                    tokens = float(mask.sum())
-                    weight_total += tokens
-                    for name, value in metrics.items():
-                        sums[name] = sums.get(name, 0.0) + float(value) * tokens
-                    if entropy is not None:
-                        sums["entropy"] = sums.get("entropy", 0.0) + float((entropy * mask).sum())
+                self._accumulate(mini, batch_of, rollouts, old, ref, sums)
                 norm, stepped = self.optimizer_step(params)
                 if stepped:
                     applied += 1
@@ -250,21 +234,98 @@ class PolicyUpdater:
                     logger.warning("step %d: non-finite grad norm (%s), update skipped", step, norm)
                 grad_norms.append(norm)
         timings["update"] = time.perf_counter() - began
-        local = torch.tensor(
-            [weight_total, *[sums.get(n, 0.0) for n in TOKEN_METRICS]],
-            dtype=torch.float64,
-            device=acc.device,
-        )
-        reduced = acc.reduce(local, "sum").tolist()
-        weight = max(reduced[0], 1.0)
-        out = {
-            f"loss/{n}" if n != "entropy" else "entropy": v / weight
-            for n, v in zip(TOKEN_METRICS, reduced[1:], strict=True)
-            if n != "entropy" or cfg.compute_entropy
-        }
+        out = sums.means(acc, with_entropy=cfg.compute_entropy)
         out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         out["updates"] = float(len(grad_norms))
         return UpdateOutcome(metrics=out, applied=applied, skipped=skipped)
+
+    def _mini_batches(self, n_prompts: int) -> list[list[int]]:
+        """Rollout rows of each of this process's mini-batches (whole groups of G rows)."""
+        cfg = self.config
+        g = cfg.group_size
+        per_rank = (
+            cfg.mini_batch_prompts or cfg.prompts_per_step
+        ) // self.accelerator.num_processes
+        return [
+            list(range(p * g, min(p + per_rank, n_prompts) * g))
+            for p in range(0, n_prompts, per_rank)
+        ]
+
+    def _fixed_logprobs(
+        self, minis: list[list[int]], batch_of: _CollatedBatches, *, with_old: bool
+    ) -> tuple[dict[int, torch.Tensor] | None, dict[int, torch.Tensor]]:
+        """Log-probs fixed for the whole rollout batch, per micro-batch (keyed by its first row).
+
+        The policy's before any update ("old"; None unless ``with_old``) and the
+        reference's (empty without one), each (rows, R).
+        """
+        old: dict[int, torch.Tensor] = {}
+        ref: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for mini in minis:
+                for micro in self._chunks(mini):
+                    batch = batch_of(micro)
+                    if with_old:
+                        old[micro[0]] = self._policy_logprobs(batch)[0]
+                    if self.reference is not None:
+                        ref[micro[0]] = self.reference_logprobs(batch)
+        return (old if with_old else None), ref
+
+    def _accumulate(
+        self,
+        mini: list[int],
+        batch_of: _CollatedBatches,
+        rollouts: Sequence[Rollout],
+        old: dict[int, torch.Tensor] | None,
+        ref: dict[int, torch.Tensor],
+        sums: _TokenMetricSums,
+    ) -> None:
+        """Backward of every micro-batch of ``mini``, weighted so the gradients sum to the
+        mini-batch's loss aggregation over all processes; metrics go to ``sums``."""
+        cfg, acc = self.config, self.accelerator
+        micros = self._chunks(mini)
+        counts = torch.stack(
+            [normaliser_units(batch_of(m)["response_mask"], cfg.loss_agg) for m in micros]
+        )
+        total_units = float(acc.reduce(counts.sum().double().reshape(1), "sum")[0])
+        # Accelerate divides the loss by its accumulation steps (1 under DDP; under
+        # DeepSpeed the engine divides by its own, the same number): undo it, the
+        # unit weights below already make the sum the mini-batch's aggregation.
+        accumulation = acc.gradient_accumulation_steps
+        for k, micro in enumerate(micros):
+            batch = batch_of(micro)
+            with self._accumulating(last=k == len(micros) - 1):
+                logp, entropy = self._policy_logprobs(batch, with_entropy=cfg.compute_entropy)
+                adv = torch.tensor([rollouts[i].advantage for i in micro], device=acc.device)
+                loss, metrics = policy_loss(
+                    logp,
+                    logp.detach() if old is None else old[micro[0]],
+                    adv,
+                    batch["response_mask"],
+                    clip_low=cfg.clip_low,
+                    clip_high=cfg.clip_high,
+                    agg=cfg.loss_agg,
+                    ref_logp=ref.get(micro[0]),
+                    kl_coef=cfg.kl_coef,
+                    norm_len=cfg.sampling.max_new_tokens,
+                )
+                # DDP / DeepSpeed average over processes: scale back to the sum.
+                scale = float(counts[k]) / max(total_units, 1.0) * acc.num_processes
+                acc.backward(loss * (scale * accumulation))
+            sums.add(metrics, entropy, batch["response_mask"])
+
+    def _policy_logprobs(
+        self, batch: dict[str, torch.Tensor], *, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of the batch's responses under the policy, (rows, R), and their entropy."""
+        return response_logprobs(
+            self.model,
+            batch,
+            temperature=self.config.sampling.temperature,
+            suppress_ids=self.suppress_ids,
+            with_entropy=with_entropy,
+            chunk_size=self.config.logprob_chunk_size,
+        )
 
     def _chunks(self, indices: list[int]) -> list[list[int]]:
         size = self.config.micro_batch_size
@@ -287,7 +348,7 @@ class PolicyUpdater:
 
     def _accumulating(self, last: bool) -> Any:
         """Context of one micro-batch's backward; ``last`` ends the accumulation
-        (:func:`mmr1.train.deepspeed.accumulation_context`)."""
+        (:func:`mmr1.trainer.deepspeed.accumulation_context`)."""
         return accumulation_context(
             self.accelerator, self.model, last=last, deepspeed=self.deepspeed
         )

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mmr1.edit_distance import pairwise_levenshtein
+from schemas.registry import TDS_METHODS
 from schemas.vas import VPSRecord
 
 Token = int | str
@@ -155,11 +156,10 @@ def _edit_diversity(trajectories: Sequence[Sequence[Token]]) -> float:
     return sum(distances) / len(distances)
 
 
-_DIVERSITY_METHODS = {
-    "self_bleu": _self_bleu_diversity,
-    "distinct": _distinct_n,
-    "edit": _edit_diversity,
-}
+# The methods configs can name (``tds_method``): TDS_METHODS, ``schemas.registry``.
+TDS_METHODS.register("self_bleu")(_self_bleu_diversity)
+TDS_METHODS.register("distinct")(_distinct_n)
+TDS_METHODS.register("edit")(_edit_diversity)
 
 
 def trajectory_diversity(
@@ -180,13 +180,10 @@ def trajectory_diversity(
 
     Fewer than two trajectories give 0.0. The result is clamped to [0, 1].
     """
-    if method not in _DIVERSITY_METHODS:
-        raise ValueError(
-            f"unknown diversity method {method!r}; choose one of {sorted(_DIVERSITY_METHODS)}"
-        )
+    diversity = TDS_METHODS[method]  # ValueError naming the known methods
     if len(trajectories) < 2:
         return 0.0
-    value = _DIVERSITY_METHODS[method]([list(t) for t in trajectories])
+    value = diversity([list(t) for t in trajectories])
     return min(1.0, max(0.0, value))
 
 

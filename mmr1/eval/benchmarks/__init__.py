@@ -20,24 +20,28 @@ from mmr1.eval.benchmarks.mathvision import MathVisionAdapter
 from mmr1.eval.benchmarks.mathvista import MathVistaAdapter
 from mmr1.eval.benchmarks.rows import BenchmarkDataError, SourceRow, iter_rows
 from mmr1.eval.benchmarks.synthetic import SyntheticAdapter
+from schemas.registry import BENCHMARKS as BENCHMARK_ADAPTERS
 
-_ADAPTERS: dict[str, Callable[[], BenchmarkAdapter]] = {
-    "mathvista": MathVistaAdapter,
-    "mathverse": MathVerseAdapter,
-    "mathvision": MathVisionAdapter,
-    "logicvista": LogicVistaAdapter,
-    "chartqa": ChartQAAdapter,
-    "synthetic": SyntheticAdapter,
-}
-#: Adapter names, in the paper's table order, then the synthetic benchmark.
-BENCHMARKS: tuple[str, ...] = tuple(_ADAPTERS)
+# Adapter factories by name, in the paper's table order, then the synthetic benchmark
+# (``schemas.registry.BENCHMARKS``: a BenchmarkSpec's name validates against them).
+for _name, _factory in (
+    ("mathvista", MathVistaAdapter),
+    ("mathverse", MathVerseAdapter),
+    ("mathvision", MathVisionAdapter),
+    ("logicvista", LogicVistaAdapter),
+    ("chartqa", ChartQAAdapter),
+    ("synthetic", SyntheticAdapter),
+):
+    BENCHMARK_ADAPTERS.register(_name)(_factory)
+#: Adapter names, in registration order.
+BENCHMARKS: tuple[str, ...] = tuple(BENCHMARK_ADAPTERS)
 
 
 def get_adapter(name: str) -> BenchmarkAdapter:
     """A new adapter for benchmark ``name``; ``ValueError`` listing the known names otherwise."""
     try:
-        factory = _ADAPTERS[name]
-    except KeyError:
+        factory: Callable[[], BenchmarkAdapter] = BENCHMARK_ADAPTERS[name]
+    except (KeyError, ValueError):
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None
     return factory()
 

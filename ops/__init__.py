@@ -6,17 +6,17 @@ environment, so they also work where only the orchestration environment has
 Prefect installed.
 """
 
-from mmr1.ops.deployments import deploy, list_deployments, run_deployment
-from mmr1.ops.mlflow_server import MlflowServer, mlflow_server
-from mmr1.ops.prefect_api import prefect_env
-from mmr1.ops.processes import (
+from ops.deployments import deploy, list_deployments, run_deployment
+from ops.mlflow_server import MlflowServer, mlflow_server
+from ops.prefect_api import prefect_env
+from ops.processes import (
     LOOPBACK,
     ManagedProcess,
     ServiceError,
     free_port,
     wait_for_http,
 )
-from mmr1.ops.servers import (
+from ops.servers import (
     DEFAULT_POOL,
     LocalStack,
     PrefectServer,

@@ -22,7 +22,7 @@ import torch
 from mmr1.data.io import decode_image
 from mmr1.generation.hf import HFBackend
 from mmr1.models.loader import Policy
-from mmr1.train.loss import token_cross_entropy
+from mmr1.sft.loss import token_cross_entropy
 from schemas.generation import GenerationRequest, HFBackendConfig, SamplingParams
 from schemas.records import SFTRecord
 from schemas.rewards import RewardConfig

@@ -20,12 +20,12 @@ from typing import Any
 
 import yaml
 
-from mmr1.ops.prefect_api import api_client, prefect_env, request
-from mmr1.ops.processes import ServiceError, cli_command, run_cli
+from ops.prefect_api import api_client, prefect_env, request
+from ops.processes import ServiceError, cli_command, run_cli
 from schemas.presets import ConfigError, apply_overrides, read_preset
 
 #: The repository checkout this package lives in (holds ``deployments/prefect.yaml``).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
 
 

@@ -7,7 +7,7 @@ directory, registers results). When it launches a job that spans
     MMR1_HOME/runs/launches/<main_process_ip>_<port>/job.json    {"job_id", "command", ...}
     MMR1_HOME/runs/launches/<main_process_ip>_<port>/exit.json   {"job_id", "returncode"}
 
-Every other machine runs a *follower* (``python -m mmr1.train.nodes
+Every other machine runs a *follower* (``python -m mmr1.trainer.nodes
 --machine-rank R --main-process-ip IP [--main-process-port PORT]``, or the same
 ``mmr1 sft|grpo`` command as machine 0 with ``--set launch.machine_rank=R``).
 It waits for a ``job.json`` that has no ``exit.json`` yet, runs the command
@@ -38,10 +38,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmr1.train.launch import resolve_address
-from schemas.sft_flow import LaunchConfig
+from mmr1.trainer.launch import resolve_address
+from schemas.launch import LaunchConfig
 
-logger = logging.getLogger("mmr1.train.nodes")
+logger = logging.getLogger("mmr1.trainer.nodes")
 
 JOB_FILE = "job.json"
 EXIT_FILE = "exit.json"
@@ -225,7 +225,7 @@ def follow(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mmr1.train.nodes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mmr1.trainer.nodes", description=__doc__)
     parser.add_argument("--machine-rank", type=int, required=True, help="This machine's rank.")
     parser.add_argument("--main-process-ip", required=True, help="Machine 0's address.")
     parser.add_argument(

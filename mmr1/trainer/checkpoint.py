@@ -17,7 +17,7 @@ It is written into a hidden ``.tmp-step-XXXXXX`` sibling and renamed into
 place once every file is there, so a directory named ``step-*`` is always
 complete; :func:`latest_checkpoint` also requires ``trainer_state.json``.
 The data position needs no generator state of its own: the sample order of
-epoch ``e`` is a pure function of ``seed + e`` (``mmr1.train.sampling``), so
+epoch ``e`` is a pure function of ``seed + e`` (``mmr1.sft.sampling``), so
 ``(step, global batch)`` pins it, and :class:`TrainerState` records both.
 """
 

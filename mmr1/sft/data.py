@@ -27,7 +27,7 @@ encodes one sample per ``__getitem__`` (in DataLoader workers when there are
 any): no record, image or encoding outlives its micro-batch. A dropped sample
 leaves its slot in the micro-batch empty (:class:`MicroBatch` counts it), so
 no pass over the dataset is needed before training and the data of a step
-stays a pure function of the step (``mmr1.train.sampling``).
+stays a pure function of the step (``mmr1.sft.sampling``).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ import torch
 from torch.utils.data import Dataset
 
 from mmr1.data.io import decode_image
-from mmr1.train.rows import SFTRows
-from mmr1.train.sampling import SampleKey
+from mmr1.sft.rows import SFTRows
+from mmr1.sft.sampling import SampleKey
 from schemas.records import IMAGE_PLACEHOLDER, SFTRecord
 
 IGNORE_INDEX = -100

@@ -2,7 +2,7 @@
 
 Why child processes: ``mmr1/`` never imports Prefect (docs/DESIGN.md), and a server
 in its own process group can always be stopped, children included
-(``mmr1.ops.processes``). Each ``prefect`` / ``mlflow`` call runs
+(``ops.processes``). Each ``prefect`` / ``mlflow`` call runs
 ``sys.executable -m <tool>``, so it uses the caller's environment.
 
 Every child appends to a log file under a log directory, by default
@@ -10,8 +10,8 @@ Every child appends to a log file under a log directory, by default
 ``mlflow-server.log``, ``prefect-deploy.log``, ...); start-up failures quote
 the tail of that log in the error. :func:`serve` is the ``mmr1 serve`` entry.
 
-Registering and running deployments is :mod:`mmr1.ops.deployments`; the
-environment and REST calls every Prefect client needs, :mod:`mmr1.ops.prefect_api`.
+Registering and running deployments is :mod:`ops.deployments`; the
+environment and REST calls every Prefect client needs, :mod:`ops.prefect_api`.
 
 Traps handled here (docs/STACK.md):
 - ``prefect server start --port P`` alone serves a UI that calls the API on
@@ -40,10 +40,10 @@ from pathlib import Path
 
 import httpx
 
-from mmr1.ops.deployments import PROJECT_ROOT, deploy
-from mmr1.ops.mlflow_server import MlflowServer, mlflow_server
-from mmr1.ops.prefect_api import api_client, prefect_env, request
-from mmr1.ops.processes import (
+from ops.deployments import PROJECT_ROOT, deploy
+from ops.mlflow_server import MlflowServer, mlflow_server
+from ops.prefect_api import api_client, prefect_env, request
+from ops.processes import (
     LOOPBACK,
     ManagedProcess,
     ServiceError,
@@ -73,7 +73,7 @@ SERVER_SETTINGS = {
 #: not block the writer) with a 60 s busy timeout. What still fails under load are
 #: writes that SQLite refuses without waiting (a transaction that read first and then
 #: wants to write while another writes); the server answers those HTTP 503 and clients
-#: retry (mmr1.ops.prefect_api gives every client 10 retries). So: fewer write
+#: retry (ops.prefect_api gives every client 10 retries). So: fewer write
 #: transactions (events persisted in larger batches), a lock wait as long as the busy
 #: timeout from the first connect, and retried conflicts kept out of the log. They do
 #: not remove conflicts between many concurrent writers (bench/bench_prefect_server.py:

@@ -20,7 +20,7 @@ import httpx
 # Settings every child gets unless the caller's environment says otherwise:
 # no telemetry (no internet here), no warnings for logs outside a flow run, and
 # clients (worker, flow runs, CLI) that retry a busy server's 503s longer (SQLite
-# under load, mmr1.ops.servers.SQLITE_SERVER_SETTINGS; Prefect's default is 5
+# under load, ops.servers.SQLITE_SERVER_SETTINGS; Prefect's default is 5
 # retries with exponential backoff and jitter).
 QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mmr1 import run_log
+from cli import run_log
 from mmr1.catalog import Catalog, CatalogError
 from mmr1.catalog import report as catalog_report
 from mmr1.models.hub import ModelSourceError
@@ -238,12 +238,12 @@ def _run_flow(
 
 def _join_machine_zero(config: BaseModel) -> bool:
     """Run this machine's part of machine 0's job (launch.machine_rank > 0); False otherwise."""
-    from schemas.sft_flow import LaunchConfig
+    from schemas.launch import LaunchConfig
 
     launch = getattr(config, "launch", None)
     if not isinstance(launch, LaunchConfig) or launch.machine_rank == 0:
         return False
-    from mmr1.train.nodes import follow, job_dir
+    from mmr1.trainer.nodes import follow, job_dir
 
     try:
         directory = job_dir(HomeConfig().runs, launch)
@@ -349,7 +349,7 @@ def cmd_benchmark_register(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from mmr1.ops import ServiceError, serve
+    from ops import ServiceError, serve
 
     try:
         serve(

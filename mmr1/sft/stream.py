@@ -1,8 +1,8 @@
 """The SFT recipe's data: lazy rows, a hashed split, samples encoded when drawn, loaders.
 
 Setting up reads the parquet footers and nothing else of the dataset (row
-groups, ``mmr1.train.rows``), splits the rows by a seeded hash of their index
-(``mmr1.train.sampling.split_train_eval``) and encodes one sample: the first
+groups, ``mmr1.sft.rows``), splits the rows by a seeded hash of their index
+(``mmr1.sft.sampling.split_train_eval``) and encodes one sample: the first
 training sample in row order that fits ``cutoff_len``, the *filler*. Memory
 at any time is the two index arrays (8 bytes a row), two epoch permutations
 (8 bytes a training row), one decoded row group per reading process and the
@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from mmr1.train.data import MicroBatchCollator, SFTCollator, SFTEncoder, SFTSamples
-from mmr1.train.deepspeed import check_zero3_images
-from mmr1.train.rows import SFTRows
-from mmr1.train.sampling import SampleKey, SampleStream, StepBatchSampler, split_train_eval
+from mmr1.sft.data import MicroBatchCollator, SFTCollator, SFTEncoder, SFTSamples
+from mmr1.sft.rows import SFTRows
+from mmr1.sft.sampling import SampleKey, SampleStream, StepBatchSampler, split_train_eval
+from mmr1.trainer.deepspeed import check_zero3_images
 from schemas.records import SFTRecord
 from schemas.sft import SFTConfig
 

@@ -14,7 +14,7 @@ So the data a step sees depends only on ``(seed, n, G, s)``: N processes with
 and resuming needs only the step number (the epoch permutation is rebuilt from
 ``seed + epoch``). ``n`` counts every sample of the training split: one that
 turns out longer than ``cutoff_len`` when it is encoded is dropped from its
-micro-batch (``mmr1.train.data``), so knowing which are too long needs no pass
+micro-batch (``mmr1.sft.data``), so knowing which are too long needs no pass
 over the data before training. A :class:`SampleKey` tells the reader whether
 its stream position lies in epoch 0, where every sample is drawn exactly once:
 counting drops there counts each too-long sample once, however many epochs run.

@@ -3,10 +3,10 @@
 One process or N (``accelerate launch`` / ``torchrun``, DDP over NCCL or
 gloo) run the same code. The dataset is never loaded: each process reads and
 encodes the samples of its own micro-batches when they are drawn, in
-DataLoader workers (``mmr1.train.sft_data``); a sample longer than
+DataLoader workers (``mmr1.sft.stream``); a sample longer than
 ``cutoff_len`` is dropped from its micro-batch and counted. Per optimiser step:
 
-1. Each process takes its chunk of the global batch (``mmr1.train.sampling``)
+1. Each process takes its chunk of the global batch (``mmr1.sft.sampling``)
    as ``grad_accum`` micro-batches and counts their target tokens; the counts
    are summed over processes (``N_global``) *before* any forward pass.
 2. Each micro-batch's loss is ``sum_CE * world_size / N_global``; backward
@@ -24,7 +24,7 @@ and, on the main process, greedy answers for up to ``eval_max_items`` items
 scored by the project's reward (``eval_accuracy``, ``eval_format``). The best
 evaluation by ``best_metric`` is saved to ``output_dir/best``; the last
 weights to ``output_dir/final``; resumable checkpoints to
-``output_dir/checkpoints/step-XXXXXX`` (``mmr1.train.checkpoint``).
+``output_dir/checkpoints/step-XXXXXX`` (``mmr1.trainer.checkpoint``).
 
 Resuming reloads weights, optimizer, scheduler, RNG states, the step and the
 drop count; the data position follows from the step. On CPU a resumed run
@@ -33,7 +33,7 @@ reaches bitwise the weights of an uninterrupted one.
 Under DeepSpeed (ZeRO-2 or ZeRO-3, ``accelerate launch`` with
 ``deployments/accelerate/deepspeed_zero*.yaml``) the same steps hold, done by
 the engine inside the last micro-batch's ``accelerator.backward``
-(``mmr1.train.deepspeed``): its config gets ``grad_accum``, the micro-batch
+(``mmr1.trainer.deepspeed``): its config gets ``grad_accum``, the micro-batch
 and ``gradient_clipping = max_grad_norm`` before the model loads; it clips,
 steps or skips a non-finite update, and the recipe reads its grad norm and
 verdict. The LR schedule stays the recipe's, stepped once per update as
@@ -51,7 +51,6 @@ import json
 import logging
 import math
 import re
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -60,14 +59,18 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, broadcast_object_list, set_seed
+from accelerate.utils import DistributedType, broadcast_object_list
 
-from mmr1.models.loader import Policy, load_policy
-from mmr1.train.checkpoint import (
+from mmr1.models.loader import Policy
+from mmr1.sft.data import IGNORE_INDEX, MicroBatch
+from mmr1.sft.evaluation import answerable, generation_metrics, heldout_loss, improves
+from mmr1.sft.loss import chunked_cross_entropy, token_cross_entropy
+from mmr1.sft.schedule import build_scheduler
+from mmr1.sft.stream import SFTData
+from mmr1.trainer.checkpoint import (
     TrainerState,
     check_resumable,
     gathered_state_dict,
-    latest_checkpoint,
     load_rng_state,
     load_training_state,
     prune_checkpoints,
@@ -76,20 +79,14 @@ from mmr1.train.checkpoint import (
     step_dir_name,
     write_checkpoint,
 )
-from mmr1.train.data import IGNORE_INDEX, MicroBatch
-from mmr1.train.deepspeed import (
+from mmr1.trainer.deepspeed import (
     accumulation_context,
     check_zero3_saving,
     engine_step_outcome,
-    keep_used_weight_conversions,
     prepare_deepspeed_config,
     zero_stage,
 )
-from mmr1.train.evaluation import answerable, generation_metrics, heldout_loss, improves
-from mmr1.train.job import make_accelerator
-from mmr1.train.loss import chunked_cross_entropy, token_cross_entropy
-from mmr1.train.schedule import build_scheduler
-from mmr1.train.sft_data import SFTData
+from mmr1.trainer.job import adamw, load_trainable, open_job
 from schemas.sft import SFTConfig, SFTResult
 
 logger = logging.getLogger(__name__)
@@ -98,15 +95,6 @@ MetricsCallback = Callable[[dict[str, float], int], None]
 _SCHEDULER_ORDER_WARNING = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
 #: Steps whose too-long samples are named in a warning (the count is always logged).
 _DROP_WARNINGS = 5
-
-
-def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The vision encoder of a VLM (Qwen2.5-VL in transformers 5: ``model.model.visual``)."""
-    for owner in (model, getattr(model, "model", None)):
-        tower = getattr(owner, "visual", None) if owner is not None else None
-        if isinstance(tower, torch.nn.Module):
-            return tower
-    return None
 
 
 class SFTRecipe:
@@ -138,10 +126,14 @@ class SFTRecipe:
     def setup(self, *, resume: bool = True) -> None:
         """Build accelerator, model, data and optimizer; resume from the newest checkpoint."""
         cfg = self.config
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        self.accelerator = make_accelerator(
-            self.model_path, precision=cfg.precision, freeze_vision=cfg.freeze_vision
+        self.accelerator, resume_from = open_job(
+            model_path=self.model_path,
+            checkpoint_root=self.checkpoint_root,
+            precision=cfg.precision,
+            freeze_vision=cfg.freeze_vision,
+            seed=cfg.seed,
+            resume=resume,
+            torch_threads=cfg.torch_threads,
         )
         acc = self.accelerator
         self.deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
@@ -156,12 +148,6 @@ class SFTRecipe:
             )
             check_zero3_saving(ds)
             self.zero3 = zero_stage(ds) == 3
-        set_seed(cfg.seed)
-        resume_from = latest_checkpoint(self.checkpoint_root) if resume else None
-        if not resume and acc.is_main_process and self.checkpoint_root.exists():
-            logger.warning("resume=False: removing old checkpoints in %s", self.checkpoint_root)
-            shutil.rmtree(self.checkpoint_root)
-        acc.wait_for_everyone()
         self._setup_model(resume_from or self.model_path)
         self._setup_data()
         self._setup_optimizer()
@@ -191,27 +177,14 @@ class SFTRecipe:
 
     def _setup_model(self, path: Path) -> None:
         """Load fp32 master weights (from the base model, or the checkpoint being resumed)."""
-        acc = self.accelerator
-        assert acc is not None
-        self.policy = load_policy(path, device=acc.device, dtype=torch.float32, for_training=True)
-        model = self.policy.model
-        if self.zero3:
-            keep_used_weight_conversions(model)
-        if self.config.freeze_vision:
-            tower = vision_tower(model)
-            if tower is None:
-                raise ValueError(
-                    f"freeze_vision=True but {type(model).__name__} ({path}) has no vision tower"
-                )
-            tower.requires_grad_(False)
-        if self.config.gradient_checkpointing:
-            # Non-reentrant: works with frozen inputs and with DDP's unused-parameter search.
-            # transformers renamed the method (the old name warns from 5.2x on).
-            kwargs = {"use_reentrant": False}
-            if hasattr(model, "activation_checkpointing_enable"):
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        cfg = self.config
+        self.policy = load_trainable(
+            path,
+            self.accelerator,
+            freeze_vision=cfg.freeze_vision,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            zero3=self.zero3,
+        )
 
     def _setup_data(self) -> None:
         """Open the dataset lazily, split it (seeded hash), check it, plan the steps."""
@@ -231,20 +204,11 @@ class SFTRecipe:
         )
 
     def _setup_optimizer(self) -> None:
-        """AdamW over trainable parameters; matrices decay, biases and norm weights do not."""
+        """AdamW over trainable parameters (:func:`mmr1.trainer.job.adamw`)."""
         cfg = self.config
-        decay, no_decay = [], []
-        for param in self.policy.model.parameters():
-            if param.requires_grad:
-                # A ZeRO-3 parameter is an empty shard; ds_shape is its real shape.
-                shape = getattr(param, "ds_shape", param.shape)
-                (decay if len(shape) >= 2 else no_decay).append(param)
-        groups = [
-            {"params": params, "weight_decay": wd}
-            for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
-            if params
-        ]
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        self.optimizer = adamw(
+            self.policy.model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
 
     # ----------------------------------------------------------------------- train
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmr1.ops.processes import (
+from ops.processes import (
     LOOPBACK,
     ManagedProcess,
     ServiceError,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mmr1.models.head import final_hidden_states, output_head, token_logprobs
-from mmr1.train.data import IGNORE_INDEX
+from mmr1.sft.data import IGNORE_INDEX
 
 
 def token_cross_entropy(
