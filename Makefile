@@ -2,18 +2,26 @@
 # only when pyproject.toml changes (or the venv is missing).
 PYTHON ?= python3
 VENV ?= .venv
-# Which torch to install. The default is the CPU wheel these CPU machines carry;
-# on a GPU machine set e.g. TORCH_SPEC='torch==2.13.0' from a CUDA index.
+# The torch put into a venv that has none; a torch already there (say a CUDA build
+# installed first) is kept, and the project install then only holds it to pyproject's
+# range. torch==2.13.0 is a CPU wheel on the reference machines' local disk (their pip
+# configuration finds it); plain PyPI serves a CUDA build for Linux under that version.
+# TORCH_INDEX, if set, is the index for this one install, e.g.
+# https://download.pytorch.org/whl/cpu (CPU) or https://download.pytorch.org/whl/cu128.
+# Nothing here installs torchvision (docs/STACK.md).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo serve test test-slow lint bench clean-home
+.PHONY: install demo serve test test-slow lint bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -c 'import importlib.metadata as m; print("keeping torch", m.version("torch"))' \
+		2>/dev/null || $(PY) -m pip install --quiet \
+		$(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[orchestrate,dev]"
 	@touch $(STAMP)
 

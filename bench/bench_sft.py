@@ -17,7 +17,7 @@ the time until step 2 ended, and peak RSS of the child and of its DataLoader
 workers.
 
 Each model trains in its own child process (so peak RSS is its own) through
-the real recipe (``mmr1.train.SFTRecipe``: collation, forward, assistant-only
+the real recipe (``mmr1.sft.recipe.SFTRecipe``: collation, forward, assistant-only
 loss, backward, AdamW) on synthetic SFT records: with one 56 px image each
 (4 image tokens) for the VLM, the same conversations without the image for the
 text-only model (a ``Qwen2ForCausalLM`` of the same text size and tokenizer).

@@ -163,25 +163,17 @@ def _start_prefect(module: str) -> Any:
 
 
 def _pipeline_fills(path: str) -> bool:
-    """Stage inputs the pipeline chains itself (so they need not exist beforehand)."""
-    return path.startswith(PIPELINE_FILLED)
+    """Fields whose refs the pipeline itself makes (so they need not exist beforehand).
 
-
-#: Config paths of mmr1-pipeline that the flow fills in from earlier stages.
-PIPELINE_FILLED = (
-    "sft.dataset",
-    "sft.base_model",
-    "vps.",
-    "grpo.",
-    "grpo_uniform.",
-    "evaluate.",
-    "curate_rl.difficulty.model",
-    "curate_sft.difficulty.model",
-)
+    The stages' input refs are unset in a pipeline config (``PipelineConfig``
+    refuses them); the evaluation's baseline and benchmark sources may name
+    what the pipeline registers (``tiny-sft``, ``synthetic-bench``).
+    """
+    return path.startswith("evaluate.")
 
 
 def _run_pipeline(config_ref: str | None, overrides: Sequence[str], label: str) -> None:
-    from schemas.pipeline import PipelineConfig
+    from schemas.pipeline import SOURCES, STAGE_IO, PipelineConfig
 
     config = load_config(PipelineConfig, config_ref, overrides)
     _preflight(config, skip=_pipeline_fills)
@@ -196,10 +188,10 @@ def _run_pipeline(config_ref: str | None, overrides: Sequence[str], label: str) 
     print(f"mmr1 {label}: home {home.root}")
     outcome = mmr1_pipeline(config)
     print("\nwrote:")
-    for key in ("base_model", "benchmark", "rl_pool", "sft", "sft_model", "vps", "rl_model"):
+    for key in (*SOURCES, *(io.writes for io in STAGE_IO.values())):
         if outcome.get(key):
-            print(f"  {key:12s} {outcome[key]}")
-    evaluation = outcome.get("evaluation") or {}
+            print(f"  {key:16s} {outcome[key]}")
+    evaluation = outcome.get("results") or {}
     if evaluation:
         print("\naccuracy:")
         for checkpoint, scores in evaluation.items():
@@ -291,9 +283,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     config = load_config(EvaluateConfig, args.config, args.set)
     _preflight(config)
     evaluate = _start_prefect("flows.evaluate").evaluate
-    outcome = evaluate(config)  # the flow prints the leaderboard
-    refs = " ".join(outcome["results"])
-    print(f"\ninspect: mmr1 eval compare {refs}")
+    ref = evaluate(config)  # the flow prints the leaderboard
+    results = Catalog(HomeConfig().catalog).get_dataset(ref).metadata["results"]
+    print(
+        f"\nwrote {ref}\ninspect: mmr1 eval compare {' '.join(results)} | mmr1 catalog show {ref}"
+    )
 
 
 def cmd_eval_compare(args: argparse.Namespace) -> None:
@@ -406,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmr1", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="pipeline home (sets MMR1_HOME; default ~/.mmr1)")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_flow_commands(sub)
+    _add_eval_commands(sub)
+    _add_model_commands(sub)
+    _add_catalog_commands(sub)
+    return parser
+
+
+def _add_flow_commands(sub: Any) -> None:
+    """The commands that run a flow: demo, pipeline, curate, sft, grpo."""
 
     demo = sub.add_parser(
         "demo", help="run mmr1-pipeline with the demo preset (tiny offline model, CPU)"
@@ -447,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grpo.set_defaults(func=cmd_grpo)
 
+
+def _add_eval_commands(sub: Any) -> None:
+    """eval (run, compare) and vps (estimate, show)."""
     evaluation = sub.add_parser("eval", help="evaluate checkpoints on benchmarks; leaderboards")
     evaluation.add_argument("--config", help="YAML file or preset name (eval-demo, eval-paper)")
     evaluation.add_argument(
@@ -488,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     vshow.add_argument("--json", action="store_true")
     vshow.set_defaults(func=cmd_vps_show)
 
+
+def _add_model_commands(sub: Any) -> None:
+    """serve, model register, plan, benchmark register."""
     serve = sub.add_parser(
         "serve", help="local Prefect server + worker + MLflow server, deployments registered"
     )
@@ -553,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bregister.set_defaults(func=cmd_benchmark_register)
 
+
+def _add_catalog_commands(sub: Any) -> None:
+    """home and catalog (list, show, lineage)."""
     home = sub.add_parser("home", help="print where state is kept")
     home.add_argument("--json", action="store_true")
     home.set_defaults(func=cmd_home)
@@ -573,7 +585,6 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("ref")
     lineage.add_argument("--json", action="store_true")
     lineage.set_defaults(func=cmd_catalog_lineage)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,11 @@
-"""The ``evaluate`` flow: checkpoints x benchmarks -> catalog results and a leaderboard.
+"""The ``evaluate`` flow: checkpoints x benchmarks -> catalog results, a leaderboard, a ref.
 
 Checkpoint refs are pinned once at the start, so a checkpoint version
 registered while the flow runs does not mix into its results. Each
 (checkpoint, benchmark) is one task run: resumable from its generation
-shards, recorded in the catalog, logged to this flow's MLflow run.
+shards, recorded in the catalog, logged to this flow's MLflow run. The run
+as a whole is recorded too, as a dataset of kind ``evaluation``
+(``tasks/evaluation_record.py``), whose ref the flow returns.
 """
 
 from typing import Any
@@ -13,6 +15,7 @@ from prefect import flow
 from schemas.eval import EvaluateConfig
 from tasks.context import flow_tracking
 from tasks.evaluate import evaluate_checkpoint_on_benchmark, pin_checkpoints, publish_leaderboard
+from tasks.evaluation_record import record_evaluation
 from tasks.observe import announce, run_name
 from tasks.parameters import stage_config
 
@@ -24,12 +27,14 @@ def evaluate(
     config: EvaluateConfig | None = None,
     preset: str | None = None,
     overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Evaluate every checkpoint on every benchmark and publish the leaderboard.
+) -> str:
+    """Evaluate every checkpoint on every benchmark, publish the leaderboard, record the run.
 
-    Returns ``{"results": {checkpoint name@version: {benchmark: accuracy in [0, 1]}},
-    "leaderboard": text table (with intervals and paired tests against
-    ``config.baseline``), "mlflow_run_id": id}``.
+    Returns the evaluation's catalog ref (``dataset:NAME@V``, kind ``evaluation``):
+    one row per checkpoint and benchmark with accuracy, 95% intervals and paired
+    tests against ``config.baseline``; its metadata holds ``results``
+    ({checkpoint name@version: {benchmark: accuracy in [0, 1]}}) and the
+    ``leaderboard`` text (``tasks.evaluation_record.read_evaluation``).
 
     Args:
         config: The whole evaluation config. A deployment fills it from its preset.
@@ -51,4 +56,4 @@ def evaluate(
         table = publish_leaderboard(refs, run.run_id, config.reference_rows, baseline)
         # In this run's log and, as a pipeline stage, in the pipeline's (what CI shows).
         announce("leaderboard\n%s", table)
-        return {"results": results, "leaderboard": table, "mlflow_run_id": run.run_id}
+        return record_evaluation(pinned, results, table, run.run_id)

@@ -1,19 +1,26 @@
 """The ``mmr1-pipeline`` flow: curate -> SFT -> VPS -> GRPO with VAS (+ uniform) -> evaluate.
 
-Every arrow is a catalog ref; every stage is a subflow with its own MLflow run
-nested under the pipeline's. A stage can be skipped, pinned to an existing
-catalog entry, or reused when an earlier run of it finished with the same
-inputs, config and code (see ``tasks/pipeline.py``); a rerun after a failure
-therefore resumes at the failed stage. ``mmr1 demo`` is this flow with the
-``demo`` preset.
+One table drives it: ``schemas.pipeline.STAGE_IO`` says what each stage reads
+and writes (refs by name; the config validator checks that a skip leaves every
+running stage its inputs), ``STAGE_FLOWS`` below says which flow runs it and
+how its config is built from the recipe in ``PipelineConfig`` and the refs so
+far. Every stage is a subflow with its own MLflow run nested under the
+pipeline's, and returns the catalog ref it wrote (the evaluation too: a
+dataset of kind ``evaluation``). ``StageRunner`` (``tasks/pipeline.py``) pins,
+skips, or reuses a stage when an earlier run of it finished with the same
+config (inputs included) and code; a rerun after a failure therefore resumes
+at the failed stage. ``mmr1 demo`` is this flow with the ``demo`` preset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel
 
 from flows.curate import curate_rl, curate_sft
 from flows.evaluate import evaluate
@@ -21,14 +28,16 @@ from flows.grpo import grpo_vas
 from flows.sft import sft
 from flows.vps import estimate_vps
 from schemas.curation import CurateRLConfig
+from schemas.eval import EvaluateConfig
 from schemas.grpo import GRPOStageConfig
-from schemas.pipeline import PipelineConfig
+from schemas.pipeline import STAGE_IO, PipelineConfig, Stage
 from tasks.context import flow_tracking
 from tasks.datasets import synthesize_benchmark
+from tasks.evaluation_record import read_evaluation
 from tasks.models import build_base_model, checkpoint_input
 from tasks.observe import run_name
 from tasks.parameters import stage_config
-from tasks.pipeline import StageRunner, recorded_evaluation
+from tasks.pipeline import StageRunner
 
 
 def _rated_by(config: CurateRLConfig, model_ref: str) -> CurateRLConfig:
@@ -39,15 +48,6 @@ def _rated_by(config: CurateRLConfig, model_ref: str) -> CurateRLConfig:
     return config.model_copy(
         update={"difficulty": difficulty.model_copy(update={"model": model_ref})}
     )
-
-
-def _require(ref: str | None, stage: str, needed_by: str) -> str:
-    if ref is None:
-        raise ValueError(
-            f"stage {needed_by!r} needs the output of {stage!r}, which is skipped: pin it "
-            f"instead (pin: {{{stage}: REF}}) or skip {needed_by!r} too"
-        )
-    return ref
 
 
 def _uniform_ablation(config: GRPOStageConfig, name: str) -> GRPOStageConfig:
@@ -61,19 +61,99 @@ def _uniform_ablation(config: GRPOStageConfig, name: str) -> GRPOStageConfig:
     return config.model_copy(update={"output_name": name, "train": train})
 
 
-def _evaluate_config(
-    config: PipelineConfig, checkpoints: list[str], bench: str | None, baseline: str | None
-):
+Refs = Mapping[str, str | None]
+
+
+def _grpo(config: PipelineConfig, refs: Refs) -> GRPOStageConfig:
+    return config.grpo.model_copy(
+        update={
+            "dataset": refs["rl_pool"],
+            "init_model": refs["sft_model"],
+            "vps_table": refs["vps"],
+        }
+    )
+
+
+def _evaluate_config(config: PipelineConfig, refs: Refs) -> EvaluateConfig:
+    """Evaluation of the models this run made, on the pipeline's synthetic benchmark.
+
+    The baseline of the paired tests is the SFT model unless the recipe names one.
+    """
+    bench = refs["benchmark"]
     benchmarks = [
         spec.model_copy(update={"source": bench})
         if spec.name == "synthetic" and bench and spec.source == config.benchmark_name
         else spec
         for spec in config.evaluate.benchmarks
     ]
+    models = ("base_model", "sft_model", "rl_uniform_model", "rl_model")
+    checkpoints = [ref for ref in (refs.get(name) for name in models) if ref]
     update: dict[str, Any] = {"checkpoints": checkpoints, "benchmarks": benchmarks}
-    if config.evaluate.baseline is None and baseline:
-        update["baseline"] = baseline  # paired tests against the SFT model this run made
+    if config.evaluate.baseline is None and refs.get("sft_model"):
+        update["baseline"] = refs["sft_model"]
     return config.evaluate.model_copy(update=update)
+
+
+@dataclass(frozen=True)
+class StageFlow:
+    """How a stage of ``schemas.pipeline.STAGE_IO`` runs: its flow, and its config from refs."""
+
+    flow: Callable[[Any], str]
+    config: Callable[[PipelineConfig, Refs], BaseModel]
+
+
+#: The flow and config of each stage; what it reads and writes is in STAGE_IO.
+STAGE_FLOWS: dict[Stage, StageFlow] = {
+    "curate_rl": StageFlow(curate_rl, lambda c, r: _rated_by(c.curate_rl, r["base_model"])),
+    "curate_sft": StageFlow(curate_sft, lambda c, r: _rated_by(c.curate_sft, r["base_model"])),
+    "sft": StageFlow(
+        sft,
+        lambda c, r: c.sft.model_copy(
+            update={"dataset": r["sft_data"], "base_model": r["base_model"]}
+        ),
+    ),
+    "estimate_vps": StageFlow(
+        estimate_vps,
+        lambda c, r: c.vps.model_copy(
+            update={"dataset": r["rl_pool"], "checkpoint": r["sft_model"]}
+        ),
+    ),
+    "grpo_vas": StageFlow(grpo_vas, _grpo),
+    "grpo_uniform": StageFlow(
+        grpo_vas,
+        lambda c, r: _uniform_ablation(
+            _grpo(c, r), c.grpo_uniform_name or f"{c.grpo.output_name}-uniform"
+        ),
+    ),
+    "evaluate": StageFlow(evaluate, _evaluate_config),
+}
+
+
+def _sources(config: PipelineConfig, mlflow_run_id: str) -> dict[str, str | None]:
+    """The refs before the first stage: the base model and the built-in synthetic benchmark.
+
+    The benchmark is registered when the evaluation reads it, and also when the
+    evaluation is skipped, so decontamination (and the stages' keys) see the same
+    benchmarks either way.
+    """
+    if config.base_checkpoint:
+        base = checkpoint_input(config.base_checkpoint, mlflow_run_id)
+    else:
+        base = build_base_model(config.base_model_name, config.base_model, mlflow_run_id)
+    evaluated = "evaluate" not in config.skip and any(
+        s.name == "synthetic" and s.source == config.benchmark_name
+        for s in config.evaluate.benchmarks
+    )
+    bench = None
+    if evaluated or "evaluate" in config.skip:
+        bench = synthesize_benchmark(
+            config.benchmark_name,
+            config.benchmark_seed,
+            config.benchmark_items,
+            mlflow_run_id,
+            config.benchmark_tasks,
+        )
+    return {"base_model": base, "benchmark": bench}
 
 
 @flow(
@@ -86,7 +166,13 @@ def mmr1_pipeline(
     preset: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run (or reuse) every stage and return the refs written plus the evaluation results.
+    """Run (or reuse, pin, skip) every stage in order; return the refs and the accuracies.
+
+    Returns the ref each stage wrote (None when skipped), keyed as in
+    ``schemas.pipeline.STAGE_IO`` (``base_model``, ``benchmark``, ``rl_pool``,
+    ``sft_data``, ``sft_model``, ``vps``, ``rl_model``, ``rl_uniform_model``,
+    ``evaluation``), plus ``results`` (checkpoint -> benchmark -> accuracy) and
+    ``mlflow_run_id``.
 
     Args:
         config: The whole pipeline config. A deployment fills it from its preset.
@@ -96,128 +182,34 @@ def mmr1_pipeline(
     """
     config = stage_config(PipelineConfig, config, preset, overrides)
     with flow_tracking("mmr1-pipeline", config) as run:
-        if config.base_checkpoint:
-            base = checkpoint_input(config.base_checkpoint, run.run_id)
-        else:
-            base = build_base_model(config.base_model_name, config.base_model, run.run_id)
-        uses_synthetic = "evaluate" not in config.skip and any(
-            s.name == "synthetic" and s.source == config.benchmark_name
-            for s in config.evaluate.benchmarks
-        )
-        bench = (
-            synthesize_benchmark(
-                config.benchmark_name,
-                config.benchmark_seed,
-                config.benchmark_items,
-                run.run_id,
-                config.benchmark_tasks,
-            )
-            if uses_synthetic or "evaluate" in config.skip
-            else None
-        )
+        refs = _sources(config, run.run_id)
         stages = StageRunner(
-            reuse=config.reuse,
-            pins=dict(config.pin),
-            skip=list(config.skip) + ([] if config.grpo_uniform_name else ["grpo_uniform"]),
-            mlflow_run_id=run.run_id,
+            reuse=config.reuse, pins=dict(config.pin), skip=config.skipped, mlflow_run_id=run.run_id
         )
-        rl_pool = stages.run(
-            "curate_rl",
-            curate_rl,
-            _rated_by(config.curate_rl, base),
-            {"base": base, "bench": bench},
-        )
-        sft_data = stages.run(
-            "curate_sft",
-            curate_sft,
-            _rated_by(config.curate_sft, base),
-            {"base": base, "bench": bench},
-        )
-        sft_model = None
-        if "sft" in config.pin or "sft" not in config.skip:
-            data = sft_data if "sft" in config.pin else _require(sft_data, "curate_sft", "sft")
-            sft_config = config.sft.model_copy(update={"dataset": data or "-", "base_model": base})
-            sft_model = stages.run("sft", sft, sft_config, {"dataset": sft_data, "base": base})
-        vps = None
-        if "estimate_vps" in config.pin or "estimate_vps" not in config.skip:
-            vps_config = config.vps.model_copy(
-                update={
-                    "dataset": _require(rl_pool, "curate_rl", "estimate_vps"),
-                    "checkpoint": _require(sft_model, "sft", "estimate_vps"),
-                }
+        for name, io in STAGE_IO.items():
+            step = STAGE_FLOWS[name]
+            refs[io.writes] = stages.run(
+                name,
+                step.flow,
+                lambda step=step: step.config(config, refs),
+                {key: refs.get(key) for key in (*io.reads, *io.optional)},
             )
-            vps = stages.run(
-                "estimate_vps",
-                estimate_vps,
-                vps_config,
-                {"dataset": rl_pool, "checkpoint": sft_model},
-            )
-        rl_model = None
-        if "grpo_vas" in config.pin or "grpo_vas" not in config.skip:
-            grpo_config = config.grpo.model_copy(
-                update={
-                    "dataset": _require(rl_pool, "curate_rl", "grpo_vas"),
-                    "init_model": _require(sft_model, "sft", "grpo_vas"),
-                    "vps_table": vps,
-                }
-            )
-            rl_model = stages.run(
-                "grpo_vas",
-                grpo_vas,
-                grpo_config,
-                {"dataset": rl_pool, "init": sft_model, "vps": vps},
-            )
-        uniform_model = None
-        if "grpo_uniform" in config.pin or "grpo_uniform" not in stages.skip:
-            uniform_config = config.grpo.model_copy(
-                update={
-                    "dataset": _require(rl_pool, "curate_rl", "grpo_uniform"),
-                    "init_model": _require(sft_model, "sft", "grpo_uniform"),
-                    "vps_table": vps,
-                }
-            )
-            name = config.grpo_uniform_name or f"{config.grpo.output_name}-uniform"
-            uniform_model = stages.run(
-                "grpo_uniform",
-                grpo_vas,
-                _uniform_ablation(uniform_config, name),
-                {"dataset": rl_pool, "init": sft_model, "vps": vps},
-            )
-        checkpoints = [ref for ref in (base, sft_model, uniform_model, rl_model) if ref]
-        results: dict[str, Any] = {}
-        if "evaluate" not in config.skip:
-            eval_config = _evaluate_config(config, checkpoints, bench, sft_model)
-            outcome = stages.run(
-                "evaluate",
-                evaluate,
-                eval_config,
-                {f"checkpoint{i}": ref for i, ref in enumerate(checkpoints)},
-                output=lambda result: None,
-                # Reused: the accuracies (and leaderboard) the reused run recorded.
-                reused=lambda found: recorded_evaluation(eval_config, found),
-            )
-            results = outcome.get("results", {}) if isinstance(outcome, dict) else {}
-            if stages.outcomes["evaluate"]["action"] == "reused" and outcome.get("leaderboard"):
-                print(outcome["leaderboard"])
+        evaluation = read_evaluation(refs["evaluation"]) if refs["evaluation"] else {}
+        if evaluation and stages.outcomes["evaluate"]["action"] != "ran":
+            print(evaluation["leaderboard"])  # the run that computed it printed it then
+        _record(run, refs, stages)
+        return {**refs, "results": evaluation.get("results", {}), "mlflow_run_id": run.run_id}
 
-        refs = {
-            "base_model": base,
-            "benchmark": bench,
-            "rl_pool": rl_pool,
-            "sft": sft_data,
-            "sft_model": sft_model,
-            "vps": vps,
-            "rl_model": rl_model,
-            "rl_uniform_model": uniform_model,
-        }
-        written = {k: v for k, v in refs.items() if v}
-        run.record_writes(list(written.values()))
-        run.set_tags({f"mmr1.output.{key}": value for key, value in written.items()})
-        create_table_artifact(
-            key="pipeline-stages",
-            table=list(stages.outcomes.values()),
-            description=f"mmr1-pipeline stages (MLflow run {run.run_id})",
-        )
-        for stage in stages.outcomes.values():
-            print(f"{stage['stage']:>13}: {stage['action']:<8} {stage['output']}")
-        return {**refs, "evaluation": results, "mlflow_run_id": run.run_id}
+
+def _record(run: Any, refs: Refs, stages: StageRunner) -> None:
+    """Tag the pipeline's MLflow run with what it wrote; publish and print the stage table."""
+    written = {key: ref for key, ref in refs.items() if ref}
+    run.record_writes(list(written.values()))
+    run.set_tags({f"mmr1.output.{key}": ref for key, ref in written.items()})
+    create_table_artifact(
+        key="pipeline-stages",
+        table=list(stages.outcomes.values()),
+        description=f"mmr1-pipeline stages (MLflow run {run.run_id})",
+    )
+    for stage in stages.outcomes.values():
+        print(f"{stage['stage']:>13}: {stage['action']:<8} {stage['output']}")

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from mmr1.catalog import Catalog, CatalogError
 from mmr1.models.registry import check_checkpoint_source
+from schemas.base import StageConfig
 from schemas.curation import LocalSource
 from schemas.eval import BenchmarkSpec
 from schemas.refs import ref_fields
@@ -87,7 +88,12 @@ def check_inputs(
     ``skip(path)`` leaves out fields a caller fills in itself (the pipeline
     chains its stages' inputs), by dotted path (``sft.dataset``).
     """
-    problems: list[str] = []
+    problems = [
+        f"{name}: not set (a catalog ref the flow reads; mmr1-pipeline sets it, a run on its "
+        "own must give it)"
+        for name in (config.missing_inputs() if isinstance(config, StageConfig) else [])
+        if not skip(name)
+    ]
     for found in ref_fields(config):
         if found.role != "input" or skip(found.path):
             continue

@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.base import ConfigModel
+from schemas.base import ConfigModel, StageConfig
 from schemas.generation import BackendConfig, OpenAIBackendConfig, SamplingParams
-from schemas.refs import CheckpointInput
+from schemas.refs import CheckpointInput, DatasetOutput
 from schemas.registry import BENCHMARKS
 
 #: A registered benchmark adapter's name (``mmr1.eval.benchmarks``).
@@ -162,7 +162,7 @@ def _greedy() -> SamplingParams:
     return SamplingParams(n=1, temperature=0.0, max_new_tokens=1024, return_logprobs=False)
 
 
-class EvaluateConfig(ConfigModel):
+class EvaluateConfig(StageConfig):
     """Parameters of the ``evaluate`` flow (a form in the Prefect UI): checkpoints x benchmarks.
 
     Every checkpoint is evaluated on every benchmark; results go to the catalog
@@ -172,11 +172,13 @@ class EvaluateConfig(ConfigModel):
     the MMR1 prompt, one answer per item (``sampled_k`` 0).
     """
 
+    REQUIRED = ("checkpoints",)
+
     checkpoints: list[CheckpointInput] = Field(
-        default_factory=lambda: ["tiny-sft"],
-        min_length=1,
+        default_factory=list,
         description="Checkpoints: catalog refs (NAME[@VERSION]; bare = latest when the flow "
-        "starts, then pinned for the whole run), local directories or hub ids.",
+        "starts, then pinned for the whole run), local directories or hub ids. Empty: set by "
+        "mmr1-pipeline (its base, SFT and RL models); required when the flow runs on its own.",
     )
     benchmarks: list[BenchmarkSpec] = Field(
         default_factory=lambda: [BenchmarkSpec(name="synthetic", source="synthetic-bench")],
@@ -201,6 +203,12 @@ class EvaluateConfig(ConfigModel):
         default=1.0,
         gt=0.0,
         description="Temperature of the sampled answers (top_p 1, max_new_tokens as 'sampling').",
+    )
+    output_name: DatasetOutput = Field(
+        default="evaluation",
+        description="Catalog name of the evaluation record: a dataset (kind evaluation) with "
+        "one row per checkpoint and benchmark (accuracy, 95% intervals, paired tests), the "
+        "checkpoints and benchmarks as parents.",
     )
     baseline: CheckpointInput | None = Field(
         default=None,

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from schemas.base import ConfigModel
+from schemas.base import ConfigModel, StageConfig
 from schemas.generation import SamplingParams, VLLMBackendConfig
 from schemas.launch import LaunchConfig
 from schemas.refs import CheckpointInput, CheckpointOutput, DatasetInput, VPSInput
@@ -265,13 +265,20 @@ class GRPOConfig(ConfigModel):
         return self
 
 
-class GRPOStageConfig(ConfigModel):
+class GRPOStageConfig(StageConfig):
     """Parameters of the ``grpo_vas`` flow (a form in the Prefect UI)."""
 
-    dataset: DatasetInput = Field(default="synthetic-rl", description="Catalog ref of the RL pool.")
-    init_model: CheckpointInput = Field(
-        default="tiny-sft",
-        description="Starting (and reference) model: catalog ref, local directory or hub id.",
+    REQUIRED = ("dataset", "init_model")
+
+    dataset: DatasetInput | None = Field(
+        default=None,
+        description="Catalog ref of the RL pool. "
+        "None: set by mmr1-pipeline; required when the flow runs on its own.",
+    )
+    init_model: CheckpointInput | None = Field(
+        default=None,
+        description="Starting (and reference) model: catalog ref, local directory or hub id. "
+        "None: set by mmr1-pipeline; required when the flow runs on its own.",
     )
     vps_table: VPSInput | None = Field(
         default=None,

@@ -4,7 +4,7 @@ A job spec names everything a training job needs: the recipe's config, the
 model, data and output locations, where metrics go and (GRPO) how it talks to
 the catalog. The same spec runs in the flow's process or, written to a JSON
 file, as ``python -m mmr1.jobs SPEC.json`` under ``accelerate launch``
-(``mmr1.trainer.run_job`` both ways), so the two paths cannot drift apart.
+(``mmr1.jobs.run_job`` both ways), so the two paths cannot drift apart.
 """
 
 from __future__ import annotations
@@ -57,14 +57,14 @@ class _Job(ConfigModel):
 
 
 class SFTJob(_Job):
-    """A cold-start SFT job (``mmr1.sft.run_sft``)."""
+    """A cold-start SFT job (``mmr1.sft.recipe.run_sft``)."""
 
     kind: Literal["sft"] = Field(default="sft", description="The recipe: supervised fine-tuning.")
     config: SFTConfig = Field(description="The SFT recipe settings.")
 
 
 class GRPOJob(_Job):
-    """A GRPO-with-VAS job (``mmr1.rl.run_grpo``)."""
+    """A GRPO-with-VAS job (``mmr1.rl.grpo.run_grpo``)."""
 
     kind: Literal["grpo"] = Field(default="grpo", description="The recipe: GRPO with VAS.")
     config: GRPOConfig = Field(description="The GRPO recipe settings.")

@@ -10,7 +10,7 @@ reused when an identical earlier run finished.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 from pydantic import Field, model_validator
 
@@ -28,6 +28,58 @@ Stage = Literal[
     "curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "grpo_uniform", "evaluate"
 ]
 STAGES: tuple[Stage, ...] = get_args(Stage)
+
+#: Refs that exist before the first stage: the base model and the built-in benchmark.
+SOURCES = ("base_model", "benchmark")
+
+
+class StageIO(NamedTuple):
+    """What one stage of the pipeline reads and writes, by the names of the refs between stages.
+
+    ``reads`` must exist for the stage to run (written by an earlier stage that
+    runs or is pinned, or a source); ``optional`` are taken when they exist;
+    ``section`` is the field of :class:`PipelineConfig` holding the stage's
+    recipe and ``fills`` the fields of that recipe the pipeline sets from refs
+    (so they must be left unset in the pipeline's config).
+    """
+
+    reads: tuple[str, ...]
+    optional: tuple[str, ...]
+    writes: str
+    section: str
+    fills: tuple[str, ...]
+
+
+#: The pipeline, in order: the one table that decides what each stage needs, so what a skip
+#: or a pin implies (flows/pipeline.py pairs each row with its flow and config builder).
+STAGE_IO: dict[Stage, StageIO] = {
+    "curate_rl": StageIO(("base_model",), ("benchmark",), "rl_pool", "curate_rl", ()),
+    "curate_sft": StageIO(("base_model",), ("benchmark",), "sft_data", "curate_sft", ()),
+    "sft": StageIO(("sft_data", "base_model"), (), "sft_model", "sft", ("dataset", "base_model")),
+    "estimate_vps": StageIO(("rl_pool", "sft_model"), (), "vps", "vps", ("dataset", "checkpoint")),
+    "grpo_vas": StageIO(
+        ("rl_pool", "sft_model"),
+        ("vps",),
+        "rl_model",
+        "grpo",
+        ("dataset", "init_model", "vps_table"),
+    ),
+    "grpo_uniform": StageIO(
+        ("rl_pool", "sft_model"),
+        ("vps",),
+        "rl_uniform_model",
+        "grpo",
+        ("dataset", "init_model", "vps_table"),
+    ),
+    "evaluate": StageIO(
+        (),
+        ("base_model", "sft_model", "rl_uniform_model", "rl_model", "benchmark"),
+        "evaluation",
+        "evaluate",
+        ("checkpoints",),
+    ),
+}
+WRITER: dict[str, Stage] = {io.writes: stage for stage, io in STAGE_IO.items()}
 
 
 class PipelineConfig(ConfigModel):
@@ -78,18 +130,19 @@ class PipelineConfig(ConfigModel):
         description="SFT CoT curation (synthetic source + programmatic teacher by default).",
     )
     sft: SFTStageConfig = Field(
-        default_factory=lambda: SFTStageConfig(output_name="tiny-sft"),
-        description="Cold-start SFT; its dataset and base model are the ones this demo made.",
+        default_factory=SFTStageConfig,
+        description="Cold-start SFT recipe; the pipeline sets its dataset (curate_sft's) and "
+        "base model (base_checkpoint or the tiny one).",
     )
     vps: VPSEstimateConfig = Field(
         default_factory=VPSEstimateConfig,
-        description="VPS estimation of the RL pool with the SFT model (dataset and checkpoint "
-        "are filled in by the demo).",
+        description="VPS estimation recipe; the pipeline sets its dataset (curate_rl's pool) "
+        "and checkpoint (the SFT model).",
     )
     grpo: GRPOStageConfig = Field(
-        default_factory=lambda: GRPOStageConfig(output_name="tiny-grpo"),
-        description="GRPO with VAS from the SFT model (dataset, init model and VPS table are "
-        "filled in by the demo).",
+        default_factory=GRPOStageConfig,
+        description="GRPO with VAS recipe; the pipeline sets its dataset (curate_rl's pool), "
+        "init model (the SFT model) and VPS table (estimate_vps's).",
     )
     grpo_uniform_name: CheckpointOutput | None = Field(
         default=None,
@@ -100,9 +153,9 @@ class PipelineConfig(ConfigModel):
     )
     evaluate: EvaluateConfig = Field(
         default_factory=EvaluateConfig,
-        description="Evaluation of the base, SFT and RL models (checkpoints are filled in; a "
-        "synthetic benchmark whose source is the benchmark_name uses the pipeline's; "
-        "baseline None: the SFT model).",
+        description="Evaluation recipe; the pipeline sets its checkpoints (base, SFT and RL "
+        "models); a synthetic benchmark whose source is benchmark_name is the pipeline's; "
+        "baseline None: the SFT model.",
     )
     skip: list[Stage] = Field(
         default_factory=list,
@@ -119,9 +172,41 @@ class PipelineConfig(ConfigModel):
         "inputs, config and code version instead of recomputing it.",
     )
 
+    @property
+    def skipped(self) -> set[Stage]:
+        """Stages that do not run: ``skip``, and ``grpo_uniform`` without a name (unless pinned)."""
+        off: set[Stage] = set(self.skip)
+        if self.grpo_uniform_name is None and "grpo_uniform" not in self.pin:
+            off.add("grpo_uniform")
+        return off
+
     @model_validator(mode="after")
     def _check_stages(self) -> PipelineConfig:
         both = sorted(set(self.skip) & set(self.pin))
         if both:
             raise ValueError(f"stages {both} are both skipped and pinned; choose one")
+        for stage, io in STAGE_IO.items():
+            if stage in self.skipped or stage in self.pin:
+                continue
+            for name in io.reads:
+                writer = WRITER.get(name)
+                if writer is not None and writer in self.skipped:
+                    raise ValueError(
+                        f"stage {stage!r} needs the output of {writer!r} ({name}), which is "
+                        f"skipped: pin it instead (pin: {{{writer}: REF}}) or skip {stage!r} too"
+                    )
+            section = getattr(self, io.section)
+            for field in io.fills:
+                value = getattr(section, field)
+                if value is not None and value != []:
+                    source = ", ".join(
+                        f"{WRITER[name]}'s {name}" if name in WRITER else name
+                        for name in (*io.reads, *io.optional)
+                    )
+                    raise ValueError(
+                        f"{io.section}.{field} is {value!r}, but the pipeline sets it from "
+                        f"the refs stage {stage!r} reads ({source}); leave it unset, and pin "
+                        "the stage that writes it to use an existing one "
+                        "(pin: {STAGE: REF})"
+                    )
         return self

@@ -82,3 +82,5 @@ LOSS_AGGREGATIONS: Registry[Any] = Registry("loss aggregation", "mmr1.rl.losses"
 TDS_METHODS: Registry[Any] = Registry("trajectory diversity method", "mmr1.vas.vps")
 #: Evaluation benchmark adapters (``mmr1.eval.benchmarks``).
 BENCHMARKS: Registry[Any] = Registry("benchmark", "mmr1.eval.benchmarks")
+#: Task families of the synthetic generator (``mmr1.data.families``).
+SYNTHETIC_FAMILIES: Registry[Any] = Registry("synthetic task family", "mmr1.data.families")

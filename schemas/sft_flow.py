@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.base import ConfigModel
+from schemas.base import StageConfig
 from schemas.launch import LaunchConfig
 from schemas.refs import CheckpointInput, CheckpointOutput, DatasetInput
 from schemas.sft import SFTConfig
 
 
-class SFTStageConfig(ConfigModel):
+class SFTStageConfig(StageConfig):
     """Parameters of the ``sft`` flow (rendered as a form in the Prefect UI)."""
 
-    dataset: DatasetInput = Field(
-        default="synthetic-sft", description="Catalog ref of the SFT dataset (NAME[@VERSION])."
+    REQUIRED = ("dataset", "base_model")
+
+    dataset: DatasetInput | None = Field(
+        default=None,
+        description="Catalog ref of the SFT dataset (NAME[@VERSION]). "
+        "None: set by mmr1-pipeline; required when the flow runs on its own.",
     )
-    base_model: CheckpointInput = Field(
-        default="tiny-qwen2.5-vl",
+    base_model: CheckpointInput | None = Field(
+        default=None,
         description="Checkpoint to fine-tune: catalog ref, local directory or hub id "
-        "(registered on the fly).",
+        "(registered on the fly). "
+        "None: set by mmr1-pipeline; required when the flow runs on its own.",
     )
     output_name: CheckpointOutput = Field(
         default="sft", description="Catalog name of the SFT checkpoint."

@@ -5,18 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from schemas.base import ConfigModel
-
-#: Task families the generator knows, in registry order. ``mmr1.data.synthetic``
-#: registers one drawer per name; a test keeps the two lists in step (schemas
-#: must not import ``mmr1``, so the names live here).
-SYNTHETIC_FAMILIES: tuple[str, ...] = (
-    "shape_color",
-    "count_shapes",
-    "bar_chart",
-    "compare_length",
-    "digit_arithmetic",
-    "tallest_bar",
-)
+from schemas.registry import SYNTHETIC_FAMILIES
 
 #: Smallest and largest option count: the colour palette has six entries, so
 #: a colour question cannot offer more distinct options than that.
@@ -35,12 +24,13 @@ class SyntheticTasks(ConfigModel):
     """
 
     families: list[str] = Field(
-        default_factory=lambda: list(SYNTHETIC_FAMILIES),
+        default_factory=SYNTHETIC_FAMILIES.names,
         description=(
-            "Task families to draw from, assigned round-robin by item index. Known: "
-            + ", ".join(SYNTHETIC_FAMILIES)
-            + ". shape_color and tallest_bar are what a tiny VLM learns in minutes (the demo's "
-            "families); count_shapes stays at chance."
+            "Task families to draw from, assigned round-robin by item index (default: every "
+            "family registered in mmr1/data/families.py: shape_color, count_shapes, bar_chart, "
+            "compare_length, digit_arithmetic, tallest_bar). shape_color and tallest_bar are "
+            "what a tiny VLM learns in minutes (the demo's families); count_shapes stays at "
+            "chance."
         ),
     )
     difficulties: list[int] = Field(
@@ -76,11 +66,8 @@ class SyntheticTasks(ConfigModel):
     def _check_families(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("families must name at least one family")
-        unknown = [name for name in value if name not in SYNTHETIC_FAMILIES]
-        if unknown:
-            raise ValueError(
-                f"unknown synthetic families {unknown}; known: {list(SYNTHETIC_FAMILIES)}"
-            )
+        for name in value:
+            SYNTHETIC_FAMILIES.check(name)
         if len(set(value)) != len(value):
             raise ValueError(f"families must not repeat a name, got {value}")
         return value

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.base import ConfigModel
+from schemas.base import ConfigModel, StageConfig
 from schemas.generation import BackendConfig, SamplingParams
 from schemas.refs import CheckpointInput, DatasetInput, VPSOutput
 from schemas.registry import TDS_METHODS
@@ -99,7 +99,7 @@ class VPSScoreConfig(ConfigModel):
     )
 
 
-class VPSEstimateConfig(ConfigModel):
+class VPSEstimateConfig(StageConfig):
     """Parameters of the ``estimate_vps`` flow (a form in the Prefect UI).
 
     ``dataset`` and ``checkpoint`` are catalog refs; a bare name means the latest
@@ -107,13 +107,18 @@ class VPSEstimateConfig(ConfigModel):
     to follow a training run.
     """
 
-    dataset: DatasetInput = Field(
-        default="synthetic-rl", description="Catalog ref of the RL pool (NAME[@VERSION])."
+    REQUIRED = ("dataset", "checkpoint")
+
+    dataset: DatasetInput | None = Field(
+        default=None,
+        description="Catalog ref of the RL pool (NAME[@VERSION]). "
+        "None: set by mmr1-pipeline; required when the flow runs on its own.",
     )
-    checkpoint: CheckpointInput = Field(
-        default="tiny-sft",
+    checkpoint: CheckpointInput | None = Field(
+        default=None,
         description="Model to roll out: catalog ref (NAME[@VERSION]; bare = latest), local "
-        "directory or hub id.",
+        "directory or hub id. "
+        "None: set by mmr1-pipeline; required when the flow runs on its own.",
     )
     output_name: VPSOutput | None = Field(
         default=None, description="Catalog name of the VPS table (default: '<dataset name>-vps')."

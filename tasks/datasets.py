@@ -1,4 +1,4 @@
-"""The built-in synthetic benchmark as a versioned catalog dataset."""
+"""Datasets a task writes whole: the built-in synthetic benchmark, evaluation records."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from schemas.synthetic import SyntheticConfig, SyntheticTasks
 from tasks.context import catalog, flow_run_id, home, tracked_run
 
 
-def _register(
+def register_dataset_files(
     name: str,
     kind: str,
     write: Callable[[Path], DatasetFiles],
@@ -25,6 +25,10 @@ def _register(
     context: str,
     parents: Sequence[str] = (),
 ) -> str:
+    """Write a dataset with ``write(dir)`` under the home, register it and log it; its ref.
+
+    The directory is content-addressed, so the same content is the same version.
+    """
     path, digest, files = content_addressed(home().datasets, name, write)
     entry = catalog().register_dataset(
         name=name,
@@ -63,7 +67,7 @@ def synthesize_benchmark(
     tasks = tasks or SyntheticTasks()
     template = SyntheticConfig(n_items=n_items, seed=seed, **tasks.model_dump())
     records = [item.record for item in generate_benchmark(seed, n_items, template=template)]
-    return _register(
+    return register_dataset_files(
         name,
         "benchmark",
         lambda out: write_rl_dataset(records, out),

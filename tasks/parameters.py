@@ -26,7 +26,8 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from schemas.presets import apply_overrides, load_config, read_preset
+from schemas.base import StageConfig
+from schemas.presets import ConfigError, apply_overrides, load_config, read_preset
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -57,9 +58,29 @@ def stage_config(
     """The config a flow run uses: ``preset`` (else ``config``, else the schema defaults)
     with ``overrides`` merged over it, validated by ``model``.
 
-    Errors (an unknown preset, a misspelt override, an invalid value) are
-    :class:`schemas.presets.ConfigError` naming the field.
+    Errors (an unknown preset, a misspelt override, an invalid value, an input
+    ref left unset) are :class:`schemas.presets.ConfigError` naming the field.
     """
+    return require_inputs(_stage_config(model, config, preset, overrides))
+
+
+def require_inputs(config: ConfigT) -> ConfigT:
+    """``config``, or a ``ConfigError`` naming the input refs it leaves unset (StageConfig)."""
+    missing = config.missing_inputs() if isinstance(config, StageConfig) else []
+    if missing:
+        raise ConfigError(
+            f"{type(config).__name__}: {', '.join(missing)} not set (catalog refs of what the "
+            "flow reads; mmr1-pipeline sets them, a run on its own must give them)"
+        )
+    return config
+
+
+def _stage_config(
+    model: type[ConfigT],
+    config: ConfigT | Mapping[str, Any] | None,
+    preset: str | None,
+    overrides: Mapping[str, Any] | None,
+) -> ConfigT:
     if not preset and not overrides and isinstance(config, model):
         return config
     if preset and config is not None:

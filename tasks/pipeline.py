@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from prefect.exceptions import ExternalSignal
@@ -22,10 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from mmr1.eval.benchmarks import get_adapter
-from mmr1.eval.leaderboard import compare
-from schemas.catalog import EvalResultEntry, StageRunEntry
-from schemas.eval import EvaluateConfig
+from schemas.catalog import StageRunEntry
 from tasks.context import catalog, flow_run_id, pipeline_stage, tracked_run
 from tasks.observe import mirror_logger
 from tasks.versions import code_version, stage_key
@@ -34,7 +31,9 @@ from tasks.versions import code_version, stage_key
 class StageRunner:
     """Runs, reuses, pins or skips the stages of one pipeline run; remembers what it did."""
 
-    def __init__(self, *, reuse: bool, pins: dict[str, str], skip: list[str], mlflow_run_id: str):
+    def __init__(
+        self, *, reuse: bool, pins: dict[str, str], skip: Collection[str], mlflow_run_id: str
+    ):
         self.reuse = reuse
         self.pins = pins
         self.skip = set(skip)
@@ -44,63 +43,63 @@ class StageRunner:
     def run(
         self,
         stage: str,
-        flow_fn: Callable[..., Any],
+        flow_fn: Callable[[BaseModel], str],
+        build_config: Callable[[], BaseModel],
+        inputs: dict[str, str | None],
+    ) -> str | None:
+        """The stage's output ref: pinned, skipped (None), reused, or written by ``flow_fn``.
+
+        ``build_config`` is called only for a stage that runs or may be reused
+        (a pinned or skipped stage may lack the inputs to build one); ``inputs``
+        are the refs it reads, recorded with the attempt.
+        """
+        if stage in self.pins:
+            kind, entry = catalog().resolve(self.pins[stage])
+            ref = f"{kind}:{entry.ref}"  # type: ignore[union-attr]
+            get_run_logger().info("stage %s: pinned to %s", stage, ref)
+            return self._note(stage, "pinned", ref)
+        if stage in self.skip:
+            get_run_logger().info("stage %s: skipped", stage)
+            self._note(stage, "skipped", None)
+            return None
+        config = build_config()
+        key = stage_key(stage, config)
+        found = catalog().find_completed_stage(key) if self.reuse else None
+        if found is not None:
+            return self._reuse(stage, key, found, inputs)
+        return self._execute(stage, key, flow_fn, config, inputs)
+
+    def _reuse(
+        self, stage: str, key: str, found: StageRunEntry, inputs: dict[str, str | None]
+    ) -> str | None:
+        get_run_logger().info(
+            "stage %s: reusing %s from the run of %s (flow run %s, same inputs, config and "
+            "code %s)",
+            stage,
+            found.output_ref or "its results",
+            found.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            found.prefect_flow_run_id,
+            found.code_version,
+        )
+        self._record(stage, key, "reused", inputs, output_ref=found.output_ref)
+        return self._note(stage, "reused", found.output_ref)
+
+    def _execute(
+        self,
+        stage: str,
+        key: str,
+        flow_fn: Callable[[BaseModel], str],
         config: BaseModel,
         inputs: dict[str, str | None],
-        *,
-        output: Callable[[Any], str | None] = lambda result: result,
-        reused: Callable[[StageRunEntry], Any] | None = None,
-    ) -> Any:
-        """The stage's output ref: pinned, skipped (None), reused, or computed by ``flow_fn``.
-
-        ``output`` picks the catalog ref out of the flow's return value (None for a
-        stage without one, which then returns the value itself); ``reused`` rebuilds
-        that value from the completed attempt being reused (default: its output ref).
-        """
+    ) -> str:
         logger = get_run_logger()
-        cat = catalog()
-        if stage in self.pins:
-            kind, entry = cat.resolve(self.pins[stage])
-            ref = f"{kind}:{entry.ref}"  # type: ignore[union-attr]
-            logger.info("stage %s: pinned to %s", stage, ref)
-            self._note(stage, "pinned", ref)
-            return ref
-        if stage in self.skip:
-            logger.info("stage %s: skipped", stage)
-            self._note(stage, "skipped", "-")
-            return None
-        key = stage_key(stage, config)
-        if self.reuse:
-            found = cat.find_completed_stage(key)
-            if found is not None:
-                logger.info(
-                    "stage %s: reusing %s from the run of %s (flow run %s, same inputs, config "
-                    "and code %s)",
-                    stage,
-                    found.output_ref or "its results",
-                    found.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    found.prefect_flow_run_id,
-                    found.code_version,
-                )
-                cat.record_stage_run(
-                    stage=stage,
-                    key=key,
-                    status="reused",
-                    code_version=code_version(),
-                    output_ref=found.output_ref,
-                    inputs=inputs,
-                    prefect_flow_run_id=flow_run_id(),
-                    mlflow_run_id=self.mlflow_run_id,
-                )
-                self._note(stage, "reused", found.output_ref or "-")
-                return found.output_ref if reused is None else reused(found)
         logger.info("stage %s: started", stage)
         started = time.monotonic()
         try:
             # The stage's MLflow run nests under ours; its progress is mirrored to our log.
             mirror = mirror_logger(flow_run_id() or "", flow_run.name or "")
             with pipeline_stage(stage, self.mlflow_run_id, mirror):
-                result = flow_fn(config)
+                ref = flow_fn(config)
         except BaseException as exc:
             # A cancellation (the worker's SIGTERM) or Ctrl-C stops the stage; Prefect
             # itself reports the run's state, so this says only what stopped.
@@ -114,81 +113,36 @@ class StageRunner:
                 type(exc).__name__,
                 str(exc)[:500],
             )
-            cat.record_stage_run(
-                stage=stage,
-                key=key,
-                status="failed",
-                code_version=code_version(),
-                inputs=inputs,
-                error=f"{type(exc).__name__}: {exc}"[:2000],
-                prefect_flow_run_id=flow_run_id(),
-                mlflow_run_id=self.mlflow_run_id,
-            )
-            self._note(stage, "failed", "-")
+            self._record(stage, key, "failed", inputs, error=f"{type(exc).__name__}: {exc}")
+            self._note(stage, "failed", None)
             raise
-        ref = output(result)
-        cat.record_stage_run(
+        self._record(stage, key, "completed", inputs, output_ref=ref)
+        logger.info("stage %s: finished in %.0f s -> %s", stage, time.monotonic() - started, ref)
+        return self._note(stage, "ran", ref)
+
+    def _record(
+        self,
+        stage: str,
+        key: str,
+        status: str,
+        inputs: dict[str, str | None],
+        *,
+        output_ref: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        catalog().record_stage_run(
             stage=stage,
             key=key,
-            status="completed",
+            status=status,
             code_version=code_version(),
-            output_ref=ref,
+            output_ref=output_ref,
             inputs=inputs,
+            error=error[:2000] if error else None,
             prefect_flow_run_id=flow_run_id(),
             mlflow_run_id=self.mlflow_run_id,
         )
-        self._note(stage, "ran", ref or "-")
-        logger.info(
-            "stage %s: finished in %.0f s -> %s", stage, time.monotonic() - started, ref or "-"
-        )
-        return result if ref is None else ref
 
-    def _note(self, stage: str, action: str, ref: str) -> None:
-        self.outcomes[stage] = {"stage": stage, "action": action, "output": ref}
-        tracked_run(self.mlflow_run_id).set_tags({f"mmr1.stage.{stage}": f"{action} {ref}"})
-
-
-def recorded_evaluation(config: EvaluateConfig, found: StageRunEntry) -> dict[str, Any]:
-    """What the ``evaluate`` flow returned in the attempt ``found``, read back from the catalog.
-
-    The same shape as the flow's return value (``results``: pinned checkpoint ref ->
-    benchmark -> accuracy, and the ``leaderboard`` text), so a pipeline run that
-    reuses its evaluation reports the same numbers as the run that computed them.
-    Each cell is the result written by that attempt (its evaluate run is nested
-    under the attempt's MLflow run); when the MLflow store no longer knows that
-    run, the latest recorded result of the same checkpoint, benchmark and split.
-    """
-    cat = catalog()
-    client = tracked_run(found.mlflow_run_id or "").client
-    parents: dict[str, str | None] = {}
-
-    def written_by_found(result: EvalResultEntry) -> bool:
-        run_id = result.mlflow_run_id
-        if not run_id or not found.mlflow_run_id:
-            return False
-        if run_id not in parents:
-            try:
-                parents[run_id] = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
-            except Exception:  # a run of another (or a reset) MLflow store
-                parents[run_id] = None
-        return parents[run_id] == found.mlflow_run_id
-
-    refs = [cat.get_checkpoint(ref).ref for ref in config.checkpoints]
-    results: dict[str, dict[str, float]] = {}
-    for ref in dict.fromkeys(refs):
-        scores: dict[str, float] = {}
-        for spec in config.benchmarks:
-            split = spec.split or get_adapter(spec.name).default_split
-            recorded = [
-                r
-                for r in cat.eval_results(checkpoint_ref=ref, benchmark=spec.name)
-                if r.split == split and "accuracy" in r.metrics
-            ]
-            chosen = [r for r in recorded if written_by_found(r)] or recorded
-            if chosen:
-                scores[spec.name] = chosen[-1].metrics["accuracy"]
-        results[ref] = scores
-    return {
-        "results": results,
-        "leaderboard": compare(cat, list(results), config.reference_rows, config.baseline),
-    }
+    def _note(self, stage: str, action: str, ref: str | None) -> Any:
+        self.outcomes[stage] = {"stage": stage, "action": action, "output": ref or "-"}
+        tracked_run(self.mlflow_run_id).set_tags({f"mmr1.stage.{stage}": f"{action} {ref or '-'}"})
+        return ref

@@ -171,7 +171,7 @@ def test_evaluation_killed_mid_run_records_each_result_once(
     log = tmp_path / "child.log"
     assert _run_child(EVAL_CHILD, config.model_dump_json(), "model-a", log=log) == -signal.SIGKILL
     assert [r.checkpoint_ref for r in catalog.eval_results()] == ["model-a@1"]
-    out = evaluate(config)
+    out = {"mlflow_run_id": catalog.get_dataset(evaluate(config)).mlflow_run_id}
     recorded = sorted((r.checkpoint_ref, r.benchmark) for r in catalog.eval_results())
     assert recorded == [("model-a@1", "synthetic"), ("model-b@1", "synthetic")]
     # The killed run's MLflow run does not stay RUNNING: closed, naming its successor.

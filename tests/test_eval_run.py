@@ -117,6 +117,20 @@ def test_worker_scoring_equals_inline_scoring(synthetic_items) -> None:
     assert inline_timeouts == pooled_timeouts == [False] * len(synthetic_items)
 
 
+def test_scoring_falls_back_to_this_process_when_no_worker_starts(
+    synthetic_items, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    adapter = get_adapter("synthetic")
+    answers = _half_right(synthetic_items)
+    responses = [answers[item.item_id] for item in synthetic_items]
+    inline, _ = score_responses(adapter, synthetic_items, responses, workers=0)
+    monkeypatch.setenv("MMR1_VERIFIER_PYTHON", str(tmp_path / "no-such-python"))
+    with caplog.at_level("WARNING", logger="mmr1.eval.run"):
+        scored, timeouts = score_responses(adapter, synthetic_items, responses, workers=2)
+    assert scored == inline and timeouts == [False] * len(synthetic_items)
+    assert "cannot launch a verification worker" in caplog.text
+
+
 def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), "white").save(buffer, format="PNG")

@@ -72,17 +72,30 @@ def _shards(home) -> dict[str, dict[str, int]]:
     }
 
 
+def _reported(catalog: Catalog, ref: str) -> dict:
+    """What the evaluate flow reported: its record's results, leaderboard and MLflow run."""
+    entry = catalog.get_dataset(ref)
+    return {**entry.metadata, "mlflow_run_id": entry.mlflow_run_id}
+
+
 def test_flow_records_results_and_resumes_from_shards(eval_home) -> None:
     from flows.evaluate import evaluate
 
-    out = evaluate(_config())
+    ref = evaluate(_config())
+    catalog = Catalog(eval_home.catalog)
+    out = _reported(catalog, ref)
     assert set(out["results"]) == {"tiny-a@1", "tiny-b@1"}
     for scores in out["results"].values():
         assert set(scores) == {"synthetic"} and 0.0 <= scores["synthetic"] <= 1.0
     assert "tiny-a@1" in out["leaderboard"] and "tiny-b@1" in out["leaderboard"]
     assert "MMR1-7B-RL (paper)" in out["leaderboard"]
+    # The evaluation is a catalog entry: a row per checkpoint and benchmark, with lineage.
+    record = catalog.get_dataset(ref)
+    assert ref == f"dataset:{record.ref}" and record.kind == "evaluation"
+    assert record.row_count == 2
+    parents = {p.ref for p in catalog.lineage(record.ref).parents}
+    assert parents == {"tiny-a@1", "tiny-b@1", "bench@1"}
 
-    catalog = Catalog(eval_home.catalog)
     bench_ids = [item.record.id for item in generate_benchmark(seed=0, n_items=N_ITEMS + 2)]
     bench_ids = bench_ids[:N_ITEMS]
     for ref in ("tiny-a@1", "tiny-b@1"):
@@ -137,7 +150,7 @@ def test_flow_records_results_and_resumes_from_shards(eval_home) -> None:
     # Lose one shard: the rerun recomputes only that one and reuses the other three.
     lost_dir = next(name for name in before if name.startswith("tiny-a"))
     (eval_home.runs / "eval" / lost_dir / "shard-00001.parquet").unlink()
-    again = evaluate(_config())
+    again = _reported(catalog, evaluate(_config()))
     after = _shards(eval_home)
     for work, shards in after.items():
         for shard, mtime in shards.items():
@@ -184,5 +197,9 @@ def test_config_rejects_repeated_benchmarks_and_several_samples() -> None:
         EvaluateConfig.model_validate({"benchmarks": [spec, {**spec, "split": "x"}]})
     with pytest.raises(ValidationError, match="sampling.n must be 1"):
         EvaluateConfig.model_validate({"sampling": {"n": 4}})
-    with pytest.raises(ValidationError, match="checkpoints"):
-        EvaluateConfig.model_validate({"checkpoints": []})
+    # No checkpoints: valid inside the pipeline (it sets them), refused for a run on its own.
+    from schemas.presets import ConfigError
+    from tasks.parameters import require_inputs
+
+    with pytest.raises(ConfigError, match="EvaluateConfig: checkpoints not set"):
+        require_inputs(EvaluateConfig.model_validate({"checkpoints": []}))

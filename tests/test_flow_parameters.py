@@ -59,8 +59,11 @@ def test_a_preset_replaces_the_config_and_takes_overrides() -> None:
     pipeline = stage_config(PipelineConfig, preset="demo", overrides={"sft.train.max_steps": 7})
     assert pipeline.sft.train.max_steps == 7
     assert pipeline.sft.train.lr == load_config(PipelineConfig, "demo").sft.train.lr
-    assert stage_config(SFTStageConfig) == SFTStageConfig()  # nothing given: defaults
-    given = SFTStageConfig(output_name="mine")
+    # Nothing given: the schema defaults, which leave the input refs to the pipeline, so a
+    # run on its own is refused before anything starts, naming them.
+    with pytest.raises(ConfigError, match=r"SFTStageConfig: dataset, base_model not set"):
+        stage_config(SFTStageConfig)
+    given = SFTStageConfig(output_name="mine", dataset="d", base_model="m")
     assert stage_config(SFTStageConfig, given) is given
 
 

@@ -19,7 +19,7 @@ from mmr1.catalog import Catalog
 from mmr1.tracking import child_runs, find_runs
 from mmr1.tracking.runs import TAG_PREFECT_FLOW_RUN, TAG_WRITES
 from schemas.pipeline import PipelineConfig
-from schemas.presets import load_config
+from schemas.presets import ConfigError, load_config
 
 SMALL = [
     "curate_rl.sources=[{kind: synthetic, name: rl, synthetic: {n_items: 12, seed: 0}}]",
@@ -47,7 +47,7 @@ SMALL = [
     "grpo.train.reward_function=rl_fixtures:flaky_length_reward",
     "evaluate.sampling.max_new_tokens=8",
 ]
-STAGES = ["curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "evaluate"]
+STAGES = ["curate_rl", "curate_sft", "sft", "estimate_vps", "grpo_vas", "grpo_uniform", "evaluate"]
 
 
 def _is_partial(name: str) -> bool:
@@ -140,16 +140,17 @@ def test_rerun_resumes_at_the_failed_stage_then_reuses_everything(runs) -> None:
         "sft": "reused",
         "estimate_vps": "reused",
         "grpo_vas": "completed",
+        "grpo_uniform": "completed",
         "evaluate": "completed",
     }
     flow_id = pipeline_runs[third["mlflow_run_id"]].data.tags[TAG_PREFECT_FLOW_RUN]
     assert _statuses(catalog, flow_id) == dict.fromkeys(STAGES, "reused")
-    keys = ("base_model", "benchmark", "rl_pool", "sft", "sft_model", "vps", "rl_model")
+    keys = ("base_model", "benchmark", "rl_pool", "sft_data", "sft_model", "vps", "rl_model")
     assert {k: second[k] for k in keys} == {k: third[k] for k in keys}
     # A reused evaluation reports the accuracies the reused run computed.
-    assert len(second["evaluation"]) == 3
-    assert all(set(scores) == {"synthetic"} for scores in second["evaluation"].values())
-    assert third["evaluation"] == second["evaluation"]
+    assert len(second["results"]) == 4  # base, SFT, GRPO with VAS and its uniform ablation
+    assert all(set(scores) == {"synthetic"} for scores in second["results"].values())
+    assert third["results"] == second["results"] and third["evaluation"] == second["evaluation"]
     assert (
         pipeline_runs[third["mlflow_run_id"]]
         .data.tags["mmr1.stage.grpo_vas"]
@@ -164,7 +165,7 @@ def test_outputs_and_lineage(runs) -> None:
     assert base.stage == "base" and Path(base.uri).is_relative_to(home.checkpoints)
     rl = catalog.get_dataset(refs["rl_pool"].removeprefix("dataset:"))
     assert rl.row_count + sum(catalog.quarantine_summary(rl.ref).values()) == 12
-    sft = catalog.get_dataset(refs["sft"].removeprefix("dataset:"))
+    sft = catalog.get_dataset(refs["sft_data"].removeprefix("dataset:"))
     assert sft.row_count + sum(catalog.quarantine_summary(sft.ref).values()) == 12
     sft_model = catalog.lineage(refs["sft_model"].removeprefix("checkpoint:"), kind="checkpoint")
     assert sorted(p.ref for p in sft_model.parents) == ["synthetic-sft@1", "tiny-qwen2.5-vl@1"]
@@ -174,11 +175,16 @@ def test_outputs_and_lineage(runs) -> None:
     assert {p.ref for p in rl_model.parents} == {"tiny-sft@1", rl.ref, vps.ref}
     # The evaluation covered base, SFT and RL models on the synthetic benchmark.
     evaluated = {r.checkpoint_ref for r in catalog.eval_results(benchmark="synthetic")}
-    assert evaluated == {"tiny-qwen2.5-vl@1", "tiny-sft@1", rl_model.ref}
-    assert (
-        set(refs["evaluation"]) == {f"checkpoint:{c}" for c in evaluated}
-        or set(refs["evaluation"]) == evaluated
+    uniform = catalog.lineage(
+        refs["rl_uniform_model"].removeprefix("checkpoint:"), kind="checkpoint"
     )
+    assert {p.ref for p in uniform.parents} == {"tiny-sft@1", rl.ref, vps.ref}
+    assert uniform.ref.startswith("tiny-grpo-uniform@")
+    assert evaluated == {"tiny-qwen2.5-vl@1", "tiny-sft@1", rl_model.ref, uniform.ref}
+    assert set(refs["results"]) == evaluated
+    # The evaluation stage wrote a catalog entry too, with the models as parents.
+    record = catalog.lineage(refs["evaluation"].removeprefix("dataset:"))
+    assert {p.ref for p in record.parents} == evaluated | {"synthetic-bench@1"}
 
 
 def test_pipeline_run_is_tagged_in_mlflow(runs) -> None:
@@ -193,7 +199,8 @@ def test_pipeline_run_is_tagged_in_mlflow(runs) -> None:
     # The stages that ran are the pipeline run's children in its experiment (where the
     # MLflow UI shows them); the reused ones ran under the first attempt's run.
     children = child_runs(home, run.info.run_id)
-    assert [c.data.tags["mmr1.flow"] for c in children] == ["grpo_vas", "evaluate"]
+    # (the uniform ablation is the grpo_vas flow too)
+    assert [c.data.tags["mmr1.flow"] for c in children] == ["grpo_vas", "grpo_vas", "evaluate"]
     assert {c.info.experiment_id for c in children} == {run.info.experiment_id}
     assert all(c.info.status == "FINISHED" for c in children)
     [grpo] = [r for r in find_runs(home, "grpo_vas") if r.info.run_id == children[0].info.run_id]
@@ -238,7 +245,8 @@ def test_the_pipeline_run_log_tells_what_happened(runs) -> None:
 def test_pinned_and_skipped_stages(runs) -> None:
     home, _, second, _, pinned = runs
     assert pinned["sft_model"] == second["sft_model"]
-    assert pinned["sft"] is None and pinned["evaluation"] == {}
+    assert pinned["sft_data"] is None and pinned["evaluation"] is None
+    assert pinned["results"] == {}
     catalog = Catalog(home.catalog)
     pipeline_runs = {r.info.run_id: r for r in find_runs(home, "mmr1-pipeline")}
     tags = pipeline_runs[pinned["mlflow_run_id"]].data.tags
@@ -249,6 +257,7 @@ def test_pinned_and_skipped_stages(runs) -> None:
         "curate_rl": "reused",
         "estimate_vps": "reused",
         "grpo_vas": "reused",
+        "grpo_uniform": "reused",
     }
 
 
@@ -271,10 +280,38 @@ def test_uniform_ablation_differs_from_the_vas_run_only_in_sampling() -> None:
 
 
 def test_skipping_a_needed_stage_names_the_fix() -> None:
-    from flows.pipeline import _require
+    # Decided from the stage table when the config is read, before anything runs.
+    with pytest.raises(ConfigError, match=r"'estimate_vps' needs the output of 'sft'.*pin: \{sft"):
+        load_config(PipelineConfig, "demo", ["skip=[sft]"])
+    # Pinned instead, or skipped with everything after it that needs it: valid.
+    load_config(PipelineConfig, "demo", ["pin={sft: tiny-sft@1}"])
+    later = "skip=[sft, estimate_vps, grpo_vas, grpo_uniform]"
+    assert load_config(PipelineConfig, "demo", [later]).skipped == {
+        "sft",
+        "estimate_vps",
+        "grpo_vas",
+        "grpo_uniform",
+    }
 
-    with pytest.raises(ValueError, match=r"pin it instead \(pin: \{sft: REF\}\)"):
-        _require(None, "sft", "grpo_vas")
+
+def test_a_stage_input_set_in_the_pipeline_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError, match=r"grpo.dataset is 'x', but the pipeline sets it"):
+        load_config(PipelineConfig, "demo", ["grpo.dataset=x"])
+    with pytest.raises(ConfigError, match=r"evaluate.checkpoints is \['m'\]"):
+        load_config(PipelineConfig, "demo", ["evaluate.checkpoints=[m]"])
+
+
+def test_the_stage_table_and_the_flows_name_the_same_stages() -> None:
+    from flows.pipeline import STAGE_FLOWS
+    from schemas.pipeline import STAGE_IO, STAGES, WRITER
+
+    assert list(STAGE_IO) == list(STAGE_FLOWS) == list(STAGES)
+    # Each stage reads only what an earlier stage (or a source) wrote.
+    written = {"base_model", "benchmark"}
+    for io in STAGE_IO.values():
+        assert set(io.reads) | set(io.optional) <= written, io
+        written.add(io.writes)
+    assert len(WRITER) == len(STAGE_IO)
 
 
 def test_teacher_steps_retry_outages_but_not_bad_input(

@@ -28,7 +28,8 @@ from mmr1.data.synthetic import (
 )
 from mmr1.prompts import CHOICE_LETTERS, training_prompt
 from schemas.records import IMAGE_PLACEHOLDER
-from schemas.synthetic import SYNTHETIC_FAMILIES, SyntheticConfig
+from schemas.registry import SYNTHETIC_FAMILIES
+from schemas.synthetic import SyntheticConfig
 
 TRACE = re.compile(
     r"\A<think>\n(?P<steps>.+)\n</think>\n<answer>\\boxed\{(?P<boxed>[^{}]+)\}</answer>\Z", re.S
@@ -42,9 +43,13 @@ def _png(item) -> bytes:
 # --------------------------------------------------------------------------- config
 
 
-def test_registry_matches_schema_family_names():
-    assert list(FAMILIES) == list(SYNTHETIC_FAMILIES)
+def test_the_registry_is_the_list_configs_validate_against():
+    assert FAMILIES is SYNTHETIC_FAMILIES
+    assert SYNTHETIC_FAMILIES.names()[:2] == ["shape_color", "count_shapes"]
     assert all(family.name == name for name, family in FAMILIES.items())
+    assert SyntheticConfig(n_items=1).families == SYNTHETIC_FAMILIES.names()
+    with pytest.raises(ValueError, match="unknown synthetic task family 'nope'; known: shape_c"):
+        SyntheticConfig(n_items=1, families=["shape_color", "nope"])
 
 
 def test_registering_a_duplicate_family_name_raises():
@@ -64,7 +69,7 @@ def test_registering_a_duplicate_family_name_raises():
     [
         ({"image_size": 60}, "multiple of 28"),
         ({"image_size": 28}, "at least 56"),
-        ({"families": ["shape_colour"]}, "unknown synthetic families"),
+        ({"families": ["shape_colour"]}, "unknown synthetic task family .shape_colour."),
         ({"families": []}, "at least one family"),
         ({"families": ["bar_chart", "bar_chart"]}, "must not repeat"),
         ({"difficulties": [0, 1]}, "must be 1, 2 or 3"),
@@ -116,7 +121,7 @@ def test_iter_records_matches_generate_items():
 # --------------------------------------------------------------------------- validity
 
 
-@pytest.mark.parametrize("family", SYNTHETIC_FAMILIES)
+@pytest.mark.parametrize("family", SYNTHETIC_FAMILIES.names())
 def test_every_family_produces_valid_items(family):
     config = SyntheticConfig(n_items=45, seed=11, families=[family], n_choices=4)
     items = generate_items(config)
@@ -220,20 +225,25 @@ def _pixels(item) -> dict[str, list[tuple[int, int]]]:
     return found
 
 
-def test_shape_colour_levels_set_how_close_the_small_shapes_come():
+def test_shape_colour_levels_set_how_many_small_shapes_and_how_close():
     # Pixel area of the largest small shape over the big one's, per level (measured over 300
-    # items: d1 0.03-0.10, d2 0.08-0.29, d3 0.22-0.78): the big one always covers the most.
+    # items: d1 and d2 0.03-0.10, d3 0.08-0.29): the big one always covers the most.
     means = []
-    for level, (low, high) in {1: (0.02, 0.12), 2: (0.06, 0.32), 3: (0.18, 0.82)}.items():
+    for level, (low, high, counts) in {
+        1: (0.02, 0.12, {2, 3}),
+        2: (0.02, 0.12, {3, 4}),
+        3: (0.06, 0.32, {5, 6}),
+    }.items():
         ratios = []
         config = SyntheticConfig(n_items=30, seed=2, families=["shape_color"], difficulties=[level])
         for item in generate_items(config):
             areas = {colour: len(px) for colour, px in _pixels(item).items()}
             assert set(areas) == {item.value, *item.facts["small_colours"]}
+            assert item.facts["n_shapes"] in counts
             ratios.append(max(areas[c] for c in item.facts["small_colours"]) / areas[item.value])
         assert low <= min(ratios) and max(ratios) <= high, (level, min(ratios), max(ratios))
         means.append(statistics.mean(ratios))
-    assert means[0] < 0.1 < means[1] < 0.25 < means[2], means
+    assert means[0] < 0.1 and means[1] < 0.1 < 0.15 < means[2], means
 
 
 @pytest.mark.parametrize(("level", "gaps"), [(1, {4, 5, 6}), (2, {2, 3}), (3, {1})])

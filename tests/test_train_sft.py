@@ -98,6 +98,26 @@ def test_one_step_changes_every_trainable_parameter(tiny_dir, sft_data, tmp_path
     assert result.best_checkpoint == result.final_checkpoint  # no eval split
 
 
+def test_vision_lr_scale_gives_the_tower_its_own_rate(tiny_dir, sft_data, tmp_path) -> None:
+    recipe = SFTRecipe(
+        config(max_steps=2, lr=1e-3, vision_lr_scale=4.0), tiny_dir, sft_data, tmp_path / "r"
+    )
+    recipe.setup()
+    model = recipe.policy.model
+    tower = {id(p) for p in vision_tower(model).parameters()}
+    rates = {id(p): g["lr"] for g in recipe.optimizer.param_groups for p in g["params"]}
+    decays = {id(p): g["weight_decay"] for g in recipe.optimizer.param_groups for p in g["params"]}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(rates) == len(trainable) and tower  # every parameter in exactly one group
+    # The schedule's warm-up scales every group's rate by the same factor.
+    factor = next(rates[id(p)] for p in trainable if id(p) not in tower) / 1e-3
+    assert factor > 0
+    for param in trainable:
+        expected = 4e-3 if id(param) in tower else 1e-3
+        assert rates[id(param)] == pytest.approx(expected * factor)
+        assert (decays[id(param)] > 0) == (param.ndim >= 2) or config().weight_decay == 0
+
+
 def test_freeze_vision_keeps_the_tower_out_of_the_optimizer(tiny_dir, sft_data, tmp_path) -> None:
     recipe = SFTRecipe(config(max_steps=1, freeze_vision=True), tiny_dir, sft_data, tmp_path / "r")
     recipe.setup()

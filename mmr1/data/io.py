@@ -347,6 +347,22 @@ def write_sft_dataset(
 # -------------------------------------------------------------------------- reading
 
 
+def write_rows(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> DatasetFiles:
+    """Write plain rows (dicts of scalars, lists and dicts) to ``out_dir/data.parquet``.
+
+    For small tables a task produces whole, such as an evaluation's result rows;
+    column types are inferred by Arrow. Raises ``ValueError`` for no rows.
+    """
+    if not rows:
+        raise ValueError(f"{out_dir}: no rows to write")
+    return _write_dataset(iter([pa.Table.from_pylist([dict(row) for row in rows])]), out_dir)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a dataset directory (or parquet file) as dicts, in order."""
+    return [row for file in parquet_files(path) for row in pq.read_table(file).to_pylist()]
+
+
 def parquet_files(path: Path) -> list[Path]:
     """``path`` itself if it is a file, else its ``*.parquet`` files (recursive, sorted).
 

@@ -46,7 +46,7 @@ from mmr1.data.shards import derive_seed, run_sharded, step_fingerprint
 from mmr1.eval.benchmarks import BenchmarkAdapter, get_adapter
 from mmr1.eval.judge import judge_scores
 from mmr1.generation import GenerationBackend
-from mmr1.rewards.pool import DeadlinePool, TaskOutcome
+from mmr1.rewards.pool import DeadlinePool, TaskOutcome, WorkerStartError
 from schemas.eval import EvalItem, ItemScore
 from schemas.generation import Completion, CompletionSample, SamplingParams
 
@@ -146,9 +146,20 @@ def score_responses(
         (adapter.name, item.model_copy(update={"images": []}), response)
         for item, response in zip(items, responses, strict=True)
     ]
-    with DeadlinePool(score_task, workers, preload=("mmr1.eval.run",)) as pool:
-        outcomes = pool.map(jobs, timeout_s)
-    scored = [_from_outcome(item, o) for item, o in zip(items, outcomes, strict=True)]
+    try:
+        with DeadlinePool(score_task, workers, preload=("mmr1.eval.run",)) as pool:
+            outcomes: list[TaskOutcome | None] = list(pool.map(jobs, timeout_s))
+    except WorkerStartError as exc:
+        # No worker could start (no POSIX pipes, a broken interpreter, a crowded machine):
+        # score what the workers did not in this process, without per-item deadlines.
+        logger.warning("scoring workers unavailable (%s): scoring in this process", exc)
+        outcomes = list(exc.outcomes) or [None] * len(jobs)
+    for i, outcome in enumerate(outcomes):
+        if outcome is None:
+            outcomes[i] = TaskOutcome("ok", adapter.score(items[i], responses[i]))
+    scored = [
+        _from_outcome(item, o) for item, o in zip(items, outcomes, strict=True) if o is not None
+    ]
     return [score for score, _ in scored], [timed_out for _, timed_out in scored]
 
 

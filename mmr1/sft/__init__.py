@@ -14,6 +14,6 @@ Modules, one job each:
 - ``loss``: token cross-entropy, computed in chunks of the output head;
 - ``evaluation``: held-out loss and greedy-answer accuracy.
 
-What SFT shares with GRPO (accelerator, checkpoints, DeepSpeed, launch, the job
-entry point) is in :mod:`mmr1.trainer`.
+What SFT shares with GRPO (accelerator, checkpoints, DeepSpeed, launch) is in
+:mod:`mmr1.trainer`; the job entry point is :mod:`mmr1.jobs`.
 """

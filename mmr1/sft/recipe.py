@@ -207,7 +207,11 @@ class SFTRecipe:
         """AdamW over trainable parameters (:func:`mmr1.trainer.job.adamw`)."""
         cfg = self.config
         self.optimizer = adamw(
-            self.policy.model, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+            self.policy.model,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+            vision_lr_scale=cfg.vision_lr_scale,
         )
 
     # ----------------------------------------------------------------------- train

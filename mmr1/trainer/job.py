@@ -142,21 +142,39 @@ def load_trainable(
 
 
 def adamw(
-    model: torch.nn.Module, *, lr: float, betas: tuple[float, float], weight_decay: float
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    vision_lr_scale: float = 1.0,
 ) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; matrices decay, biases and norm weights do not."""
-    decay, no_decay = [], []
+    """AdamW over the trainable parameters; matrices decay, biases and norm weights do not.
+
+    The vision tower's parameters get ``lr * vision_lr_scale`` (their own groups;
+    a schedule scales every group's lr by the same factor).
+    """
+    tower = vision_tower(model) if vision_lr_scale != 1.0 else None
+    in_tower = {id(p) for p in tower.parameters()} if tower is not None else set()
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for param in model.parameters():
         if param.requires_grad:
             # A ZeRO-3 parameter is an empty shard; ds_shape is its real shape.
             shape = getattr(param, "ds_shape", param.shape)
-            (decay if len(shape) >= 2 else no_decay).append(param)
-    groups = [
-        {"params": params, "weight_decay": wd}
-        for params, wd in ((decay, weight_decay), (no_decay, 0.0))
-        if params
-    ]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+            key = (len(shape) >= 2, id(param) in in_tower)
+            groups.setdefault(key, []).append(param)
+    return torch.optim.AdamW(
+        [
+            {
+                "params": groups[key],
+                "weight_decay": weight_decay if key[0] else 0.0,
+                "lr": lr * (vision_lr_scale if key[1] else 1.0),
+            }
+            for key in sorted(groups, key=lambda k: (not k[0], k[1]))
+        ],
+        lr=lr,
+        betas=betas,
+    )
 
 
 def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:
