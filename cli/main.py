@@ -198,6 +198,8 @@ def _run_pipeline(config_ref: str | None, overrides: Sequence[str], label: str) 
             line = "  ".join(f"{name} {value:.3f}" for name, value in scores.items())
             print(f"  {checkpoint:24s} {line}")
     compare = " ".join(ref.split(":", 1)[-1] for ref in evaluation) or "CHECKPOINT..."
+    if outcome.get("baseline"):
+        compare += f" --baseline {outcome['baseline']}"
     print(
         f"\ninspect: mmr1 catalog list | mmr1 eval compare {compare}\n"
         f"         mlflow ui --backend-store-uri {home.tracking_uri}"

@@ -171,8 +171,8 @@ def mmr1_pipeline(
     Returns the ref each stage wrote (None when skipped), keyed as in
     ``schemas.pipeline.STAGE_IO`` (``base_model``, ``benchmark``, ``rl_pool``,
     ``sft_data``, ``sft_model``, ``vps``, ``rl_model``, ``rl_uniform_model``,
-    ``evaluation``), plus ``results`` (checkpoint -> benchmark -> accuracy) and
-    ``mlflow_run_id``.
+    ``evaluation``), plus ``results`` (checkpoint -> benchmark -> accuracy),
+    ``baseline`` (of the evaluation's paired tests) and ``mlflow_run_id``.
 
     Args:
         config: The whole pipeline config. A deployment fills it from its preset.
@@ -198,7 +198,12 @@ def mmr1_pipeline(
         if evaluation and stages.outcomes["evaluate"]["action"] != "ran":
             print(evaluation["leaderboard"])  # the run that computed it printed it then
         _record(run, refs, stages)
-        return {**refs, "results": evaluation.get("results", {}), "mlflow_run_id": run.run_id}
+        return {
+            **refs,
+            "results": evaluation.get("results", {}),
+            "baseline": evaluation.get("baseline"),
+            "mlflow_run_id": run.run_id,
+        }
 
 
 def _record(run: Any, refs: Refs, stages: StageRunner) -> None:

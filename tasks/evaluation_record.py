@@ -77,9 +77,12 @@ def _default_split(row: dict[str, Any]) -> str:
 def read_evaluation(ref: str) -> dict[str, Any]:
     """What the ``evaluate`` flow reported for the evaluation ``ref`` (``dataset:NAME@V``).
 
-    ``{"results": checkpoint ref -> benchmark -> accuracy, "leaderboard": text}``.
+    ``{"results": checkpoint ref -> benchmark -> accuracy (in the order evaluated),
+    "leaderboard": text, "baseline": the paired tests' baseline ref}``.
     """
     entry = catalog().get_dataset(ref)
     if entry.kind != EVALUATION_KIND:
         raise ValueError(f"{ref} is a dataset of kind {entry.kind!r}, not an evaluation")
-    return {"results": entry.metadata["results"], "leaderboard": entry.metadata["leaderboard"]}
+    meta = entry.metadata
+    results = {ref: meta["results"][ref] for ref in meta["checkpoints"] if ref in meta["results"]}
+    return {"results": results, "leaderboard": meta["leaderboard"], "baseline": meta["baseline"]}
