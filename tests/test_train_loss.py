@@ -31,14 +31,20 @@ def _grads(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("module_head", [False, True])
 @pytest.mark.parametrize("chunk_size", [1, 5, 64, None])
-def test_chunked_loss_equals_the_full_logits_loss(tiny_dir: Path, chunk_size: int | None) -> None:
+def test_chunked_loss_equals_the_full_logits_loss(
+    tiny_dir: Path, chunk_size: int | None, module_head: bool
+) -> None:
+    # module_head: the ZeRO-3 path (the head called as a module per checkpointed chunk).
     policy = load_policy(tiny_dir, device="cpu", dtype="float32", for_training=True)
     model = policy.model
     inputs, labels = _batch(model.config.text_config.vocab_size)
     expected, expected_count = token_cross_entropy(model(**inputs, use_cache=False).logits, labels)
     expected_grads = _grads(model, expected)
-    got, count = chunked_cross_entropy(model, inputs, labels, chunk_size=chunk_size)
+    got, count = chunked_cross_entropy(
+        model, inputs, labels, chunk_size=chunk_size, module_head=module_head
+    )
     assert int(count) == int(expected_count) == 8 + 8 + 3
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
     grads = _grads(model, got)

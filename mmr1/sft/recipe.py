@@ -229,7 +229,9 @@ class SFTRecipe:
         if self.config.loss_chunk_size is None:
             logits = model(**inputs, use_cache=False).logits
             return token_cross_entropy(logits, labels)
-        return chunked_cross_entropy(model, inputs, labels, chunk_size=self.config.loss_chunk_size)
+        return chunked_cross_entropy(
+            model, inputs, labels, chunk_size=self.config.loss_chunk_size, module_head=self.zero3
+        )
 
     def train(self) -> SFTResult:
         """Run to ``total_steps`` (from the resumed step), evaluate, save; return the result."""
