@@ -200,7 +200,8 @@ def test_lock_timeout_names_the_file(tmp_path):
             catalog.list_datasets()
         elapsed = time.perf_counter() - start
         assert "Conflicting lock" in str(info.value)
-        assert 0.5 <= elapsed < 5.0
+        # Gave up after its 0.5 s, long before the holder lets go (30 s).
+        assert 0.5 <= elapsed < 25.0
         with pytest.raises(CatalogLockTimeout):
             Catalog(path, lock_timeout_s=0.2)  # migrations on open wait like everything else
     finally:

@@ -191,7 +191,9 @@ def test_adversarial_answers_finish_within_deadline_as_wrong() -> None:
     start = time.perf_counter()
     scores = score_batch(responses, golds, timeout_s=timeout_s)
     elapsed = time.perf_counter() - start
-    assert elapsed < timeout_s + 3.0  # slack covers a cold worker start
+    # The power tower alone would run for hours; slack covers a cold worker start on a
+    # busy machine.
+    assert elapsed < timeout_s + 30.0
     assert [s.accuracy for s in scores] == [0.0, 0.0, 0.0, 0.0, 1.0]
 
 
@@ -213,7 +215,7 @@ def test_deadline_kills_stuck_worker_and_later_items_still_score() -> None:
     assert all(s.accuracy == 1.0 and not s.timed_out for s in scores[1:])
     assert pool.kills == kills_before + 1
     assert set(pool.pids) != pids_before  # the stuck worker was replaced
-    assert elapsed < 5.0
+    assert elapsed < 30.0  # loose for a busy machine: the kill itself is asserted above
     # The replacement works on the next call too.
     assert score_batch([good("7")], ["7"], config=config)[0].accuracy == 1.0
 
