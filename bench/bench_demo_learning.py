@@ -24,6 +24,9 @@ fixed, so the seeds measure training variance. Each run is timed (wall clock,
 CPU seconds of the whole process tree, load average before and after): on a
 shared machine wall time is inflated by other work, CPU seconds much less.
 
+A home that holds several variants (say two GRPO runs with different settings)
+is read with explicit versions: ``--vas tiny-grpo@4 --uniform tiny-grpo-uniform@2``.
+
 Usage::
 
     python bench/bench_demo_learning.py --home ~/.mmr1
@@ -75,7 +78,7 @@ class HomeReport:
 
 
 def _predictions(catalog: Catalog, name: str, benchmark: str) -> tuple[str, pl.DataFrame] | None:
-    """(checkpoint ref, predictions frame) of the latest version of ``name``, if evaluated."""
+    """(checkpoint ref, predictions frame) of ``name`` (a bare name: its latest version)."""
     try:
         ref = catalog.get_checkpoint(name).ref
     except Exception:  # noqa: BLE001 - not in this home (e.g. the ablation was skipped)
@@ -282,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="extra demo override")
     parser.add_argument("--benchmark", default="synthetic")
     for role, name in ROLES.items():
-        parser.add_argument(f"--{role}", default=name, help=f"catalog name of the {role} model")
+        parser.add_argument(
+            f"--{role}",
+            default=name,
+            help=f"catalog ref of the {role} model (name: its latest version; name@N: version N)",
+        )
     args = parser.parse_args(argv)
     roles = {role: getattr(args, role) for role in ROLES}
     homes: list[tuple[Path, dict[str, float]]] = [(h.expanduser(), {}) for h in args.home]

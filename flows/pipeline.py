@@ -50,14 +50,25 @@ def _rated_by(config: CurateRLConfig, model_ref: str) -> CurateRLConfig:
     )
 
 
+#: GRPO settings that only VAS reads: the ablation holds them at their defaults, so
+#: changing one for the VAS run leaves the uniform run's stage key (and result) alone.
+_VAS_ONLY = ("mix_ratio", "vps_floor", "vps_prior", "vps_refresh", "vps_rollouts")
+
+
 def _uniform_ablation(config: GRPOStageConfig, name: str) -> GRPOStageConfig:
     """The paper's ablation of a GRPO stage: uniform prompt sampling, everything else equal.
 
     Same init model, pool, VPS table, steps, batch, optimiser and seed; only
-    ``sampling_mode`` differs, and the full VPS refreshes go (their scores would
-    be read by nobody, so they would only cost time).
+    ``sampling_mode`` differs, the full VPS refreshes go (their scores would be
+    read by nobody, so they would only cost time) and the VAS-only settings
+    take their defaults.
     """
-    train = config.train.model_copy(update={"sampling_mode": "uniform", "vps_update_every": None})
+    fields = type(config.train).model_fields
+    update: dict[str, Any] = {
+        field: fields[field].get_default(call_default_factory=True) for field in _VAS_ONLY
+    }
+    update |= {"sampling_mode": "uniform", "vps_update_every": None}
+    train = config.train.model_copy(update=update)
     return config.model_copy(update={"output_name": name, "train": train})
 
 

@@ -262,7 +262,7 @@ def test_pinned_and_skipped_stages(runs) -> None:
 
 
 def test_uniform_ablation_differs_from_the_vas_run_only_in_sampling() -> None:
-    from flows.pipeline import _uniform_ablation
+    from flows.pipeline import _VAS_ONLY, _uniform_ablation
 
     grpo = load_config(PipelineConfig, "demo").grpo.model_copy(
         update={"dataset": "synthetic-rl@1", "init_model": "tiny-sft@1", "vps_table": "t@1"}
@@ -275,8 +275,24 @@ def test_uniform_ablation_differs_from_the_vas_run_only_in_sampling() -> None:
     assert ablation.model_dump(exclude={"output_name", "train"}) == grpo.model_dump(
         exclude={"output_name", "train"}
     )
-    changed = {"sampling_mode", "vps_update_every"}
+    changed = {"sampling_mode", "vps_update_every", *_VAS_ONLY}
     assert ablation.train.model_dump(exclude=changed) == grpo.train.model_dump(exclude=changed)
+
+
+def test_uniform_ablation_ignores_the_vas_only_settings() -> None:
+    # Changing lambda or the refresh rollouts for VAS must not rerun an identical uniform run.
+    from flows.pipeline import _uniform_ablation
+
+    demo = load_config(PipelineConfig, "demo")
+    tuned = load_config(
+        PipelineConfig,
+        "demo",
+        ["grpo.train.mix_ratio=0.75", "grpo.train.vps_rollouts=16", "grpo.train.vps_floor=0.1"],
+    )
+    assert tuned.grpo.train.mix_ratio == 0.75
+    first, second = (_uniform_ablation(c.grpo, "u") for c in (demo, tuned))
+    assert first.model_dump() == second.model_dump()
+    assert first.train.mix_ratio == 0.5 and first.train.sampling_mode == "uniform"
 
 
 def test_skipping_a_needed_stage_names_the_fix() -> None:
