@@ -332,16 +332,40 @@ def _flow_run_logs(api_url: str, flow_run_id: str, *, tasks: bool = True) -> lis
 
 
 def _wait_for_log(
-    api_url: str, flow_run_id: str, match, *, tasks: bool = True, timeout: float = WATCH_TIMEOUT_S
+    api_url: str,
+    flow_run_id: str,
+    match,
+    *,
+    timeout: float = WATCH_TIMEOUT_S,
+    worker: ManagedProcess | None = None,
 ) -> str:
     """The first log line of the flow run that ``match`` accepts, once it has been written."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [m for m in _flow_run_logs(api_url, flow_run_id, tasks=tasks) if match(m)]
+        found = [m for m in _flow_run_logs(api_url, flow_run_id) if match(m)]
         if found:
             return found[0]
-        assert time.monotonic() < deadline, _flow_run_logs(api_url, flow_run_id)[-20:]
+        if time.monotonic() > deadline:
+            logs = "\n".join(_flow_run_logs(api_url, flow_run_id))
+            tail = worker.tail(120) if worker is not None else ""
+            pytest.fail(f"no such log line; the run's log:\n{logs}\n--- worker:\n{tail}")
         time.sleep(1.0)
+
+
+def _wait_for_process_exit(api_url: str, flow_run_id: str, worker: ManagedProcess) -> None:
+    """Return once the process that the worker started for the flow run has exited."""
+    response = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=30)
+    response.raise_for_status()
+    pid = int(str(response.json()["infrastructure_pid"]).rsplit(":", 1)[-1])
+    deadline = time.monotonic() + WATCH_TIMEOUT_S
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"flow run process {pid} still alive; worker:\n{worker.tail(120)}")
+        time.sleep(0.5)
 
 
 def _wait_for_final_state(api_url: str, flow_run_id: str) -> dict:
@@ -465,6 +489,18 @@ def test_curate_rl_runs_on_a_real_server_and_worker(
             )
             assert resolved.checkpoint == "tiny-grpo", params
             assert resolved == policy_config
+        # Paused again (which deletes its scheduled runs), so that a 6-hourly run cannot
+        # fall due, and reach the worker, during the rest of the test.
+        _prefect_cli(
+            api,
+            prefect_home,
+            "deployment",
+            "schedule",
+            "pause",
+            "estimate_vps/scheduled",
+            schedule["id"],
+        )
+        assert not _scheduled_runs(api, deployed["id"], timeout=0)
         # Runs by hand keep the SFT model of the estimate_vps deployment's preset.
         manual = json.loads(
             _prefect_cli(
@@ -507,6 +543,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(
         assert vps_run.returncode == 0, f"{vps_run.stdout}\n{stack.worker.process.tail(60)}"
         # The watch (what a CI job prints) streams the run's log lines, not only events.
         assert "VPS: " in vps_run.stdout and "registered vps:" in vps_run.stdout
+        vps_run_id = re.search(r"UUID: ([0-9a-f-]{36})", vps_run.stdout).group(1)
         # Cancelling a run: it ends Cancelled, and its log says so (not "Running()").
         long_vps = {"rollouts": 64, "sampling.max_new_tokens": 256, "restart": True}
         params = {"overrides": {**vps_run_overrides, **long_vps}}
@@ -520,19 +557,26 @@ def test_curate_rl_runs_on_a_real_server_and_worker(
             json.dumps(params),
         )
         cancelled_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
-        _wait_for_log(api, cancelled_id, lambda m: m.startswith("VPS: "))
+        worker = stack.worker.process
+        _wait_for_log(api, cancelled_id, lambda m: m.startswith("VPS: "), worker=worker)
         asked = time.monotonic()
         _prefect_cli(api, prefect_home, "flow-run", "cancel", cancelled_id)
         state = _wait_for_final_state(api, cancelled_id)
         timings["cancel settled"] = time.monotonic() - asked
         assert state["type"] == "CANCELLED", state
-        # The flow's own last line (its task's says Crashed: aborted by the signal).
-        last = _wait_for_log(
-            api, cancelled_id, lambda m: m.startswith("Finished in state"), tasks=False
-        )
-        assert last.startswith("Finished in state Cancelled"), last
-        workers = stack.worker.process
-    assert not workers.running()
+        # The flow's own last line (its task's says Crashed: aborted by the signal). Prefect
+        # sends log lines in batches, the last ones as the process exits (best effort), so
+        # the line is read once the run's process is gone. A flow that did not handle the
+        # signal would have been killed: its MLflow run would not end KILLED (checked below).
+        _wait_for_process_exit(api, cancelled_id, worker)
+        finished = [
+            m
+            for m in _flow_run_logs(api, cancelled_id, tasks=False)
+            if m.startswith("Finished in state")
+        ]
+        assert finished, _flow_run_logs(api, cancelled_id)
+        assert finished[-1].startswith("Finished in state Cancelled"), finished
+    assert not worker.running()
     assert not port_in_use("127.0.0.1", stack.prefect.port)
     print(f"\ntimings: {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
 
@@ -552,7 +596,10 @@ def test_curate_rl_runs_on_a_real_server_and_worker(
     assert table is not None
     assert (table.dataset_ref, table.checkpoint_ref) == (pool.ref, "ops-policy@2")
     # Two estimate_vps runs: the partial override, then the cancelled one (KILLED).
-    cancelled, vps = find_runs(home, "estimate_vps")
+    by_flow_run = {
+        r.data.tags.get("mmr1.prefect_flow_run_id"): r for r in find_runs(home, "estimate_vps")
+    }
+    cancelled, vps = by_flow_run[cancelled_id], by_flow_run[vps_run_id]
     assert (cancelled.info.status, vps.info.status) == ("KILLED", "FINISHED")
     assert vps.data.params["rollouts"] == "2"
     # vps-demo's, not the schema's (the partial override kept the preset's other values).
