@@ -14,6 +14,9 @@ fresh home per seed (``--run --seeds 0 1 2``), then prints for each home:
   of steps) and the VAS / uniform ratio;
 * the acceptance checks of the demo (SFT greedy >= base + 0.20; VAS sampled >
   SFT with p < 0.05; VAS greedy >= SFT - 0.01; zero-variance ratio <= 0.85);
+* each model's most frequent greedy answer per family, flagged COLLAPSED when it
+  is the answer to 90% or more of a family's items (a model that no longer
+  reads the image; seed 3 of the demo's SFT on 2 threads does this);
 
 and, over several homes, the mean and range of the headline figures.
 
@@ -63,6 +66,9 @@ ROLES = {
 }
 SEED_FIELDS = ("base_model.seed", "sft.train.seed", "vps.seed", "grpo.train.seed")
 ZERO_VAR = "run/zero_accuracy_variance_frac_mean"
+#: A model that gives one answer to this share of a family's items has stopped reading
+#: the image (the demo's answers are spread over 4-6 options, so a working one is far below).
+COLLAPSE_SHARE = 0.9
 
 
 @dataclass
@@ -72,6 +78,14 @@ class HomeReport:
     home: Path
     figures: dict[str, float] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
+    collapsed: list[str] = field(default_factory=list)
+
+
+def top_answer(frame: pl.DataFrame) -> tuple[str, float]:
+    """The most frequent greedy answer of some items and its share (no answer counts as "")."""
+    counts = frame["extracted"].fill_null("").value_counts(sort=True, name="count")
+    answer, count = counts.row(0)
+    return str(answer), count / frame.height
 
 
 # ------------------------------------------------------------------------ reading
@@ -125,7 +139,10 @@ def report_home(home: Path, roles: dict[str, str], benchmark: str) -> HomeReport
     report = HomeReport(home)
     found = {role: _predictions(catalog, name, benchmark) for role, name in roles.items()}
     print(f"\n== {home} ({benchmark} benchmark)")
-    print(f"{'checkpoint':<22} {'family':<13} {'n':>4}  {'greedy [95% CI]':<21}  sampled [95% CI]")
+    print(
+        f"{'checkpoint':<22} {'family':<13} {'n':>4}  {'greedy [95% CI]':<21}  "
+        f"{'sampled [95% CI]':<21}  top answer"
+    )
     for role, hit in found.items():
         if hit is None:
             print(f"{roles[role]:<22} (not evaluated in this home)")
@@ -135,14 +152,19 @@ def report_home(home: Path, roles: dict[str, str], benchmark: str) -> HomeReport
         for family in groups:
             part = frame if family == "all" else frame.filter(pl.col("family") == family)
             cell = _cell(part)
+            answer, share = top_answer(part)
             print(
                 f"{ref:<22} {family:<13} {cell['n']:>4}  {_fmt(cell['greedy'], cell['greedy_ci'])}"
-                f"  {_fmt(cell.get('sampled'), cell.get('sampled_ci'))}"
+                f"  {_fmt(cell.get('sampled'), cell.get('sampled_ci'))}  {answer!r} {share:.0%}"
             )
+            if family != "all" and role != "base" and share >= COLLAPSE_SHARE:
+                report.collapsed.append(f"{ref} answers {answer!r} to {share:.0%} of {family}")
             if family == "all":
                 report.figures[f"{role}_greedy"] = cell["greedy"]
                 if "sampled" in cell:
                     report.figures[f"{role}_sampled"] = cell["sampled"]
+    for line in report.collapsed:
+        print(f"COLLAPSED (the image is ignored): {line}")
     _paired(found, report)
     _grpo_runs(catalog, roles, report)
     _checks(report)
@@ -210,7 +232,8 @@ def _checks(report: HomeReport) -> None:
         "VAS sampled > SFT, p < 0.05": lambda: (
             f["vas_sampled"] > f["sft_sampled"] and f["vas_sampled_p_value"] < 0.05
         ),
-        "VAS greedy >= SFT - 0.01": lambda: f["vas_greedy"] >= f["sft_greedy"] - 0.01,
+        # In items: "- 0.01" in floating point would fail an exact 5-in-500 drop.
+        "VAS greedy >= SFT - 0.01": lambda: f["vas_greedy"] - f["sft_greedy"] >= -0.01 - 1e-9,
         "zero-variance VAS <= 0.85 x uniform": lambda: f["zero_var_ratio"] <= 0.85,
     }
     for name, keys in needed.items():
@@ -238,6 +261,8 @@ def aggregate(reports: list[HomeReport]) -> None:
     for name in names:
         held = sum(r.checks.get(name, False) for r in reports)
         print(f"  {name}: {held}/{len(reports)}")
+    collapsed = [r.home for r in reports if r.collapsed]
+    print(f"  homes with a collapsed model: {len(collapsed)}/{len(reports)} {collapsed or ''}")
 
 
 # ------------------------------------------------------------------------ running

@@ -126,8 +126,8 @@ class SFTConfig(ConfigModel):
         default=1.0,
         gt=0.0,
         description="The vision tower's learning rate is lr x this (the paper: one lr for "
-        "all, 1). A randomly initialised tiny model learns to read its images sooner with a "
-        "faster tower (the demo: 4).",
+        "all, 1). A randomly initialised tiny model may learn to read its images sooner with "
+        "a faster tower.",
     )
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in backward to save memory."
