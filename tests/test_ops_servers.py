@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -331,25 +332,38 @@ def _flow_run_logs(api_url: str, flow_run_id: str, *, tasks: bool = True) -> lis
     return [log["message"] for log in response.json() if tasks or not log["task_run_id"]]
 
 
-def _wait_for_log(
-    api_url: str,
-    flow_run_id: str,
-    match,
-    *,
-    timeout: float = WATCH_TIMEOUT_S,
-    worker: ManagedProcess | None = None,
-) -> str:
-    """The first log line of the flow run that ``match`` accepts, once it has been written."""
-    deadline = time.monotonic() + timeout
+T = TypeVar("T")
+
+
+def _poll(probe: Callable[[], T | None], failure: Callable[[], str], interval: float) -> T:
+    """``probe()``'s first value that is not None, tried every ``interval`` seconds;
+    fails with ``failure()`` after :data:`WATCH_TIMEOUT_S` (no wall-clock budget below that)."""
+    deadline = time.monotonic() + WATCH_TIMEOUT_S
     while True:
-        found = [m for m in _flow_run_logs(api_url, flow_run_id) if match(m)]
-        if found:
-            return found[0]
+        value = probe()
+        if value is not None:
+            return value
         if time.monotonic() > deadline:
-            logs = "\n".join(_flow_run_logs(api_url, flow_run_id))
-            tail = worker.tail(120) if worker is not None else ""
-            pytest.fail(f"no such log line; the run's log:\n{logs}\n--- worker:\n{tail}")
-        time.sleep(1.0)
+            pytest.fail(failure())
+        time.sleep(interval)
+
+
+def _flow_run_id(cli_output: str) -> str:
+    """The flow run id that ``prefect deployment run`` printed."""
+    return re.search(r"UUID: ([0-9a-f-]{36})", cli_output).group(1)
+
+
+def _wait_for_log(api_url: str, flow_run_id: str, match, worker: ManagedProcess) -> str:
+    """The first log line of the flow run that ``match`` accepts, once it has been written."""
+    return _poll(
+        lambda: next((m for m in _flow_run_logs(api_url, flow_run_id) if match(m)), None),
+        lambda: (
+            "no such log line; the run's log:\n"
+            + "\n".join(_flow_run_logs(api_url, flow_run_id))
+            + f"\n--- worker:\n{worker.tail(120)}"
+        ),
+        interval=1.0,
+    )
 
 
 def _wait_for_process_exit(api_url: str, flow_run_id: str, worker: ManagedProcess) -> None:
@@ -357,28 +371,30 @@ def _wait_for_process_exit(api_url: str, flow_run_id: str, worker: ManagedProces
     response = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=30)
     response.raise_for_status()
     pid = int(str(response.json()["infrastructure_pid"]).rsplit(":", 1)[-1])
-    deadline = time.monotonic() + WATCH_TIMEOUT_S
-    while True:
+
+    def exited() -> bool | None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"flow run process {pid} still alive; worker:\n{worker.tail(120)}")
-        time.sleep(0.5)
+            return True
+        return None
+
+    _poll(exited, lambda: f"flow run process {pid} still alive; worker:\n{worker.tail(120)}", 0.5)
 
 
 def _wait_for_final_state(api_url: str, flow_run_id: str) -> dict:
-    deadline = time.monotonic() + WATCH_TIMEOUT_S
     final_types = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-    while True:
+
+    def state() -> dict:
         response = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=30)
         response.raise_for_status()
-        state = response.json()["state"]
-        if state["type"] in final_types:
-            return state
-        assert time.monotonic() < deadline, state
-        time.sleep(0.5)
+        return response.json()["state"]
+
+    def final() -> dict | None:
+        current = state()
+        return current if current["type"] in final_types else None
+
+    return _poll(final, lambda: f"flow run {flow_run_id} not finished: {state()}", 0.5)
 
 
 @pytest.mark.slow
@@ -438,7 +454,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(
         assert "Completed" in result.stdout
         # With the MLflow server up, the flow run links its MLflow run's page by a tag.
         assert stack.mlflow is not None
-        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", result.stdout).group(1)
+        flow_run_id = _flow_run_id(result.stdout)
         flow_run = httpx.get(f"{stack.prefect.api_url}/flow_runs/{flow_run_id}", timeout=30)
         flow_run.raise_for_status()
         url_tags = [t for t in flow_run.json()["tags"] if t.startswith("mlflow-url:")]
@@ -543,7 +559,7 @@ def test_curate_rl_runs_on_a_real_server_and_worker(
         assert vps_run.returncode == 0, f"{vps_run.stdout}\n{stack.worker.process.tail(60)}"
         # The watch (what a CI job prints) streams the run's log lines, not only events.
         assert "VPS: " in vps_run.stdout and "registered vps:" in vps_run.stdout
-        vps_run_id = re.search(r"UUID: ([0-9a-f-]{36})", vps_run.stdout).group(1)
+        vps_run_id = _flow_run_id(vps_run.stdout)
         # Cancelling a run: it ends Cancelled, and its log says so (not "Running()").
         long_vps = {"rollouts": 64, "sampling.max_new_tokens": 256, "restart": True}
         params = {"overrides": {**vps_run_overrides, **long_vps}}
@@ -556,9 +572,9 @@ def test_curate_rl_runs_on_a_real_server_and_worker(
             "--params",
             json.dumps(params),
         )
-        cancelled_id = re.search(r"UUID: ([0-9a-f-]{36})", started).group(1)
+        cancelled_id = _flow_run_id(started)
         worker = stack.worker.process
-        _wait_for_log(api, cancelled_id, lambda m: m.startswith("VPS: "), worker=worker)
+        _wait_for_log(api, cancelled_id, lambda m: m.startswith("VPS: "), worker)
         asked = time.monotonic()
         _prefect_cli(api, prefect_home, "flow-run", "cancel", cancelled_id)
         state = _wait_for_final_state(api, cancelled_id)
