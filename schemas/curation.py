@@ -251,11 +251,24 @@ class DifficultyConfig(ConfigModel):
         default_factory=lambda: ["medium", "hard"],
         description="Buckets kept; the others are quarantined with their pass rate.",
     )
-    balance_by_type: bool = Field(default=True, description="Uniform across `type` labels.")
+    balance_by: list[Literal["type", "answer", "source"]] = Field(
+        default_factory=lambda: ["type"],
+        description="With `target_size`: each combination of these columns' values gets an "
+        "equal share of the kept rows (water-filling); [] keeps a seeded uniform subset. "
+        "[type, answer] also evens out the answers within each type, so that RL cannot gain "
+        "reward by learning the pool's answer prior.",
+    )
     target_size: int | None = Field(
         default=None, ge=1, description="Rows to keep after balancing (None: all)."
     )
     shard_size: int = Field(default=64, ge=1, description="Prompts per resumable shard.")
+
+    @field_validator("balance_by")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"balance_by names a column twice: {value}")
+        return value
 
     @model_validator(mode="after")
     def _order(self) -> DifficultyConfig:

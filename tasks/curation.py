@@ -40,10 +40,10 @@ from mmr1.data.benchmark_index import BenchmarkIndex
 from mmr1.data.decontam import decontaminate
 from mmr1.data.dedup import deduplicate_batches
 from mmr1.data.difficulty import (
-    RATED_COLUMNS,
     estimate_pass_rates,
     filter_batches,
     pass_rate_plan,
+    rated_columns,
 )
 from mmr1.data.frame import StepResult
 from mmr1.data.shards import shard_groups
@@ -324,7 +324,7 @@ def estimate_difficulty(
         rated = pl.concat(
             [
                 estimate_pass_rates(rows, backend, config, rollouts, seed, plan=group_plan).select(
-                    RATED_COLUMNS
+                    rated_columns(config)
                 )
                 for rows, group_plan in groups
             ],

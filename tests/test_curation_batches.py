@@ -24,11 +24,11 @@ from mmr1.cot.generate import cot_plan, generate_cot
 from mmr1.data.batches import FrameWriter, KeySet, StepWriter, iter_frames, rebatch
 from mmr1.data.dedup import deduplicate, deduplicate_batches
 from mmr1.data.difficulty import (
-    RATED_COLUMNS,
     bucket_and_filter,
     estimate_pass_rates,
     filter_batches,
     pass_rate_plan,
+    rated_columns,
 )
 from mmr1.data.frame import StepResult, quarantine_frame
 from mmr1.data.io import read_sft_dataset, write_sft_dataset
@@ -323,7 +323,7 @@ def test_pass_rates_in_groups_and_the_filter_in_batches_equal_one_run(tmp_path: 
             for rows, group_plan in groups
         ]
         assert pl.concat(parts).equals(rated)
-        compact = pl.concat(parts).select(RATED_COLUMNS)
+        compact = pl.concat(parts).select(rated_columns(config))
         _equal(_collect(filter_batches(compact, _batches(frame, size), config, 1)), whole)
 
 

@@ -200,7 +200,7 @@ def test_balanced_quotas_redistribute_leftovers() -> None:
 def test_type_balancing_is_uniform_with_redistribution_and_deterministic() -> None:
     types = ["algebra"] * 40 + ["geometry"] * 30 + ["logic"] * 3 + ["chart"] * 7
     frame = rated_frame([0.5] * len(types), types)
-    config = DifficultyConfig(target_size=24, balance_by_type=True)
+    config = DifficultyConfig(target_size=24, balance_by=["type"])
     result = bucket_and_filter(frame, config, seed=3)
     assert Counter(result.kept["type"].to_list()) == {
         "logic": 3,
@@ -225,6 +225,40 @@ def test_type_balancing_is_uniform_with_redistribution_and_deterministic() -> No
     assert set(shuffled.kept["row_id"].to_list()) == set(result.kept["row_id"].to_list())
 
 
+def test_balancing_by_type_and_answer_evens_out_each_types_answers() -> None:
+    # bars: red 12, blue 4, green 4; shapes: red 4, blue 4.
+    answers = ["red"] * 12 + ["blue"] * 4 + ["green"] * 4 + ["red"] * 4 + ["blue"] * 4
+    types = ["bar"] * 20 + ["shape"] * 8
+    frame = text_frame(
+        [(f"question {i}", a) for i, a in enumerate(answers)],
+        types=types,
+        pass_rate=[0.5] * 28,
+        n_rollouts=[8] * 28,
+    )
+    config = DifficultyConfig(target_size=15, balance_by=["type", "answer"])
+    result = bucket_and_filter(frame, config, seed=0)
+    kept = Counter(zip(result.kept["type"], result.kept["answer"], strict=True))
+    assert kept == {("bar", "red"): 3, ("bar", "blue"): 3, ("bar", "green"): 3,
+                    ("shape", "red"): 3, ("shape", "blue"): 3}  # fmt: skip
+    assert result.reasons() == {"balanced_out": 13}
+    detail = result.quarantined["detail"][0]
+    assert detail.startswith("bar/red: over its quota of 3 (target 15 rows; kept per type/answer:")
+    assert "bar/red 3/12" in detail
+    # By type alone the same target keeps the bars' 3:1:1 answer skew.
+    by_type = bucket_and_filter(frame, DifficultyConfig(target_size=15), seed=0)
+    bar_answers = Counter(
+        a for t, a in zip(by_type.kept["type"], by_type.kept["answer"], strict=True) if t == "bar"
+    )
+    assert sum(bar_answers.values()) in (7, 8) and bar_answers["red"] > bar_answers["green"]
+
+    with pytest.raises(ValueError, match=r"frame lacks columns \['answer'\]"):
+        bucket_and_filter(frame.drop("answer"), config, seed=0)
+    with pytest.raises(ValueError, match="balance_by names a column twice"):
+        DifficultyConfig(balance_by=["type", "type"])
+    with pytest.raises(ValueError, match="balance_by"):
+        DifficultyConfig(balance_by=["problem"])
+
+
 def test_filtering_then_balancing_and_unbalanced_target() -> None:
     rates = [0.9] * 10 + [0.1] * 20
     types = ["a"] * 10 + ["a"] * 5 + ["b"] * 15
@@ -233,7 +267,7 @@ def test_filtering_then_balancing_and_unbalanced_target() -> None:
     assert result.reasons() == {"too_easy": 10, "balanced_out": 12}
     assert Counter(result.kept["type"].to_list()) == {"a": 4, "b": 4}
 
-    flat = bucket_and_filter(frame, DifficultyConfig(target_size=8, balance_by_type=False), seed=0)
+    flat = bucket_and_filter(frame, DifficultyConfig(target_size=8, balance_by=[]), seed=0)
     assert flat.kept.height == 8 and flat.reasons()["balanced_out"] == 12
     everything = bucket_and_filter(frame, DifficultyConfig(target_size=None), seed=0)
     assert everything.kept.height == 20

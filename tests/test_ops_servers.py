@@ -282,7 +282,7 @@ def _curate_params(model: Path) -> dict:
                 "rollouts": 2,
                 "sampling": {"temperature": 1.0, "max_new_tokens": 8},
                 "keep": ["easy", "medium", "hard"],
-                "balance_by_type": False,
+                "balance_by": [],
                 "shard_size": 12,
             },
         }

@@ -10,12 +10,13 @@ docs/METHOD.md section 2. Two steps:
    Shard ``s`` samples with seed ``derive_seed(seed, "difficulty", s)``.
 2. :func:`bucket_and_filter` labels ``easy`` (``p >= easy_at``), ``hard``
    (``p <= hard_at``) or ``medium``, quarantines the buckets not in
-   ``config.keep`` and, with ``balance_by_type`` and ``target_size``, keeps a
-   type-balanced subset (water-filling quotas, see :func:`balanced_quotas`).
+   ``config.keep`` and, with ``target_size``, keeps a subset balanced across the
+   value combinations of ``config.balance_by`` (by default ``type``; water-filling
+   quotas, see :func:`balanced_quotas`).
 
 Bounded memory: a caller streaming its rows computes :func:`pass_rate_plan`
 once, estimates groups of whole shards with ``plan=`` (same shards and seeds as
-one call over all rows), keeps only :data:`RATED_COLUMNS` of the rated rows,
+one call over all rows), keeps only :func:`rated_columns` of the rated rows,
 and :func:`filter_batches` decides on those and applies the verdict batch by
 batch.
 """
@@ -51,10 +52,15 @@ PASS_RATE_SCHEMA: dict[str, pl.DataType] = {
     "pass_rate": pl.Float64(),
     "n_rollouts": pl.Int64(),
 }
-#: What :func:`filter_batches` needs of each rated row (the rest is read again).
-RATED_COLUMNS = ("row_id", "source", "source_row_id", "type", "pass_rate", "n_rollouts")
 BUCKET_REASONS = {"easy": "too_easy", "hard": "too_hard", "medium": "medium_filtered"}
-UNKNOWN_TYPE = "unknown"
+#: The group value of a row whose balancing column is null.
+UNKNOWN_VALUE = "unknown"
+
+
+def rated_columns(config: DifficultyConfig) -> tuple[str, ...]:
+    """What :func:`filter_batches` needs of each rated row (the rest is read again)."""
+    base = ("row_id", "source", "source_row_id", "pass_rate", "n_rollouts")
+    return base + tuple(column for column in config.balance_by if column not in base)
 
 
 # ------------------------------------------------------------------ pass rates
@@ -177,13 +183,13 @@ def _quarantine(rows: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFram
 
 
 def balanced_quotas(counts: Mapping[str, int], target: int, seed: int) -> dict[str, int]:
-    """Rows to keep per type: as equal as the counts allow, summing to ``min(target, total)``.
+    """Rows to keep per group: as equal as the counts allow, summing to ``min(target, total)``.
 
-    Water-filling: each round, every open type's fair share is
-    ``remaining // open_types``; types with no more rows than that keep all of
+    Water-filling: each round, every open group's fair share is
+    ``remaining // open_groups``; groups with no more rows than that keep all of
     them and leave the round, which raises the share of the others. When no
-    type is capped, the shares are final and the ``remaining % open_types``
-    extra rows go to open types picked by a ``seed``-shuffled order.
+    group is capped, the shares are final and the ``remaining % open_groups``
+    extra rows go to open groups picked by a ``seed``-shuffled order.
     """
     quotas = {name: 0 for name in counts}
     remaining = min(target, sum(counts.values()))
@@ -211,15 +217,16 @@ def _rank_keys(row_ids: Sequence[str], seed: int) -> list[str]:
 
 
 def bucket_and_filter(frame: pl.DataFrame, config: DifficultyConfig, seed: int) -> StepResult:
-    """Label buckets, drop unwanted ones, then balance across ``type`` (see module docstring).
+    """Label buckets, drop unwanted ones, then balance across groups (see module docstring).
 
     Reasons: ``too_easy`` / ``too_hard`` / ``medium_filtered`` (bucket not in
     ``config.keep``; detail "pass rate 0.875 over 8 rollouts") and
-    ``balanced_out`` (over its type's quota). Without ``balance_by_type`` a
-    ``target_size`` keeps a seeded uniform subset. Kept rows stay in input order
-    and gain ``difficulty_bucket``.
+    ``balanced_out`` (over its group's quota). A group is one combination of the
+    ``config.balance_by`` columns' values (a null value counts as "unknown");
+    with no columns a ``target_size`` keeps a seeded uniform subset. Kept rows
+    stay in input order and gain ``difficulty_bucket``.
     """
-    missing = {"row_id", "source", "source_row_id", "pass_rate", "n_rollouts"} - set(frame.columns)
+    missing = set(rated_columns(config)) - set(frame.columns)
     if missing:
         raise ValueError(f"bucket_and_filter: frame lacks columns {sorted(missing)}")
     unestimated = frame.filter(pl.col("pass_rate").is_null())
@@ -248,8 +255,8 @@ def bucket_and_filter(frame: pl.DataFrame, config: DifficultyConfig, seed: int) 
     if config.target_size is not None and kept.height > config.target_size:
         kept, dropped = _balance(kept, config, seed)
         quarantined.append(dropped)
-    elif config.balance_by_type and config.target_size is None:
-        logger.info("balance_by_type without target_size: every kept row stays")
+    elif config.balance_by and config.target_size is None:
+        logger.info("balance_by without target_size: every kept row stays")
     result = StepResult(
         kept=kept,
         quarantined=pl.concat(quarantined) if quarantined else empty_quarantine(),
@@ -261,11 +268,14 @@ def bucket_and_filter(frame: pl.DataFrame, config: DifficultyConfig, seed: int) 
 def _balance(
     kept: pl.DataFrame, config: DifficultyConfig, seed: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Keep ``target_size`` rows: per-type quotas (or one group), lowest seeded rank first."""
+    """Keep ``target_size`` rows: per-group quotas, lowest seeded rank first."""
     assert config.target_size is not None
     group = (
-        pl.col("type").cast(pl.String).fill_null(UNKNOWN_TYPE)
-        if config.balance_by_type and "type" in kept.columns
+        pl.concat_str(
+            [pl.col(c).cast(pl.String).fill_null(UNKNOWN_VALUE) for c in config.balance_by],
+            separator="/",
+        )
+        if config.balance_by
         else pl.lit("all")
     )
     ranked = kept.with_columns(
@@ -280,13 +290,15 @@ def _balance(
             <= pl.col("_group").replace_strict(quotas)
         ).alias("_keep")
     )
-    per_type = ", ".join(f"{name} {quotas[name]}/{counts[name]}" for name in sorted(counts))
+    per_group = ", ".join(f"{name} {quotas[name]}/{counts[name]}" for name in sorted(counts))
+    by = "/".join(config.balance_by) or "all"
     detail = pl.format(
-        "{}: over its quota of {} (target {} rows; kept per type: {})",
+        "{}: over its quota of {} (target {} rows; kept per {}: {})",
         pl.col("_group"),
         pl.col("_group").replace_strict(quotas),
         pl.lit(config.target_size),
-        pl.lit(per_type),
+        pl.lit(by),
+        pl.lit(per_group),
     )
     dropped = _quarantine(ranked.filter(~pl.col("_keep")), "balanced_out", detail)
     balanced = ranked.filter(pl.col("_keep")).drop("_group", "_rank", "_keep")
@@ -296,7 +308,7 @@ def _balance(
 def filter_batches(
     rated: pl.DataFrame, frames: Iterable[pl.DataFrame], config: DifficultyConfig, seed: int
 ) -> Iterator[StepResult]:
-    """:func:`bucket_and_filter` decided on ``rated`` (:data:`RATED_COLUMNS` of every row)
+    """:func:`bucket_and_filter` decided on ``rated`` (:func:`rated_columns` of every row)
     and applied to the same rows read again as ``frames``, one result per frame.
 
     Each kept row gains ``pass_rate``, ``n_rollouts`` and ``difficulty_bucket``
