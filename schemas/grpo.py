@@ -152,7 +152,15 @@ class GRPOConfig(ConfigModel):
         default=0.01, ge=0.0, description="k3 KL coefficient; 0 skips the reference model."
     )
     # -- optimiser
-    lr: float = Field(default=1e-6, gt=0.0, description="AdamW learning rate (constant).")
+    lr: float = Field(
+        default=1e-6, gt=0.0, description="AdamW learning rate (constant after any warmup)."
+    )
+    warmup_steps: int = Field(
+        default=0,
+        ge=0,
+        description="Linear lr warmup over the first this many steps (step s trains at "
+        "lr * s / warmup_steps). 0: the paper's constant lr from the first step.",
+    )
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field(
         default=(0.9, 0.999), description="AdamW (beta1, beta2) moment decay rates."

@@ -457,6 +457,25 @@ def test_online_vps_updates_only_the_sampled_prompts(
     assert known == set(batch)
 
 
+@pytest.mark.parametrize("warmup_steps", [0, 4])
+def test_warmup_scales_the_first_steps_lr(
+    tiny_dir: Path, pool_dir: Path, tmp_path: Path, warmup_steps: int
+) -> None:
+    # AdamW's first step moves every parameter with a gradient by lr * factor (m / sqrt(v)
+    # is +-1 after bias correction; no weight decay here): the step's lr is what was used.
+    config = grpo_config(kl_coef=0.0, warmup_steps=warmup_steps, vps_update_every=None)
+    trainer = GRPOTrainer(config, tiny_dir, pool_dir, tmp_path)
+    trainer.setup(resume=False)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    before = _params(model)
+    first = trainer.step()["lr"]
+    moved = max((after - before[n]).abs().max().item() for n, after in _params(model).items())
+    factors = [0.25, 0.5, 0.75, 1.0] if warmup_steps else [1.0] * 4
+    assert moved == pytest.approx(1e-3 * factors[0], rel=0.02)
+    lrs = [first, *(trainer.step()["lr"] for _ in range(3))]
+    assert lrs == pytest.approx([1e-3 * f for f in factors])
+
+
 def test_mini_batches_and_epochs_recompute_old_logprobs(
     tiny_dir: Path, pool_dir: Path, tmp_path: Path
 ) -> None:

@@ -195,6 +195,12 @@ class PolicyUpdater:
         self.pad_id = pad_id
         self.is_vlm = is_vlm
         self.deepspeed = deepspeed
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def lr_factor(self, step: int) -> float:
+        """The lr multiplier of training step ``step`` (1-based): linear warmup, then 1."""
+        warmup = self.config.warmup_steps
+        return min(1.0, step / warmup) if warmup > 0 else 1.0
 
     def update(
         self,
@@ -207,9 +213,13 @@ class PolicyUpdater:
         """Train on one rollout batch; ``timings`` gains ``logprobs`` and ``update`` seconds.
 
         ``rollouts`` are grouped prompt by prompt (G consecutive rows per prompt of
-        ``prompts``); ``step`` (1-based) only labels log messages.
+        ``prompts``); ``step`` (1-based) sets the lr (:meth:`lr_factor`) and labels
+        log messages.
         """
         cfg, acc = self.config, self.accelerator
+        factor = self.lr_factor(step)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
         minis = self._mini_batches(len(prompts))
         single_update = cfg.ppo_epochs == 1 and len(minis) == 1
         batch_of = _CollatedBatches(prompts, rollouts, self.pad_id, self.is_vlm, acc.device)
@@ -237,6 +247,7 @@ class PolicyUpdater:
         out = sums.means(acc, with_entropy=cfg.compute_entropy)
         out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         out["updates"] = float(len(grad_norms))
+        out["lr"] = cfg.lr * factor
         return UpdateOutcome(metrics=out, applied=applied, skipped=skipped)
 
     def _mini_batches(self, n_prompts: int) -> list[list[int]]:
