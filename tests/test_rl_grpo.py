@@ -551,9 +551,15 @@ def test_deepspeed_zero2_matches_the_plain_run_and_resumes_exactly(
     tiny_dir: Path, pool_dir: Path, tmp_path: Path
 ) -> None:
     """Two steps of two updates each (3 accumulated micro-batches per update, clipping
-    active at lr 1e-3) under DeepSpeed ZeRO-2, one process on CPU, against the plain run."""
+    active at lr 1e-3, the first step's lr halved by warmup) under DeepSpeed ZeRO-2, one
+    process on CPU, against the plain run."""
     config = grpo_config(
-        steps=2, mini_batch_prompts=2, micro_batch_size=3, vps_update_every=None, save_every=1
+        steps=2,
+        mini_batch_prompts=2,
+        micro_batch_size=3,
+        vps_update_every=None,
+        save_every=1,
+        warmup_steps=2,
     )
     config = config.model_copy(update={"precision": "fp32", "torch_threads": 1})
     plain = run_grpo(config, model_path=tiny_dir, dataset_path=pool_dir, output_dir=tmp_path / "p")
@@ -588,6 +594,7 @@ def test_deepspeed_zero2_matches_the_plain_run_and_resumes_exactly(
     ds_history = json.loads((tmp_path / "ds" / "result.json").read_text())["history"]
     for a, b in zip(plain.history, ds_history, strict=True):
         assert b["updates"] == a["updates"] == 2.0
+        assert b["lr"] == a["lr"]
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
     assert (tmp_path / "ds" / "checkpoints" / "step-000002" / "deepspeed").is_dir()
 
