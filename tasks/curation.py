@@ -49,6 +49,7 @@ from mmr1.data.frame import StepResult
 from mmr1.data.shards import shard_groups
 from mmr1.data.sources import SHAREGPT_COLUMNS, SourceBatches, read_source
 from mmr1.data.validate import validate_frame
+from mmr1.generation import GenerationBackend
 from mmr1.generation.openai_compat import ChatCompletionError
 from mmr1.hashing import hash_file
 from mmr1.models.registry import resolve_checkpoint
@@ -289,15 +290,17 @@ def decontaminate_rows(
     return output, refs
 
 
-def _difficulty_backend(config: DifficultyConfig):
+def _difficulty_backend(config: DifficultyConfig) -> tuple[GenerationBackend, str | None]:
+    """The rating backend, and the content hash of the checkpoint it loads (None: a server)."""
     if config.backend is not None:
-        return build_backend(config.backend)
+        return build_backend(config.backend), None
     if config.model is None:
         raise ValueError(
             "difficulty.enabled is true but neither difficulty.model (a checkpoint ref or path) "
             "nor difficulty.backend is set"
         )
-    return build_backend(HFBackendConfig(model=resolve_checkpoint(catalog(), config.model).uri))
+    checkpoint = resolve_checkpoint(catalog(), config.model)
+    return build_backend(HFBackendConfig(model=checkpoint.uri)), checkpoint.content_hash
 
 
 @task(name="estimate-difficulty", **teacher_retries)
@@ -315,11 +318,11 @@ def estimate_difficulty(
     """
     if not config.enabled:
         return _run_step("difficulty", previous, work_dir, batch_rows, StepResult)
-    backend = _difficulty_backend(config)
+    backend, checkpoint_hash = _difficulty_backend(config)
     rollouts = Path(work_dir) / "difficulty-rollouts"
     try:
         ids = iter_column(previous.kept, "row_id", batch_rows)
-        plan = pass_rate_plan(ids, backend, config, seed)
+        plan = pass_rate_plan(ids, backend, config, seed, checkpoint_hash=checkpoint_hash)
         groups = shard_groups(iter_frames(previous.kept, batch_rows), plan, batch_rows)
         rated = pl.concat(
             [

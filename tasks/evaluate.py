@@ -110,7 +110,8 @@ def _work_dir(
     config: EvaluateConfig,
     backend: BackendConfig,
 ) -> Path:
-    # Keyed by what determines the generations, so a rerun resumes the same shards.
+    # Keyed by what determines the generations, so a rerun resumes the same shards. The
+    # content hash stands for the model, not the directory it lies in (a moved home resumes).
     samples = config.sampled_params()
     key = json.dumps(
         {
@@ -122,7 +123,7 @@ def _work_dir(
             "source": source_id,
             "sampling": config.sampling.model_dump(mode="json"),
             "samples": samples.model_dump(mode="json") if samples else None,
-            "backend": backend.model_dump(mode="json", exclude=set(TRANSPORT_FIELDS)),
+            "backend": backend.model_dump(mode="json", exclude=set(TRANSPORT_FIELDS) | {"model"}),
             "seed": config.seed,
             "shard_size": config.shard_size,
         },
@@ -263,11 +264,8 @@ def _generate_and_score(job: _Job, spec: BenchmarkSpec, config: EvaluateConfig) 
             shard_size=config.shard_size,
             seed=config.seed,
             restart=config.restart,
-            fingerprint_extras={
-                "checkpoint": job.checkpoint.ref,
-                "content_hash": job.checkpoint.content_hash,
-                "source": job.source_id,
-            },
+            fingerprint_extras={"checkpoint": job.checkpoint.ref, "source": job.source_id},
+            checkpoint_hash=job.checkpoint.content_hash,
             score_workers=config.score_workers,
             score_timeout_s=config.score_timeout_s,
             judge=judge,

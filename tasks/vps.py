@@ -125,6 +125,7 @@ def estimate_vps_table(config: VPSEstimateConfig, mlflow_run_id: str) -> str:
             work,
             dataset_ref=dataset.ref,
             checkpoint_ref=checkpoint.ref,
+            checkpoint_hash=checkpoint.content_hash,
         )
     finally:
         backend.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -17,6 +18,7 @@ from mmr1.hashing import hash_directory
 from mmr1.models import build_tiny_model
 from mmr1.tracking import find_runs
 from schemas.eval import EvaluateConfig
+from schemas.home import HomeConfig
 from schemas.models import TinyVLMConfig
 from schemas.pipeline import PipelineConfig
 from schemas.presets import load_config
@@ -24,29 +26,35 @@ from schemas.presets import load_config
 N_ITEMS = 6
 
 
-@pytest.fixture
-def eval_home(prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from schemas.home import HomeConfig
-
-    monkeypatch.setenv("MMR1_HOME", str(tmp_path / "home"))
+def _make_home(root: Path, files_in: Path | None, monkeypatch: pytest.MonkeyPatch):
+    """A home at ``root`` with checkpoints tiny-a, tiny-b and the benchmark ``bench``,
+    their files under ``files_in`` (None: inside the home, as the pipeline writes them)."""
+    monkeypatch.setenv("MMR1_HOME", str(root))
     home = HomeConfig().ensure()
     catalog = Catalog(home.catalog)
     for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
-        model_dir = build_tiny_model(TinyVLMConfig(seed=seed), tmp_path / name)
+        where = (files_in or home.checkpoints) / name
+        model_dir = build_tiny_model(TinyVLMConfig(seed=seed), where)
         catalog.register_checkpoint(
             name=name, stage="base", uri=str(model_dir), content_hash=hash_directory(model_dir)
         )
     records = [item.record for item in generate_benchmark(seed=0, n_items=N_ITEMS + 2)]
-    files = write_rl_dataset(records, tmp_path / "bench")
+    bench = (files_in or home.datasets) / "bench"
+    files = write_rl_dataset(records, bench)
     catalog.register_dataset(
         name="bench",
         kind="benchmark",
-        uri=str(tmp_path / "bench"),
+        uri=str(bench),
         content_hash=files.content_hash,
         row_count=files.row_count,
         columns=files.columns,
     )
     return home
+
+
+@pytest.fixture
+def eval_home(prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    return _make_home(tmp_path / "home", tmp_path, monkeypatch)
 
 
 def _config() -> EvaluateConfig:
@@ -168,6 +176,24 @@ def test_flow_records_results_and_resumes_from_shards(eval_home) -> None:
     assert text.splitlines()[2].startswith("tiny-a@1") and "tiny-b@1" in text
     assert "MMR1-3B-RL (paper)" in text
     assert "paper" not in compare(catalog, ["tiny-a"], include_reference=False)
+
+
+def test_a_moved_home_reuses_its_evaluation_shards(
+    prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards are keyed by the checkpoint's content hash, not by where its files lie."""
+    from flows.evaluate import evaluate
+
+    first_home = _make_home(tmp_path / "first", None, monkeypatch)
+    first = _reported(Catalog(first_home.catalog), evaluate(_config()))
+    before = _shards(first_home)
+    shutil.copytree(tmp_path / "first", tmp_path / "moved")  # keeps the files' mtimes
+    shutil.rmtree(tmp_path / "first")
+    monkeypatch.setenv("MMR1_HOME", str(tmp_path / "moved"))
+    moved_home = HomeConfig().ensure()
+    again = _reported(Catalog(moved_home.catalog), evaluate(_config()))
+    assert _shards(moved_home) == before  # the same work dirs, no shard written again
+    assert again["results"] == first["results"]
 
 
 def test_presets_validate() -> None:

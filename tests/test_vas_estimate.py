@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
 from rl_fixtures import write_pool
 
+from mmr1.data.requests import backend_identity
+from mmr1.data.shards import ShardManifestError
 from mmr1.generation import get_backend
 from mmr1.generation.hf import trim_at_eos
 from mmr1.vas.estimate import (
     ROLLOUTS_FILE,
     VPS_TABLE_FILE,
+    VPSEstimate,
     estimate_vps,
     read_pool_frame,
     read_vps_table,
@@ -87,6 +91,45 @@ def test_interrupted_estimate_resumes_to_the_same_table(tiny_dir, pool, tmp_path
     assert resumed.table.equals(first.table)
     fresh = _run(tiny_dir, pool, tmp_path / "b", config)
     assert fresh.table.equals(first.table)  # no timestamp: same content, same catalog version
+
+
+def test_a_moved_checkpoint_with_the_same_hash_reuses_the_shards(tiny_dir, pool, tmp_path) -> None:
+    """The checkpoint's content hash identifies the model, not the directory it lies in."""
+    moved = tmp_path / "moved-home" / "tiny"
+    shutil.copytree(tiny_dir, moved)
+    config = _config()
+
+    def run(model_dir: Path, checkpoint_hash: str) -> VPSEstimate:
+        backend = get_backend(HFBackendConfig(model=str(model_dir), batch_size=4, device="cpu"))
+        try:
+            return estimate_vps(
+                pool,
+                backend,
+                config,
+                tmp_path / "work",
+                dataset_ref="pool@1",
+                checkpoint_ref="t@1",
+                checkpoint_hash=checkpoint_hash,
+            )
+        finally:
+            backend.close()
+
+    first = run(tiny_dir, "hash-a")
+    again = run(moved, "hash-a")
+    assert again.stats["rollouts_generated"] == 0
+    assert again.table.equals(first.table)
+    with pytest.raises(ShardManifestError):  # other weights: the shards are not theirs
+        run(moved, "hash-b")
+
+
+def test_backend_identity_names_the_model_by_hash_when_given() -> None:
+    class Backend:
+        name = "hf"
+        config = HFBackendConfig(model="/somewhere/tiny", batch_size=4)
+
+    assert backend_identity(Backend())["model"] == "/somewhere/tiny"
+    identity = backend_identity(Backend(), "abc123")
+    assert identity["model"] == "abc123" and identity["batch_size"] == 4
 
 
 def test_words_unit_and_missing_token_ids() -> None:

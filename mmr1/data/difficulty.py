@@ -67,14 +67,18 @@ def rated_columns(config: DifficultyConfig) -> tuple[str, ...]:
 
 
 def _rate_params(
-    config: DifficultyConfig, seed: int, backend: GenerationBackend, rewards: RewardConfig
+    config: DifficultyConfig,
+    seed: int,
+    backend: GenerationBackend,
+    rewards: RewardConfig,
+    checkpoint_hash: str | None,
 ) -> dict[str, object]:
     return {
         "step": "difficulty",
         "rollouts": config.rollouts,
         "sampling": config.sampling,
         "seed": seed,
-        "backend": backend_identity(backend),
+        "backend": backend_identity(backend, checkpoint_hash),
         "rewards": rewards.model_dump(exclude={"num_workers"}),
     }
 
@@ -86,9 +90,14 @@ def pass_rate_plan(
     seed: int,
     *,
     rewards: RewardConfig | None = None,
+    checkpoint_hash: str | None = None,
 ) -> ShardPlan:
-    """The shard plan of a pass-rate estimate over rows with these ids (read once)."""
-    params = _rate_params(config, seed, backend, rewards or RewardConfig())
+    """The shard plan of a pass-rate estimate over rows with these ids (read once).
+
+    ``checkpoint_hash``: the rating checkpoint's content hash, which identifies the
+    model in the fingerprint instead of its directory (``backend_identity``).
+    """
+    params = _rate_params(config, seed, backend, rewards or RewardConfig(), checkpoint_hash)
     return ShardPlan.of(params, row_ids, config.shard_size)
 
 
@@ -102,6 +111,7 @@ def estimate_pass_rates(
     rewards: RewardConfig | None = None,
     restart: bool = False,
     plan: ShardPlan | None = None,
+    checkpoint_hash: str | None = None,
 ) -> pl.DataFrame:
     """``frame`` plus ``pass_rate`` (float in [0, 1]) and ``n_rollouts`` (= K), same row order.
 
@@ -110,7 +120,8 @@ def estimate_pass_rates(
     a rerun with the same inputs, config, backend and seed reuses them.
     ``rewards`` sets the verification deadline and workers (default RewardConfig()).
     ``plan``: :func:`pass_rate_plan` of the whole run when ``frame`` is one group
-    of whole shards of it (positioned at its first shard).
+    of whole shards of it (positioned at its first shard); without one,
+    ``checkpoint_hash`` is as in :func:`pass_rate_plan`.
     """
     rewards = rewards or RewardConfig()
     missing = {"row_id", "problem", "answer", "images", "choices"} - set(frame.columns)
@@ -158,7 +169,9 @@ def estimate_pass_rates(
             process=process,
             out_dir=out_dir,
             shard_size=config.shard_size,
-            fingerprint=step_fingerprint(_rate_params(config, seed, backend, rewards), row_ids),
+            fingerprint=step_fingerprint(
+                _rate_params(config, seed, backend, rewards, checkpoint_hash), row_ids
+            ),
             restart=restart,
             desc="pass rates",
         )

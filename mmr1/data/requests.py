@@ -21,18 +21,24 @@ TRANSPORT_FIELDS = frozenset(
 )
 
 
-def backend_identity(backend: GenerationBackend) -> dict[str, object]:
+def backend_identity(backend: GenerationBackend, model: str | None = None) -> dict[str, object]:
     """What of a backend enters a step fingerprint: its name and sampling-relevant config.
 
     Transport settings (timeouts, retries, concurrency, key names) are left
-    out, so raising a timeout does not invalidate finished shards.
+    out, so raising a timeout does not invalidate finished shards. ``model``
+    stands for the config's ``model`` when that is where the weights happen to
+    lie (a catalog checkpoint's directory): pass the checkpoint's content hash,
+    so that a home moved elsewhere keeps its finished shards.
     """
     config = getattr(backend, "config", None)
     settings = config.model_dump(mode="json") if hasattr(config, "model_dump") else {}
-    return {
+    identity: dict[str, object] = {
         "name": getattr(backend, "name", type(backend).__name__),
         **{k: v for k, v in settings.items() if k not in TRANSPORT_FIELDS},
     }
+    if model is not None:
+        identity["model"] = model
+    return identity
 
 
 def build_requests(rows: pl.DataFrame, system: str | None = None) -> list[GenerationRequest]:

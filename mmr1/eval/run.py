@@ -383,6 +383,7 @@ def evaluate_benchmark(
     seed: int = 0,
     restart: bool = False,
     fingerprint_extras: Mapping[str, Any] | None = None,
+    checkpoint_hash: str | None = None,
     score_workers: int = 0,
     score_timeout_s: float = 10.0,
     judge: GenerationBackend | None = None,
@@ -402,8 +403,11 @@ def evaluate_benchmark(
         shard_size: items per resumable shard.
         seed: base seed of the shard seeds.
         restart: discard the shards in ``out_dir`` first.
-        fingerprint_extras: more identity for the shards (checkpoint ref and
-            hash, data source): anything that changes the generations.
+        fingerprint_extras: more identity for the shards (checkpoint ref, data
+            source): anything that changes the generations.
+        checkpoint_hash: the evaluated checkpoint's content hash; it identifies
+            the model instead of the directory the backend loads it from, so a
+            moved home keeps its shards (``backend_identity``).
         score_workers: 0 scores inline, N > 0 in N worker processes (module doc).
         score_timeout_s: per-item scoring deadline with workers.
         judge: when given, the LLM judge (:func:`mmr1.eval.judge.judge_scores`)
@@ -416,7 +420,7 @@ def evaluate_benchmark(
         The predictions frame, the item scores (item order) and run figures.
     """
     ids = [item.item_id for item in items]
-    identity = backend_identity(backend)
+    identity = backend_identity(backend, checkpoint_hash)
     generate = _ShardGeneration(
         adapter, backend, sampling, samples, prompt_style, seed, str(identity["name"])
     )

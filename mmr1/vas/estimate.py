@@ -196,6 +196,7 @@ def estimate_vps(
     *,
     dataset_ref: str,
     checkpoint_ref: str,
+    checkpoint_hash: str | None = None,
 ) -> VPSEstimate:
     """Roll out ``config.rollouts`` answers per prompt of ``frame`` and score every prompt.
 
@@ -203,7 +204,9 @@ def estimate_vps(
     (an RL pool read with :func:`read_pool_frame`). Shards go under ``out_dir``;
     a rerun with the same inputs, config and backend reuses the finished ones
     (``config.restart`` discards them). ``dataset_ref`` / ``checkpoint_ref`` are
-    recorded in every row of the table.
+    recorded in every row of the table. ``checkpoint_hash`` (the catalog
+    checkpoint's content hash) identifies the model in the shards' fingerprint
+    instead of the directory the backend loads it from (:func:`backend_identity`).
     """
     missing = {"row_id", "problem", "answer", "images", "choices"} - set(frame.columns)
     if missing:
@@ -211,7 +214,7 @@ def estimate_vps(
     if frame.is_empty():
         raise ValueError(f"estimate_vps: dataset {dataset_ref} has no prompts")
     row_ids = frame["row_id"].to_list()
-    identity = backend_identity(backend)
+    identity = backend_identity(backend, checkpoint_hash)
     fingerprint = step_fingerprint(
         {
             "step": "vps",
