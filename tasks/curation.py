@@ -319,10 +319,12 @@ def estimate_difficulty(
     if not config.enabled:
         return _run_step("difficulty", previous, work_dir, batch_rows, StepResult)
     backend, checkpoint_hash = _difficulty_backend(config)
-    rollouts = Path(work_dir) / "difficulty-rollouts"
     try:
         ids = iter_column(previous.kept, "row_id", batch_rows)
         plan = pass_rate_plan(ids, backend, config, seed, checkpoint_hash=checkpoint_hash)
+        # A directory per rating run: the same curation config rated by another version
+        # of its model (or by older code) never meets that run's shards.
+        rollouts = Path(work_dir) / "difficulty-rollouts" / plan.fingerprint[:16]
         groups = shard_groups(iter_frames(previous.kept, batch_rows), plan, batch_rows)
         rated = pl.concat(
             [

@@ -104,6 +104,7 @@ def estimate_vps_table(config: VPSEstimateConfig, mlflow_run_id: str) -> str:
             "config": config.model_dump(mode="json", exclude={"restart"}),
             "dataset": dataset.ref,
             "checkpoint": checkpoint.ref,
+            "checkpoint_hash": checkpoint.content_hash,  # the shards' name for the model
         },
         sort_keys=True,
     )

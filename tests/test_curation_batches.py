@@ -43,7 +43,13 @@ from schemas.curation import (
     LocalSource,
     SyntheticSource,
 )
-from schemas.generation import Completion, CompletionSample, GenerationRequest, SamplingParams
+from schemas.generation import (
+    Completion,
+    CompletionSample,
+    GenerationRequest,
+    HFBackendConfig,
+    SamplingParams,
+)
 from schemas.records import ChatTurn, SFTRecord
 from schemas.rewards import RewardConfig
 from schemas.synthetic import SyntheticConfig
@@ -325,6 +331,25 @@ def test_pass_rates_in_groups_and_the_filter_in_batches_equal_one_run(tmp_path: 
         assert pl.concat(parts).equals(rated)
         compact = pl.concat(parts).select(rated_columns(config))
         _equal(_collect(filter_batches(compact, _batches(frame, size), config, 1)), whole)
+
+
+def test_a_pass_rate_run_names_its_model_by_hash_not_by_directory() -> None:
+    """The rating model's directory differs in a moved home; its content hash does not."""
+
+    class LocalModel(CoinBackend):
+        def __init__(self, directory: str) -> None:
+            self.config = HFBackendConfig(model=directory)
+
+    config = DifficultyConfig(rollouts=2, shard_size=4)
+
+    def fingerprint(directory: str, checkpoint_hash: str | None) -> str:
+        backend = LocalModel(directory)
+        plan = pass_rate_plan(["a", "b"], backend, config, 1, checkpoint_hash=checkpoint_hash)
+        return plan.fingerprint
+
+    assert fingerprint("/home-a/ckpt", "h1") == fingerprint("/home-b/ckpt", "h1")
+    assert fingerprint("/home-a/ckpt", "h1") != fingerprint("/home-a/ckpt", "h2")
+    assert fingerprint("/home-a/ckpt", None) != fingerprint("/home-b/ckpt", None)
 
 
 # ------------------------------------------------------------------------ dataset writer
