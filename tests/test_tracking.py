@@ -148,3 +148,45 @@ def test_stage_runs_nest_in_the_pipeline_experiment_and_link_from_their_own(home
         tags = client.get_experiment_by_name(name).tags
         assert tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING_KIND == "custom_model_development"
     assert client.get_experiment(old).tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING_KIND
+
+
+def test_a_moved_home_keeps_its_artifacts_in_the_home(home, tmp_path: Path) -> None:
+    """MLflow stores absolute artifact locations; a moved home is pointed back inside itself."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from schemas.home import HomeConfig
+
+    with start_run(home, "unit", run_name="before") as run:
+        run.log_text("old", "notes/old.txt")
+    moved = tmp_path / "moved-home"
+    shutil.move(home.root, moved)
+    new_home = HomeConfig(root=moved)
+
+    with start_run(new_home, "unit", run_name="after") as run:
+        run.log_text("new", "notes/new.txt")
+
+    client = MlflowClient(tracking_uri=new_home.tracking_uri)
+    experiment = client.get_experiment_by_name("mmr1/unit")
+    assert experiment.artifact_location == (moved / "mlartifacts" / "unit").as_uri()
+    runs = {r.info.run_name: r for r in find_runs(new_home, "unit")}
+    for name, text in (("before", "old"), ("after", "new")):
+        uri = runs[name].info.artifact_uri
+        assert uri.startswith(experiment.artifact_location + "/"), uri
+        local = Path(client.download_artifacts(runs[name].info.run_id, f"notes/{text}.txt"))
+        assert local.read_text() == text
+    assert not home.root.exists()  # nothing was written at the old place
+
+
+def test_a_store_laid_out_elsewhere_is_not_rewritten(home, tmp_path: Path) -> None:
+    """Only the pipeline's own layout (``<artifact root>/<flow>``) is relocated."""
+    from mlflow.tracking import MlflowClient
+
+    from mmr1.tracking.relocate import relocate_artifact_roots
+
+    client = MlflowClient(tracking_uri=home.tracking_uri)
+    foreign = (tmp_path / "team-artifacts" / "shared").as_uri()
+    client.create_experiment("mmr1/unit", artifact_location=foreign)
+    assert relocate_artifact_roots(home) == []
+    assert client.get_experiment_by_name("mmr1/unit").artifact_location == foreign

@@ -42,9 +42,9 @@ from pydantic import BaseModel
 
 from mmr1.hashing import hash_bytes
 from mmr1.tracking.liveness import DeadRun, close_dead_run, dead_runs, process_tags
+from mmr1.tracking.relocate import EXPERIMENT_PREFIX, relocate_artifact_roots
 from schemas.home import HomeConfig
 
-EXPERIMENT_PREFIX = "mmr1/"
 TAG_PREFECT_FLOW_RUN = "mmr1.prefect_flow_run_id"
 TAG_READS = "mmr1.reads"
 TAG_WRITES = "mmr1.writes"
@@ -67,14 +67,20 @@ _MAX_PARAM_VALUE = 6000
 _PARAM_BATCH = 100
 _METRIC_BATCH = 1000
 _TAG_LOCK = threading.Lock()
+#: Tracking stores whose artifact locations this process has checked (see relocate.py).
+_RELOCATED: set[str] = set()
 
 
 def configure_tracking(home: HomeConfig) -> MlflowClient:
     """A client for the home's tracking store (``MLFLOW_TRACKING_URI`` overrides the default).
 
-    The default store is a SQLite file under the home, so no server is needed.
+    The default store is a SQLite file under the home, so no server is needed; once per
+    process, a home that was moved gets its artifact locations pointed back inside it.
     """
     home.ensure()
+    if home.tracking_uri not in _RELOCATED:
+        relocate_artifact_roots(home)
+        _RELOCATED.add(home.tracking_uri)
     return MlflowClient(tracking_uri=home.tracking_uri)
 
 
