@@ -54,7 +54,7 @@ import polars as pl
 
 from mmr1.catalog import Catalog
 from mmr1.eval.significance import outcomes_from_predictions, paired_test
-from mmr1.eval.stats import mean_interval, wilson_interval
+from mmr1.eval.stats import mean_interval, paired_t_test, wilson_interval
 from schemas.home import HomeConfig
 
 #: Roles in the order they are printed, with the demo preset's catalog names.
@@ -263,6 +263,51 @@ def aggregate(reports: list[HomeReport]) -> None:
         print(f"  {name}: {held}/{len(reports)}")
     collapsed = [r.home for r in reports if r.collapsed]
     print(f"  homes with a collapsed model: {len(collapsed)}/{len(reports)} {collapsed or ''}")
+    seed_effects(reports)
+
+
+#: Paired effects over homes: (label, figure, baseline figure).
+EFFECTS = (
+    ("VAS - SFT, greedy", "vas_greedy", "sft_greedy"),
+    ("VAS - SFT, sampled", "vas_sampled", "sft_sampled"),
+    ("uniform - SFT, greedy", "uniform_greedy", "sft_greedy"),
+    ("uniform - SFT, sampled", "uniform_sampled", "sft_sampled"),
+    ("VAS - uniform, greedy", "vas_greedy", "uniform_greedy"),
+    ("VAS - uniform, sampled", "vas_sampled", "uniform_sampled"),
+)
+
+
+def seed_effects(reports: list[HomeReport]) -> None:
+    """Each RL effect over the homes whose SFT model learned (one value per seed): its mean,
+    the t interval of that mean and the paired t-test's p over seeds. A single demo is one
+    draw of each; this is what the recipe does on average."""
+    learned = [
+        r
+        for r in reports
+        if {"sft_greedy", "base_greedy"} <= r.figures.keys()
+        and r.figures["sft_greedy"] >= r.figures["base_greedy"] + 0.20
+    ]
+    if len(learned) < 2:
+        return
+    print(f"\n== effects over the {len(learned)} homes whose SFT learned (points, 95% t interval)")
+    for label, figure, baseline in EFFECTS:
+        pairs = [
+            (r.figures[figure], r.figures[baseline])
+            for r in learned
+            if {figure, baseline} <= r.figures.keys()
+        ]
+        if len(pairs) < 2:
+            continue
+        diffs = [100 * (a - b) for a, b in pairs]
+        interval = mean_interval(diffs, bounds=None)
+        p_value = paired_t_test([a for a, _ in pairs], [b for _, b in pairs])
+        assert interval is not None
+        print(
+            f"  {label:<24} {statistics.fmean(diffs):+.2f} [{interval[0]:+.2f}, {interval[1]:+.2f}]"
+            f"  p {_format_p(p_value)}  (n={len(diffs)}: "
+            + " ".join(f"{d:+.1f}" for d in diffs)
+            + ")"
+        )
 
 
 # ------------------------------------------------------------------------ running
