@@ -79,6 +79,8 @@ class HomeReport:
     figures: dict[str, float] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     collapsed: list[str] = field(default_factory=list)
+    #: The roles (base, sft, uniform, vas) whose model gave one answer to a whole family.
+    collapsed_roles: set[str] = field(default_factory=set)
 
 
 def top_answer(frame: pl.DataFrame) -> tuple[str, float]:
@@ -159,6 +161,7 @@ def report_home(home: Path, roles: dict[str, str], benchmark: str) -> HomeReport
             )
             if family != "all" and role != "base" and share >= COLLAPSE_SHARE:
                 report.collapsed.append(f"{ref} answers {answer!r} to {share:.0%} of {family}")
+                report.collapsed_roles.add(role)
             if family == "all":
                 report.figures[f"{role}_greedy"] = cell["greedy"]
                 if "sampled" in cell:
@@ -280,12 +283,14 @@ EFFECTS = (
 def seed_effects(reports: list[HomeReport]) -> None:
     """Each RL effect over the homes whose SFT model learned (one value per seed): its mean,
     the t interval of that mean and the paired t-test's p over seeds. A single demo is one
-    draw of each; this is what the recipe does on average."""
+    draw of each; this is what the recipe does on average. An SFT model that answers one
+    colour to a whole family (it learnt the format, not the image) does not count."""
     learned = [
         r
         for r in reports
         if {"sft_greedy", "base_greedy"} <= r.figures.keys()
         and r.figures["sft_greedy"] >= r.figures["base_greedy"] + 0.20
+        and "sft" not in r.collapsed_roles
     ]
     if len(learned) < 2:
         return
