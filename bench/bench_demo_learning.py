@@ -18,7 +18,11 @@ fresh home per seed (``--run --seeds 0 1 2``), then prints for each home:
   is the answer to 90% or more of a family's items (a model that no longer
   reads the image; seed 3 of the demo's SFT on 2 threads does this);
 
-and, over several homes, the mean and range of the headline figures.
+and, over several homes, the mean and range of the headline figures, how often
+each check held, and each RL effect (VAS and uniform against SFT, VAS against
+uniform; greedy and sampled) over the homes whose SFT model learned: its mean
+in points, the t interval of that mean over seeds and the paired t-test's p.
+One demo is one draw of each effect; this is what the recipe does on average.
 
 The seed knob of ``--run``: seed ``s`` sets ``base_model.seed``,
 ``sft.train.seed``, ``vps.seed`` and ``grpo.train.seed`` (the uniform ablation
