@@ -13,7 +13,7 @@ from tasks.observe import CANCELLATION_SWITCH, Progress, announce, mirror_logger
 
 def test_flow_runs_record_their_own_cancellation() -> None:
     # Imported by every flow: a worker-started run that is cancelled goes to Cancelled
-    # at once (tests/test_ops_servers.py cancels one on a real server and worker).
+    # at once (tests/test_ops_servers_e2e.py cancels one on a real server and worker).
     assert os.environ[CANCELLATION_SWITCH] == "true"
 
 
