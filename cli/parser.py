@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_overrides(command: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable): override one field of the command's config."""
+    command.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
+    )
+
+
 def _add_flow_commands(sub: Any) -> None:
     """The commands that run a flow: demo, pipeline, curate, sft, grpo."""
 
@@ -51,40 +58,30 @@ def _add_flow_commands(sub: Any) -> None:
         "demo", help="run mmr1-pipeline with the demo preset (tiny offline model, CPU)"
     )
     demo.add_argument("--config", default="demo", help="YAML file or preset name (default: demo)")
-    demo.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(demo)
     demo.set_defaults(func=cmd_demo)
 
     pipeline = sub.add_parser(
         "pipeline", help="run the mmr1-pipeline flow (curate, SFT, VPS, GRPO, eval) from a config"
     )
     pipeline.add_argument("--config", help="YAML file or preset name (default: built-ins)")
-    pipeline.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(pipeline)
     pipeline.set_defaults(func=cmd_pipeline)
 
     curate = sub.add_parser("curate", help="curate an RL pool or long-CoT SFT data")
     curate.add_argument("target", choices=["rl", "sft"])
     curate.add_argument("--config", help="YAML file or preset name (default: built-in defaults)")
-    curate.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(curate)
     curate.set_defaults(func=cmd_curate)
 
     sft = sub.add_parser("sft", help="cold-start SFT on a curated long-CoT dataset")
     sft.add_argument("--config", help="YAML file or preset name (sft-demo, sft-paper-3b, ...)")
-    sft.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(sft)
     sft.set_defaults(func=cmd_sft)
 
     grpo = sub.add_parser("grpo", help="GRPO with Variance-Aware Sampling from an SFT model")
     grpo.add_argument("--config", help="YAML file or preset (grpo-demo, grpo-paper-3b, ...)")
-    grpo.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(grpo)
     grpo.set_defaults(func=cmd_grpo)
 
 
@@ -92,9 +89,7 @@ def _add_eval_commands(sub: Any) -> None:
     """eval (run, compare) and vps (estimate, show)."""
     evaluation = sub.add_parser("eval", help="evaluate checkpoints on benchmarks; leaderboards")
     evaluation.add_argument("--config", help="YAML file or preset name (eval-demo, eval-paper)")
-    evaluation.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(evaluation)
     evaluation.set_defaults(func=cmd_eval)
     esub = evaluation.add_subparsers(dest="eval_command")
     compare = esub.add_parser(
@@ -121,9 +116,7 @@ def _add_eval_commands(sub: Any) -> None:
     vsub = vps.add_subparsers(dest="vps_command", required=True)
     estimate = vsub.add_parser("estimate", help="roll out a checkpoint on an RL pool, score")
     estimate.add_argument("--config", help="YAML file or preset name (vps-demo, vps-paper)")
-    estimate.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(estimate)
     estimate.set_defaults(func=cmd_vps_estimate)
     vshow = vsub.add_parser("show", help="summary and histograms of a dataset's latest VPS table")
     vshow.add_argument("ref", help="DATASET[@VERSION], or vps:TABLE[@VERSION]")
@@ -171,9 +164,7 @@ def _add_model_commands(sub: Any) -> None:
         help="estimate per-GPU memory by phase and tokens per step of a GRPO or SFT config",
     )
     plan.add_argument("--config", required=True, help="YAML file or preset (grpo-paper-7b, ...)")
-    plan.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(plan)
     plan.add_argument(
         "--gpus", type=int, help="GPUs of the job, all machines (default: launch.num_processes)"
     )
@@ -194,9 +185,7 @@ def _add_model_commands(sub: Any) -> None:
         "so curation decontaminates against them",
     )
     bregister.add_argument("--config", help="eval YAML file or preset (eval-paper-7b, ...)")
-    bregister.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field"
-    )
+    _add_overrides(bregister)
     bregister.set_defaults(func=cmd_benchmark_register)
 
 
